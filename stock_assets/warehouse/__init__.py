@@ -1,0 +1,43 @@
+"""The DuckDB warehouse: schema, Arrow table builders and the Dagster resource."""
+
+from .arrow import (
+    SOURCE_BATCH_QUOTE,
+    SOURCE_EOD_BULK,
+    SOURCE_HISTORICAL,
+    dividends_table,
+    history_loads_table,
+    prices_table,
+    profiles_table,
+    quotes_as_prices,
+    rejects_table,
+    symbols_table,
+    utc_naive,
+)
+from .resource import (
+    WarehouseLockedError,
+    WarehouseResource,
+    lock_wait_stats,
+    upsert,
+)
+from .schema import TABLES, arrow_schema, ensure_schema
+
+__all__ = [
+    "SOURCE_BATCH_QUOTE",
+    "SOURCE_EOD_BULK",
+    "SOURCE_HISTORICAL",
+    "TABLES",
+    "WarehouseLockedError",
+    "WarehouseResource",
+    "arrow_schema",
+    "dividends_table",
+    "ensure_schema",
+    "history_loads_table",
+    "lock_wait_stats",
+    "prices_table",
+    "profiles_table",
+    "quotes_as_prices",
+    "rejects_table",
+    "symbols_table",
+    "upsert",
+    "utc_naive",
+]

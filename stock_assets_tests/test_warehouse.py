@@ -1,0 +1,400 @@
+"""The DuckDB warehouse layer, on real database files in tmp_path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from stock_assets.fmp.records import Dividend, EodBar, HistoricalBar, Profile, Quote, Reject, ScreenerRow
+from stock_assets.warehouse import (
+    TABLES,
+    WarehouseLockedError,
+    WarehouseResource,
+    dividends_table,
+    ensure_schema,
+    lock_wait_stats,
+    prices_table,
+    profiles_table,
+    quotes_as_prices,
+    symbols_table,
+)
+from stock_assets.warehouse import resource as resource_module
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = dt.date(2024, 3, 1)
+
+
+def _bars(symbols, days, close=1.0):
+    return [
+        {"symbol": s, "date": DAY + dt.timedelta(days=d), "open": 1.0, "high": 2.0, "low": 0.5,
+         "close": close + d, "volume": 100 + d}
+        for s in symbols for d in range(days)
+    ]
+
+
+def _snapshot(wh: WarehouseResource, table: str, order: str) -> list[tuple]:
+    with wh.read() as conn:
+        return conn.execute(f"SELECT * EXCLUDE (loaded_at) FROM {table} ORDER BY {order}").fetchall()
+
+
+@pytest.fixture
+def wh(tmp_path) -> WarehouseResource:
+    return WarehouseResource(database=str(tmp_path / "sub" / "wh.duckdb"), lock_timeout_s=20)
+
+
+def _spawn(script: str, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT),
+    )
+
+
+HOLD_LOCK = """
+import sys, time, duckdb
+conn = duckdb.connect(sys.argv[1])
+conn.execute("CREATE TABLE IF NOT EXISTS held (x INT)")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.close()
+"""
+
+
+# -- schema --------------------------------------------------------------------
+
+
+def test_schema_is_idempotent_and_complete(wh):
+    with wh.write() as conn:
+        ensure_schema(conn)
+        ensure_schema(conn)  # again, inside the same transaction
+    conn = duckdb.connect(wh.path)
+    try:
+        ensure_schema(conn)  # and on a fresh connection
+        tables = {f"{s}.{t}" for s, t in conn.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name = 'market'").fetchall()}
+        assert tables == set(TABLES) == {
+            "market.symbols", "market.prices", "market.dividends", "market.company_profiles",
+            "market.rejected_rows", "market.history_loads"}
+        profile_cols = [r[0] for r in conn.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'company_profiles'"
+            " ORDER BY column_index").fetchall()]
+        pks = dict(conn.execute(
+            "SELECT table_name, constraint_column_names FROM duckdb_constraints()"
+            " WHERE constraint_type = 'PRIMARY KEY'").fetchall())
+    finally:
+        conn.close()
+    assert profile_cols == list(Profile.model_fields) + ["fetched_at"]
+    assert pks["prices"] == ["symbol", "date"]
+    assert pks["dividends"] == ["symbol", "ex_date"]
+    assert pks["history_loads"] == ["dataset", "symbol"]
+    assert pks["symbols"] == ["symbol"] and pks["company_profiles"] == ["symbol"]
+
+
+def test_read_on_a_missing_file_creates_the_schema(tmp_path):
+    wh = WarehouseResource(database=str(tmp_path / "new" / "deeper" / "w.duckdb"))
+    assert wh.query("SELECT count(*) AS n FROM market.prices") == [{"n": 0}]
+    assert os.path.exists(wh.path)
+
+
+# -- upsert ----------------------------------------------------------------------
+
+
+def test_upsert_twice_is_identical_and_overlap_replaces_exactly(wh):
+    first = prices_table(_bars(["AAA", "BBB", "CCC"], 5), "eod-bulk")
+    assert wh.write_rows("market.prices", first, ["symbol", "date"]) == 15
+    once = _snapshot(wh, "market.prices", "symbol, date")
+    wh.write_rows("market.prices", first, ["symbol", "date"])
+    assert _snapshot(wh, "market.prices", "symbol, date") == once
+    assert len(once) == 15
+
+    # overlap: BBB's last 2 days + DDD, with new closes
+    overlap = prices_table(
+        [b for b in _bars(["BBB"], 5, close=50.0) if b["date"] >= DAY + dt.timedelta(days=3)]
+        + _bars(["DDD"], 2, close=70.0),
+        "historical-price-eod/full",
+    )
+    wh.write_rows("market.prices", overlap)  # key defaults to the primary key
+    after = {(r[0], r[1]): r for r in _snapshot(wh, "market.prices", "symbol, date")}
+    assert len(after) == 17
+    before = {(r[0], r[1]): r for r in once}
+    for (sym, day), row in after.items():
+        replaced = sym == "DDD" or (sym == "BBB" and day >= DAY + dt.timedelta(days=3))
+        if replaced:
+            assert row[5] >= 50.0 and row[8] == "historical-price-eod/full"
+        else:
+            assert row == before[(sym, day)]
+
+
+def test_upsert_keeps_last_of_repeated_keys_and_delete_where_scopes_a_partition(wh):
+    rows = _bars(["AAA"], 1, close=1.0) + _bars(["AAA"], 1, close=2.0) + _bars(["BBB"], 1)
+    assert wh.write_rows("market.prices", prices_table(rows, "batch-quote")) == 2
+    assert wh.query("SELECT close FROM market.prices WHERE symbol = 'AAA'") == [{"close": 2.0}]
+    # the day's partition re-run without BBB: delete_where removes what the partition owns
+    wh.write_rows("market.prices", prices_table(_bars(["AAA"], 1, close=3.0), "batch-quote"),
+                  delete_where="date = ?", params=[DAY])
+    assert wh.query("SELECT symbol, close FROM market.prices") == [{"symbol": "AAA", "close": 3.0}]
+
+
+def test_delete_then_insert_same_keys_in_one_transaction(wh):
+    """DuckDB 2.0 no longer trips over re-inserting just-deleted primary keys."""
+    data = prices_table(_bars(["AAA", "BBB"], 3), "eod-bulk")
+    with wh.write() as conn:
+        for _ in range(3):
+            wh.upsert(conn, "market.prices", data, ["symbol", "date"])
+    assert wh.query("SELECT count(*) AS n FROM market.prices") == [{"n": 6}]
+
+
+def test_failed_write_rolls_back(wh):
+    wh.write_rows("market.prices", prices_table(_bars(["AAA"], 2), "eod-bulk"))
+    with pytest.raises(RuntimeError):
+        with wh.write() as conn:
+            wh.upsert(conn, "market.prices", prices_table(_bars(["AAA", "ZZZ"], 2, close=9.0), "eod-bulk"))
+            raise RuntimeError("boom")
+    assert wh.query("SELECT symbol, max(close) AS c FROM market.prices GROUP BY ALL") == [
+        {"symbol": "AAA", "c": 2.0}]
+
+
+def test_bulk_100k_rows_through_arrow(wh):
+    n_sym, n_days = 1000, 100
+    symbols = [f"S{i:04d}" for i in range(n_sym)]
+    data = pa.table({
+        "symbol": pa.array([s for s in symbols for _ in range(n_days)]),
+        "date": pa.array([DAY + dt.timedelta(days=d) for _ in symbols for d in range(n_days)], pa.date32()),
+        "open": pa.array([1.0] * (n_sym * n_days)),
+        "high": pa.array([2.0] * (n_sym * n_days)),
+        "low": pa.array([0.5] * (n_sym * n_days)),
+        "close": pa.array([1.5] * (n_sym * n_days)),
+        "volume": pa.array([10] * (n_sym * n_days), pa.int64()),
+        "source": pa.array(["eod-bulk"] * (n_sym * n_days)),
+        "loaded_at": pa.array([dt.datetime(2024, 3, 2)] * (n_sym * n_days), pa.timestamp("us")),
+    })
+    # the path is: register the Arrow table once, one DELETE and one INSERT ... SELECT
+    statements: list[str] = []
+    registered: list[int] = []
+    real_register = duckdb.DuckDBPyConnection.register
+
+    with wh.write() as conn:
+        class Spy:
+            def execute(self, sql, *a):
+                statements.append(sql)
+                return conn.execute(sql, *a)
+
+            def register(self, name, table):
+                registered.append(table.num_rows)
+                return real_register(conn, name, table)
+
+            def unregister(self, name):
+                return conn.unregister(name)
+
+        assert resource_module.upsert(Spy(), "market.prices", data) == 100_000
+        # and again: replaces all 100k
+        resource_module.upsert(Spy(), "market.prices", data)
+    assert registered == [100_000, 100_000]
+    assert [s.split()[0] for s in statements] == ["DELETE", "INSERT", "DELETE", "INSERT"]
+    assert "SELECT" in statements[1] and "VALUES" not in statements[1]
+    assert wh.query("SELECT count(*) AS n, count(DISTINCT symbol) AS s FROM market.prices") == [
+        {"n": 100_000, "s": 1000}]
+
+
+# -- records round-trip ------------------------------------------------------------
+
+
+def test_none_fields_round_trip_to_null(wh):
+    sparse = Profile.model_validate({"symbol": "ZZZ", "companyName": "", "fullTimeEmployees": "12",
+                                     "cik": 320193, "ipoDate": "1980-12-12", "isEtf": False})
+    full_at = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+    wh.write_rows("market.company_profiles", profiles_table([sparse], full_at))
+    row = wh.query("SELECT * FROM market.company_profiles")[0]
+    assert row["symbol"] == "ZZZ" and row["company_name"] is None and row["price"] is None
+    assert row["full_time_employees"] == 12 and row["cik"] == "320193"
+    assert row["ipo_date"] == dt.date(1980, 12, 12) and row["is_etf"] is False
+    assert row["fetched_at"] == dt.datetime(2024, 3, 1, 12, 0)  # UTC, naive
+    nulls = [k for k, v in row.items() if v is None]
+    assert len(nulls) == len(Profile.model_fields) - 5
+    assert wh.profiles_fetched_at(["ZZZ", "NOPE"]) == {"ZZZ": dt.datetime(2024, 3, 1, 12, 0)}
+
+    div = Dividend.model_validate({"symbol": "KO", "date": "2024-03-14", "recordDate": "2024-03-15",
+                                   "paymentDate": "2024-04-01", "declarationDate": "",
+                                   "adjDividend": 0.485, "dividend": 0.485, "yield": 3.1,
+                                   "frequency": "Quarterly"})
+    wh.write_rows("market.dividends", dividends_table([div], "dividends-calendar"))
+    got = wh.query("SELECT * EXCLUDE (loaded_at) FROM market.dividends")
+    assert got == [{"symbol": "KO", "ex_date": dt.date(2024, 3, 14), "record_date": dt.date(2024, 3, 15),
+                    "payment_date": dt.date(2024, 4, 1), "declaration_date": None, "dividend": 0.485,
+                    "adj_dividend": 0.485, "yield_pct": 3.1, "frequency": "Quarterly",
+                    "source": "dividends-calendar"}]
+
+
+def test_price_shapes_and_symbols(wh):
+    eod = EodBar.model_validate({"symbol": "AAA", "date": "2024-03-01", "open": "1", "high": 2, "low": 0.5,
+                                 "close": 1.5, "adjClose": 1.4, "volume": "2.9909012e7"})
+    hist = HistoricalBar.model_validate({"symbol": "BBB", "date": "2024-03-01", "open": 3, "high": 4,
+                                         "low": 2, "close": 3.5, "volume": 7})
+    wh.write_rows("market.prices", prices_table([eod], "eod-bulk"))
+    wh.write_rows("market.prices", prices_table([hist], "historical-price-eod/full"))
+    after_close = int(dt.datetime(2024, 3, 1, 21, 5, tzinfo=dt.timezone.utc).timestamp())
+    stale = int(dt.datetime(2024, 2, 28, 21, 5, tzinfo=dt.timezone.utc).timestamp())
+    quotes = [
+        Quote.model_validate({"symbol": "CCC", "price": 10, "open": 9, "dayHigh": 11, "dayLow": 8.5,
+                              "volume": 1000, "timestamp": after_close}),
+        Quote.model_validate({"symbol": "DDD", "price": 5, "timestamp": stale}),  # did not trade that day
+    ]
+    qt = quotes_as_prices(quotes, DAY)
+    assert qt.num_rows == 1
+    wh.write_rows("market.prices", qt)
+    rows = {r["symbol"]: r for r in wh.query("SELECT * FROM market.prices")}
+    assert rows["AAA"]["adj_close"] == 1.4 and rows["AAA"]["volume"] == 29_909_012
+    assert rows["BBB"]["adj_close"] is None and rows["BBB"]["source"] == "historical-price-eod/full"
+    c = rows["CCC"]
+    assert (c["date"], c["open"], c["high"], c["low"], c["close"], c["volume"], c["source"]) == (
+        DAY, 9.0, 11.0, 8.5, 10.0, 1000, "batch-quote")
+    assert wh.stored_price_symbols(DAY) == {"AAA", "BBB", "CCC"}
+
+    screener = [ScreenerRow.model_validate({"symbol": s, "companyName": s.lower(), "marketCap": 1e9,
+                                            "volume": 5.0, "isEtf": "false", "exchangeShortName": "NYSE"})
+                for s in ("AAA", "BBB", "CCC")]
+    wh.write_rows("market.symbols", symbols_table(screener, lambda s: "shard-a" if s < "C" else "shard-b"))
+    assert [r["symbol"] for r in wh.universe()] == ["AAA", "BBB", "CCC"]
+    only_b = wh.universe("shard-b")
+    assert len(only_b) == 1 and only_b[0]["symbol"] == "CCC" and only_b[0]["is_etf"] is False
+    assert only_b[0]["volume"] == 5 and only_b[0]["exchange_short_name"] == "NYSE"
+
+
+def test_rejects_and_history_loads_are_idempotent(wh):
+    rejects = [Reject("eod-bulk", "AAA", "close: missing", {"symbol": "AAA", "close": ""}),
+               Reject("eod-bulk", "BBB", "date: invalid", "raw,csv,line")]
+    assert wh.record_rejects(rejects, "run-1") == 2
+    wh.record_rejects(rejects, "run-2")  # the same partition re-run
+    rows = wh.query("SELECT key, raw, run_id FROM market.rejected_rows ORDER BY key")
+    assert [(r["key"], r["run_id"]) for r in rows] == [("AAA", "run-2"), ("BBB", "run-2")]
+    assert json.loads(rows[0]["raw"]) == {"symbol": "AAA", "close": ""}
+
+    assert wh.symbols_needing_history("dividends", ["KO", "PEP", "T"]) == ["KO", "PEP", "T"]
+    with wh.write() as conn:  # data and its bookkeeping in one transaction
+        wh.mark_history_loaded("dividends", ["KO", "PEP"], dt.date(2000, 1, 1), DAY, conn=conn)
+    wh.mark_history_loaded("dividends", ["PEP"], dt.date(2000, 1, 1), DAY)
+    wh.mark_history_loaded("prices", ["T"], dt.date(2010, 1, 1), DAY)
+    assert wh.symbols_needing_history("dividends", ["KO", "PEP", "T"]) == ["T"]
+    assert wh.symbols_needing_history("prices", ["KO", "T"]) == ["KO"]
+    # an earlier configured start date means the loaded history is not enough
+    assert wh.symbols_needing_history("prices", ["T"], start=dt.date(2005, 1, 1)) == ["T"]
+    assert wh.query("SELECT count(*) AS n FROM market.history_loads") == [{"n": 3}]
+
+
+def test_dagster_resource_with_env_var(tmp_path, monkeypatch):
+    from dagster import EnvVar, asset, materialize
+
+    db = tmp_path / "env" / "stocks.duckdb"
+    monkeypatch.setenv("STOCK_ASSETS_DB", str(db))
+
+    @asset
+    def some_prices(warehouse: WarehouseResource) -> None:
+        warehouse.write_rows("market.prices", prices_table(_bars(["AAA"], 2), "eod-bulk"))
+
+    result = materialize([some_prices], resources={"warehouse": WarehouseResource(database=EnvVar("STOCK_ASSETS_DB"))})
+    assert result.success
+    assert WarehouseResource(database=str(db)).query("SELECT count(*) AS n FROM market.prices") == [{"n": 2}]
+
+
+# -- locks and processes -----------------------------------------------------------
+
+
+def test_write_waits_for_another_process_holding_the_lock(wh):
+    with wh.write():
+        pass  # file and schema exist
+    holder = _spawn(HOLD_LOCK, wh.path, "1.5")
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(duckdb.IOException, match="lock"):
+            duckdb.connect(wh.path)  # really locked right now
+        before = lock_wait_stats()
+        start = time.monotonic()
+        assert wh.write_rows("market.prices", prices_table(_bars(["AAA"], 3), "eod-bulk")) == 3
+        waited = time.monotonic() - start
+    finally:
+        holder.wait(timeout=30)
+    assert holder.returncode == 0, holder.stderr.read()
+    assert waited > 0.5
+    after = lock_wait_stats()
+    assert after.waits == before.waits + 1 and after.seconds - before.seconds > 0.5
+    assert wh.query("SELECT count(*) AS n FROM market.prices") == [{"n": 3}]
+
+
+def test_lock_timeout_names_the_file_and_what_to_do(wh):
+    with wh.write():
+        pass
+    holder = _spawn(HOLD_LOCK, wh.path, "30")
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        short = WarehouseResource(database=wh.path, lock_timeout_s=0.4)
+        start = time.monotonic()
+        with pytest.raises(WarehouseLockedError) as info:
+            short.write_rows("market.prices", prices_table(_bars(["AAA"], 1), "eod-bulk"))
+        assert 0.3 < time.monotonic() - start < 5
+        with pytest.raises(WarehouseLockedError):
+            with short.read():
+                pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    message = str(info.value)
+    assert wh.path in message
+    assert "another process" in message and "close the DuckDB CLI" in message
+    assert f"PID {holder.pid}" in message  # DuckDB names the holder
+
+
+WRITER = """
+import os, sys, time, datetime as dt
+from stock_assets.warehouse import WarehouseResource, lock_wait_stats, prices_table
+path, worker, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+print("ready", flush=True)
+while not os.path.exists(go):  # start all writers together
+    time.sleep(0.01)
+wh = WarehouseResource(database=path, lock_timeout_s=60)
+day0 = dt.date(2024, 1, 1)
+# each worker owns symbols W<worker>_*, and all write the shared symbols SHARED_* (overlap)
+for chunk in range(6):
+    rows = []
+    for s in range(20):
+        sym = f"W{worker}_{chunk}_{s}" if s < 15 else f"SHARED_{s}"
+        for d in range(50):
+            rows.append({"symbol": sym, "date": day0 + dt.timedelta(days=d), "open": 1.0, "high": 1.0,
+                         "low": 1.0, "close": float(worker), "volume": d})
+    wh.write_rows("market.prices", prices_table(rows, f"worker-{worker}"))
+print("done", lock_wait_stats().waits, flush=True)
+"""
+
+
+def test_four_processes_write_disjoint_and_overlapping_chunks(wh, tmp_path):
+    with wh.write():
+        pass
+    go = tmp_path / "go"
+    procs = [_spawn(WRITER, wh.path, str(w), str(go)) for w in range(4)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    go.touch()
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0 and out.split()[0] == "done", err
+    # they did collide on the file lock, and waited it out
+    assert sum(int(out.split()[1]) for out, _ in outs) > 0
+    rows = wh.query(
+        "SELECT count(*) AS n, count(DISTINCT symbol) AS s,"
+        " count(*) FILTER (WHERE symbol LIKE 'SHARED_%') AS shared,"
+        " count(DISTINCT (symbol, date)) AS keys FROM market.prices")
+    # 4 workers x 6 chunks x 15 own symbols x 50 days, plus 5 shared symbols x 50 days once
+    assert rows == [{"n": 4 * 6 * 15 * 50 + 5 * 50, "s": 4 * 6 * 15 + 5, "shared": 250, "keys": 18_250}]
+    # each own symbol carries its writer's close
+    wrong = wh.query("SELECT count(*) AS n FROM market.prices WHERE symbol LIKE 'W%'"
+                     " AND close <> CAST(substr(symbol, 2, 1) AS DOUBLE)")
+    assert wrong == [{"n": 0}]
