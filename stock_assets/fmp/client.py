@@ -79,7 +79,8 @@ class FMPResource(ConfigurableResource):
     _bulk_limiter: SharedRateLimiter | None = PrivateAttr(default=None)
     _calls: CallLog = PrivateAttr(default_factory=CallLog)
     _init_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _log: Callable[[str], None] = PrivateAttr(default=logger.info)
+    # None, not logger.info: pydantic would bind a method default to the resource itself.
+    _log: Callable[[str], None] | None = PrivateAttr(default=None)
 
     # ---- lifecycle -------------------------------------------------------
     def setup_for_execution(self, context: InitResourceContext) -> None:
@@ -306,7 +307,7 @@ class FMPResource(ConfigurableResource):
         self._ensure_started()
         sizer = ChunkSizer(target_s=self.chunk_target_s, min_size=self.chunk_min, max_size=self.chunk_max)
         return fetch_in_chunks(items, fetch_one, on_chunk, max_in_flight=self.max_in_flight,
-                               sizer=sizer, label=label, log=log or self._log)
+                               sizer=sizer, label=label, log=log or self._log or logger.info)
 
 
 # ---- helpers ---------------------------------------------------------------

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import time
 from pathlib import Path
 
 from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
+
+
+LOCK_POLL_S = 0.002  # seconds between attempts at a contended file lock
 
 
 def key_id(api_key: str) -> str:
@@ -47,10 +51,15 @@ class SharedRateLimiter:
         shape = "_".join(f"{r.limit}x{r.interval}" for r in rates)
         table = f"fmp_{key_id(api_key)}_{name}_{shape}"
         self._limiter = Limiter(_bucket(rates, table, state), buffer_ms=5)
+        self._waiting = threading.Lock()
 
     def acquire(self) -> float:
         started = time.monotonic()
-        self._limiter.try_acquire("fmp", blocking=True)
+        # One waiter per process. Otherwise every thread sleeps until the same
+        # slot frees, all wake together and query the bucket in turn: the slot
+        # goes out tens of ms late, every time (measured: 93% of the pace).
+        with self._waiting:
+            self._limiter.try_acquire("fmp", blocking=True)
         return time.monotonic() - started
 
     def close(self) -> None:
@@ -62,9 +71,14 @@ def _bucket(rates: list[Rate], table: str, state: str):
         return _redis_bucket(rates, table, state)
     path = Path(state)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return SQLiteBucket.init_from_file(
+    bucket = SQLiteBucket.init_from_file(
         rates, table=table, db_path=str(path), create_new_table=True, use_file_lock=True
     )
+    # filelock polls a contended lock every 50 ms by default; waiters that wake
+    # together for the next window then queue in 50 ms steps, and every window
+    # starts that much late (measured: 4 processes held 93.6% of the pace).
+    bucket.lock.poll_interval = LOCK_POLL_S
+    return bucket
 
 
 def _redis_bucket(rates: list[Rate], table: str, url: str):

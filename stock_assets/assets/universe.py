@@ -1,0 +1,67 @@
+"""`symbols`: the US universe, from FMP's company screener, with each symbol's shard."""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from stock_assets.assets.common import FMP_POOL, new_stats
+from stock_assets.fmp import FMPResource
+from stock_assets.fmp.records import ScreenerRow
+from stock_assets.partitions import shard_of
+from stock_assets.resources import SyncSettings
+from stock_assets.warehouse import WarehouseResource, symbols_table
+
+SCREENER_PAGE = 10_000
+
+
+def screen_exchange(fmp: FMPResource, exchange: str, include_etfs: bool) -> tuple[list[ScreenerRow], int]:
+    """Every actively trading non-fund listing of one exchange, page by page."""
+    rows, rejects, page = [], 0, 0
+    while True:
+        parsed = fmp.company_screener(exchange, limit=SCREENER_PAGE, page=page,
+                                      is_actively_trading=True, is_fund=False,
+                                      is_etf=None if include_etfs else False)
+        rows += parsed.records
+        rejects += len(parsed.rejects)
+        if len(parsed.records) + len(parsed.rejects) < SCREENER_PAGE:
+            return rows, rejects
+        page += 1
+
+
+def _wanted(settings: SyncSettings) -> set[str] | None:
+    if not settings.symbol_file:
+        return None
+    lines = Path(settings.symbol_file).read_text().split()
+    return {line.strip().upper() for line in lines if line.strip()}
+
+
+@dg.asset(group_name="universe", pool=FMP_POOL, kinds={"duckdb"},
+          description="The US universe (NYSE, NASDAQ, AMEX common stocks and ETFs by default) "
+                      "from FMP's company screener, each symbol with its shard: market.symbols.")
+def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: WarehouseResource,
+            settings: SyncSettings) -> dg.MaterializeResult:
+    stats = new_stats(context, fmp)
+    stats.route = "company-screener"
+    wanted = _wanted(settings)
+    by_symbol: dict[str, ScreenerRow] = {}
+    with stats.phase("fetch") as phase:
+        for exchange in settings.exchanges:
+            rows, rejects = screen_exchange(fmp, exchange, settings.include_etfs)
+            stats.rejects += rejects
+            by_symbol.update((row.symbol, row) for row in rows
+                             if wanted is None or row.symbol.upper() in wanted)
+        phase.items = phase.succeeded = len(by_symbol)
+    if not by_symbol:
+        raise dg.Failure(f"The screener returned no symbols for {settings.exchanges}: check the "
+                         f"exchange names (NYSE, NASDAQ, AMEX) or the symbol file.")
+    with stats.phase("write") as phase:
+        table = symbols_table(sorted(by_symbol.values(), key=lambda r: r.symbol), shard_of)
+        warehouse.replace_symbols(table)
+        phase.items = phase.succeeded = table.num_rows
+    stats.items_total = stats.items_succeeded = stats.rows_written = table.num_rows
+    shards = {shard_of(s) for s in by_symbol}
+    context.log.info(f"Universe: {table.num_rows} symbols in {len(shards)} shards "
+                     f"from {', '.join(settings.exchanges)}.")
+    return dg.MaterializeResult(metadata={**stats.metadata(), "dagster/row_count": table.num_rows,
+                                          "shards": len(shards)})

@@ -1,0 +1,118 @@
+"""Recovery: partition status is the checkpoint.
+
+- `reap_dead_runs`: a run whose process was killed stays STARTED in the
+  instance (nothing turns it FAILED by itself when it ran in-process, outside
+  the daemon's run monitoring). Runs started by this project carry the pid and
+  host of their process; a run whose process is gone is reported failed, so
+  its partitions show FAILED and are picked up again.
+- `failed_and_missing`: per asset, the partitions that are FAILED, or that
+  were never materialized inside the range the asset has been used over.
+- `relaunch`: materialize exactly those partitions, grouped into one run per
+  partition key, tagged as one backfill.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import dagster as dg
+from dagster import AssetPartitionStatus, DagsterRunStatus
+
+from stock_assets.assets import ALL_ASSETS
+from stock_assets.jobs import PlannedRun
+
+if TYPE_CHECKING:
+    from stock_assets.sync import RunOutcome
+
+PID_TAG = "stock_assets/pid"
+HOST_TAG = "stock_assets/host"
+BACKFILL_TAG = "stock_assets/backfill"
+
+
+def process_tags() -> dict[str, str]:
+    """Tags that let a later process tell whether this one is still alive."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark FAILED the in-progress runs of this host whose process no longer exists."""
+    reaped = []
+    in_progress = instance.get_runs(dg.RunsFilter(statuses=[
+        DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED]))
+    for run in in_progress:
+        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+        if pid is None or host != socket.gethostname() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        instance.report_run_failed(
+            run, message=f"The process running this run (pid {pid}) is gone: it was killed or "
+                         f"crashed. Its partitions are marked failed; `stock-assets backfill-failed` "
+                         f"fetches what is missing.")
+        reaped.append(run.run_id)
+    return reaped
+
+
+def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = None,
+                       all_missing: bool = False) -> list[PlannedRun]:
+    """What to run again: FAILED partitions, and missing ones (gaps, or all with all_missing)."""
+    by_partition: dict[str | None, list[str]] = defaultdict(list)
+    for asset in ALL_ASSETS:
+        key = asset.key
+        if only and key.to_user_string() not in only:
+            continue
+        if asset.partitions_def is None:
+            if _unpartitioned_needs_run(instance, key):
+                by_partition[None].append(key.to_user_string())
+            continue
+        for partition in _partitions_to_run(instance, asset, all_missing):
+            by_partition[partition].append(key.to_user_string())
+    planned = [PlannedRun(tuple(names), p) for p, names in by_partition.items()]
+    # The universe first: every partitioned asset reads it.
+    return sorted(planned, key=lambda r: (r.partition_key is not None, r.partition_key or ""))
+
+
+def _unpartitioned_needs_run(instance: dg.DagsterInstance, key: dg.AssetKey) -> bool:
+    """Never materialized, or the last run that planned it failed."""
+    records = instance.get_asset_records([key])
+    entry = records[0].asset_entry if records else None
+    if entry is None or entry.last_materialization is None:
+        return True
+    last_run = entry.last_run_id
+    if last_run and last_run != entry.last_materialization.run_id:
+        run = instance.get_run_by_id(last_run)
+        return run is not None and run.status == DagsterRunStatus.FAILURE
+    return False
+
+
+def _partitions_to_run(instance: dg.DagsterInstance, asset: dg.AssetsDefinition,
+                       all_missing: bool) -> list[str]:
+    partitions_def = asset.partitions_def
+    keys = list(partitions_def.get_partition_keys())
+    status = instance.get_status_by_partition(asset.key, keys, partitions_def) or {}
+    touched = [i for i, k in enumerate(keys) if status.get(k) is not None]
+    if isinstance(partitions_def, dg.StaticPartitionsDefinition) or all_missing:
+        first = 0  # every shard matters; with all_missing, every day too
+    else:
+        first = touched[0] if touched else len(keys)  # gaps after the first day ever run
+    return [k for i, k in enumerate(keys)
+            if status.get(k) == AssetPartitionStatus.FAILED or (i >= first and status.get(k) is None)]
+
+
+def relaunch(planned: list[PlannedRun], log=print) -> list[RunOutcome]:
+    """Run exactly these partitions on the persistent instance, tagged as one backfill."""
+    from stock_assets.sync import execute_all
+
+    return execute_all(planned, {BACKFILL_TAG: f"backfill-{uuid.uuid4().hex[:8]}"}, log)

@@ -1,0 +1,14 @@
+"""FMP simulator: a real HTTP server (Starlette under uvicorn) that behaves like
+Financial Modeling Prep's ``/stable/`` API, with seeded deterministic data,
+plan gating, limits, injectable faults and a ground-truth API.
+
+    from stock_assets.simulator import SimConfig, Faults, SimulatorServer, GroundTruth
+    with SimulatorServer(SimConfig(n_symbols=200, api_keys=("k",))) as sim:
+        sim.base_url, sim.control_url, sim.faults, sim.requests(), sim.truth
+"""
+
+from .config import Faults, SimConfig
+from .server import SimulatorServer, add_arguments, config_from_args, serve
+from .truth import GroundTruth
+
+__all__ = ["Faults", "GroundTruth", "SimConfig", "SimulatorServer", "add_arguments", "config_from_args", "serve"]

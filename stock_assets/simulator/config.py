@@ -1,0 +1,95 @@
+"""Simulator configuration and the live fault settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime
+from typing import Any, Callable
+
+from stock_assets.fmp.plans import get_plan
+
+
+@dataclass
+class Faults:
+    """Injected faults; all off by default. Mutable at runtime (Python or
+    ``POST /_sim/faults``); applied only to ``/stable/`` data paths."""
+
+    latency_s: float = 0.0
+    latency_jitter_s: float = 0.0  # uniform extra in [0, jitter]
+    slow_tail_p: float = 0.0  # probability the latency is multiplied
+    slow_tail_factor: float = 10.0
+    slow_symbols: frozenset[str] = frozenset()  # requests naming one are slow
+    slow_symbol_factor: float = 10.0
+    error_rate: float = 0.0  # 500/502/503 at random
+    stall_p: float = 0.0  # sleep stall_s, then answer normally
+    stall_s: float = 30.0
+    reset_p: float = 0.0  # drop the connection without a response
+    truncate_p: float = 0.0  # send part of the body, then drop the connection
+    malformed_p: float = 0.0  # 200 with a broken body
+    limit_reach_p: float = 0.0  # 429 `Limit Reach` (no Retry-After) as if the minute were spent
+    failing_symbols: frozenset[str] = frozenset()  # always 500 on per-symbol endpoints
+    # Per-symbol endpoints answer 200 with one row that cannot be valid for these
+    # (a price of "N/A", an ex-date of "", an IPO date of "soon"): rows a client must reject.
+    invalid_row_symbols: frozenset[str] = frozenset()
+
+    _SETS = ("slow_symbols", "failing_symbols", "invalid_row_symbols")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = sorted(v) if isinstance(v, (set, frozenset)) else v
+        return out
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Set fields from a (JSON) mapping; unknown names raise ``KeyError``."""
+        known = {f.name: f for f in fields(self)}
+        for name, v in values.items():
+            if name not in known:
+                raise KeyError(name)
+            if name in self._SETS:
+                if isinstance(v, str):
+                    v = [s for s in v.split(",") if s.strip()]
+                v = frozenset(str(s).strip().upper() for s in (v or ()))
+            else:
+                v = float(v)
+                if name.endswith("_p") or name == "error_rate":
+                    if not 0.0 <= v <= 1.0:
+                        raise ValueError(f"{name} must be within [0, 1]")
+                elif v < 0:
+                    raise ValueError(f"{name} must be >= 0")
+            setattr(self, name, v)
+
+    def reset(self) -> None:
+        self.update({f.name: f.default for f in fields(self)})
+
+
+@dataclass
+class SimConfig:
+    seed: int = 7
+    n_symbols: int = 19205
+    plan: str = "premium"
+    api_keys: tuple[str, ...] = ("demo",)
+    rate_limit_per_min: int | None = None  # None = the plan's
+    bulk_min_interval_s: float = 20.0
+    batch_quote_served: bool = True
+    data_start: date = date(1990, 1, 2)
+    now: datetime | date | Callable[[], datetime] | None = None  # None = real time (America/New_York)
+    faults: Faults = field(default_factory=Faults)
+    request_log_path: str | None = None
+    profile_bulk_part_size: int = 5000
+    fault_seed: int | None = None  # None = derived from seed
+
+    def __post_init__(self) -> None:
+        self.plan = get_plan(self.plan).name  # validates
+        self.api_keys = tuple(self.api_keys)
+        if isinstance(self.api_keys, str):  # pragma: no cover - defensive
+            self.api_keys = (self.api_keys,)
+
+    @property
+    def plan_obj(self):
+        return get_plan(self.plan)
+
+    @property
+    def calls_per_min(self) -> int:
+        return self.rate_limit_per_min if self.rate_limit_per_min is not None else self.plan_obj.calls_per_min

@@ -1,0 +1,168 @@
+"""Deterministic, random-access price model.
+
+Every value is a pure function of ``(seed, symbol id, session index)`` through a
+counter-based hash (splitmix64), so any bar can be computed directly, for one
+symbol over a range or for every symbol on one day, without generating history
+first. A past bar therefore never changes as time advances.
+
+Model, in log-price ``x`` per symbol:
+* anchors every ``K`` sessions form a random walk (block increments drawn from the
+  hash of ``(symbol, block)``); the anchor matrix (symbols x blocks, ~70 MB at
+  19,205 symbols) is the only cached state;
+* between two anchors a Brownian bridge of daily hashed shocks;
+* the walk is folded (reflected) into ``[-R, R]`` around a per-symbol base level
+  so prices stay in a plausible band without losing volatility; always positive.
+Bars: close = exp(level), open = previous close times a small gap, high/low
+beyond max/min(open, close); rounded to cents (1/100 of a cent below $1), then
+``low <= open, close <= high`` is enforced.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+K = 21  # sessions per anchor block
+SQUASH_R = 2.5
+
+_U = np.uint64
+_C1 = _U(0xBF58476D1CE4E5B9)
+_C2 = _U(0x94D049BB133111EB)
+_G = _U(0x9E3779B97F4A7C15)
+_KA = _U(0xD6E8FEB86659FD93)
+_KB = _U(0xA0761D6478BD642F)
+_KS = _U(0xE7037ED1A0B428DB)
+
+# stream ids
+S_ANCHOR, S_DAY, S_GAP, S_HIGH, S_LOW, S_VOL, S_DIV, S_MISC = range(1, 9)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> _U(30))
+    x = x * _C1
+    x = x ^ (x >> _U(27))
+    x = x * _C2
+    return x ^ (x >> _U(31))
+
+
+def hash_u64(seed: int, stream: int, a, b) -> np.ndarray:
+    a = np.asarray(a, dtype=np.int64).astype(np.uint64)
+    b = np.asarray(b, dtype=np.int64).astype(np.uint64)
+    base = _mix(np.array([(seed * 0x2545F491 + stream * 0x51ED27) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    x = (a * _KA) ^ _mix(b * _KB + _G) ^ (base * _KS)  # 1-element array: wraps silently
+    return _mix(x + _G)
+
+
+def uniform(seed: int, stream: int, a, b) -> np.ndarray:
+    h = hash_u64(seed, stream, a, b)
+    return ((h >> _U(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)
+
+
+def normal(seed: int, stream: int, a, b) -> np.ndarray:
+    h = hash_u64(seed, stream, a, b)
+    u1 = ((h >> _U(32)).astype(np.float64) + 0.5) * (1.0 / 4294967296.0)
+    u2 = (h & _U(0xFFFFFFFF)).astype(np.float64) * (1.0 / 4294967296.0)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def fold(x: np.ndarray, r: float = SQUASH_R) -> np.ndarray:
+    """Reflect x into [-r, r] (a triangle wave): bounded, slope +-1 everywhere."""
+    return r - np.abs(np.mod(x + r, 4.0 * r) - 2.0 * r)
+
+
+def round_price(x: np.ndarray) -> np.ndarray:
+    """Cents at or above $1, 1/100 cent below (as FMP shows penny stocks)."""
+    cents = np.round(x * 100.0) / 100.0
+    fine = np.round(x * 10000.0) / 10000.0
+    return np.where(x >= 1.0, cents, fine)
+
+
+class PriceModel:
+    """Bars for symbol ids ``0..n-1`` with per-symbol parameters.
+
+    ``base_lp``: log price level; ``sigma``: daily volatility; ``drift``: per-block
+    drift; ``vol_base``: typical daily volume.
+    """
+
+    def __init__(self, seed: int, n_sessions: int, base_lp, sigma, drift, vol_base):
+        self.seed = seed
+        self.n_sessions = n_sessions
+        self.n_blocks = n_sessions // K + 2
+        self.base_lp = np.asarray(base_lp, dtype=np.float64)
+        self.sigma = np.asarray(sigma, dtype=np.float64)
+        self.drift = np.asarray(drift, dtype=np.float64)
+        self.vol_base = np.asarray(vol_base, dtype=np.float64)
+        self._anchors: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    # -- anchors ----------------------------------------------------------
+    def _anchor_rows(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        blocks = np.arange(1, self.n_blocks, dtype=np.int64)
+        z = normal(self.seed, S_ANCHOR, ids[:, None], blocks[None, :])
+        step = z * (self.sigma[ids] * np.sqrt(K))[:, None] + self.drift[ids][:, None]
+        out = np.zeros((len(ids), self.n_blocks), dtype=np.float64)
+        np.cumsum(step, axis=1, out=out[:, 1:])
+        return out
+
+    @property
+    def anchors(self) -> np.ndarray:
+        if self._anchors is not None:
+            return self._anchors
+        with self._lock:
+            if self._anchors is not None:
+                return self._anchors
+            n = len(self.base_lp)
+            parts = [self._anchor_rows(np.arange(s, min(n, s + 2048))) for s in range(0, n, 2048)]
+            self._anchors = np.concatenate(parts, axis=0) if parts else np.zeros((0, self.n_blocks))
+            return self._anchors
+
+    # -- levels -------------------------------------------------------------
+    def _walk(self, ids: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Unsquashed walk value for each (id, session) pair."""
+        A = self.anchors
+        b = t // K
+        j = t % K
+        a0 = A[ids, b]
+        a1 = A[ids, b + 1]
+        steps = np.arange(1, K + 1, dtype=np.int64)
+        z = normal(self.seed, S_DAY, ids[:, None], (b * K)[:, None] + steps[None, :])
+        w = np.cumsum(z, axis=1)
+        wk = w[:, -1]
+        wj = np.where(j > 0, w[np.arange(len(ids)), np.maximum(j - 1, 0)], 0.0)
+        frac = j / K
+        return a0 + frac * (a1 - a0) + self.sigma[ids] * (wj - frac * wk)
+
+    def log_close(self, ids, t) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        t = np.asarray(t, dtype=np.int64)
+        x = self._walk(ids, t)
+        return self.base_lp[ids] + fold(x)
+
+    def close_raw(self, ids, t) -> np.ndarray:
+        return np.exp(self.log_close(ids, t))
+
+    def bars(self, ids, t) -> dict[str, np.ndarray]:
+        """OHLCV for each (id, session) pair, rounded, invariants enforced."""
+        ids = np.asarray(ids, dtype=np.int64)
+        t = np.asarray(t, dtype=np.int64)
+        c = self.close_raw(ids, t)
+        prev = self.close_raw(ids, np.maximum(t - 1, 0))
+        sd = self.sigma[ids]
+        o = prev * np.exp(0.35 * sd * normal(self.seed, S_GAP, ids, t))
+        hi = np.maximum(o, c) * np.exp(0.6 * sd * np.abs(normal(self.seed, S_HIGH, ids, t)))
+        lo = np.minimum(o, c) * np.exp(-0.6 * sd * np.abs(normal(self.seed, S_LOW, ids, t)))
+        vol = np.floor(self.vol_base[ids] * np.exp(0.45 * normal(self.seed, S_VOL, ids, t)))
+        o, c, hi, lo = round_price(o), round_price(c), round_price(hi), round_price(lo)
+        hi = np.maximum(hi, np.maximum(o, c))
+        lo = np.minimum(lo, np.minimum(o, c))
+        lo = np.where(lo <= 0, np.where(c >= 1, 0.01, 0.0001), lo)
+        return {"open": o, "high": hi, "low": lo, "close": c, "volume": vol.astype(np.int64)}
+
+    def anchor_prices(self, ids, blocks) -> np.ndarray:
+        """Close-level at anchor boundaries (cheap stand-in for 52-week stats)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        blocks = np.asarray(blocks, dtype=np.int64)
+        x = self.anchors[ids[:, None], blocks[None, :]] if blocks.ndim == 1 else self.anchors[ids, blocks]
+        return np.exp(self.base_lp[ids][:, None] + fold(x))

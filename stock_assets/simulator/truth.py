@@ -1,0 +1,655 @@
+"""Ground truth: exactly the rows the simulator's HTTP API serves, as Python
+objects (camelCase dicts), computed without HTTP."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import numpy as np
+
+from .calendar import Sessions, calendar_end_for, get_sessions, resolve_now
+from .config import SimConfig
+from .prices import S_DIV, S_MISC, PriceModel, normal, round_price, uniform
+from .universe import FREQ_NAME, Universe
+
+EPOCH_ORD = date(1970, 1, 1).toordinal()
+T_PLUS_ONE = date(2024, 5, 28).toordinal()
+HISTORY_CAP = 5000
+CALENDAR_CAP = 4000
+
+
+class ExpFloat(float):
+    """A float FMP writes in exponent form (``2.9909012e7``); equal to the float."""
+
+
+def exp_str(v: float) -> str:
+    s = np.format_float_scientific(float(v), unique=True, trim="-")
+    mant, _, ex = s.partition("e")
+    return f"{mant}e{int(ex)}"
+
+
+def _weekday_fwd(o: np.ndarray) -> np.ndarray:
+    wd = (o - 1) % 7  # date.fromordinal(1) is a Monday -> 0
+    return o + np.where(wd == 5, 2, np.where(wd == 6, 1, 0))
+
+
+def _weekday_back(o: np.ndarray) -> np.ndarray:
+    wd = (o - 1) % 7
+    return o - np.where(wd == 5, 1, np.where(wd == 6, 2, 0))
+
+
+def _iso(o: np.ndarray) -> list[str]:
+    return np.datetime_as_string((o - EPOCH_ORD).astype("datetime64[D]"), unit="D").tolist()
+
+
+def _r(x, nd: int):
+    return np.round(np.asarray(x, dtype=np.float64), nd)
+
+
+@dataclass
+class DivTable:
+    """Dividend events (ex-dates on sessions), sorted by (key, ex_sess)."""
+
+    key: np.ndarray  # US symbol id, or n + foreign index
+    ex: np.ndarray  # session index of the ex-date
+    mon: np.ndarray  # month (since 1970) the event belongs to
+    q: np.ndarray  # US: dividend / previous close; foreign: amount
+    freq: np.ndarray
+    by_date: np.ndarray | None  # argsort of ex (stable); None for the US-only table
+    cum_log: np.ndarray  # cumsum of log(1-q) (US part), prefixed with 0
+    n_us: int  # rows [0, n_us) are US
+
+
+class GroundTruth:
+    """Exactly the rows FMP (the simulator) would serve for ``config``."""
+
+    def __init__(self, config: SimConfig | None = None):
+        self.config = config or SimConfig()
+        cfg = self.config
+        now = resolve_now(cfg.now)
+        self.cal: Sessions = get_sessions(cfg.data_start, calendar_end_for(now))
+        l0 = max(self.cal.last_closed(now), 0)
+        self.uni = Universe(cfg.seed, cfg.n_symbols, self.cal, l0)
+        u = self.uni
+        self.prices = PriceModel(cfg.seed, self.cal.n, u.base_lp, u.sigma, u.drift, u.vol_base)
+        self._lock = threading.RLock()
+        self._divs: DivTable | None = None
+        self._divs_us: DivTable | None = None
+        self._foreign_prices: PriceModel | None = None
+        self._day_cache: OrderedDict = OrderedDict()
+        self._snap_cache: OrderedDict = OrderedDict()
+
+    def warm(self) -> None:
+        """Build the lazy caches (anchors, dividends, today's snapshot) ahead of use."""
+        _ = self.prices.anchors
+        _ = self.divs_us
+        L = self.last_closed_index()
+        if L >= 0:
+            self._snapshot(L)
+        _ = self.divs  # foreign listings + calendar table
+
+    # ------------------------------------------------------------------ clock
+    def now(self) -> datetime:
+        return resolve_now(self.config.now)
+
+    def last_closed_index(self, now: datetime | None = None) -> int:
+        return self.cal.last_closed(now or self.now())
+
+    def last_closed_session(self) -> date:
+        return self.cal.date(self.last_closed_index())
+
+    def sessions_between(self, from_date: date, to_date: date) -> tuple[int, int]:
+        """Session index range [lo, hi) within [from, to] and up to the last close."""
+        lo = self.cal.on_or_after(from_date)
+        hi = min(self.cal.on_or_before(to_date), self.last_closed_index()) + 1
+        return lo, max(lo, hi)
+
+    def sessions(self, from_date: date, to_date: date) -> list[date]:
+        lo, hi = self.sessions_between(from_date, to_date)
+        return [self.cal.date(i) for i in range(lo, hi)]
+
+    # ---------------------------------------------------------------- symbols
+    def symbol_id(self, symbol: str) -> int | None:
+        return self.uni.index.get(symbol)
+
+    def is_listed(self, i: int, L: int | None = None) -> bool:
+        return self.uni.list_sess[i] <= (self.last_closed_index() if L is None else L)
+
+    def symbols(self, exchange: str | None = None) -> list[str]:
+        u = self.uni
+        L = self.last_closed_index()
+        ex = exchange.upper() if exchange else None
+        return [s for i, s in enumerate(u.symbols) if u.list_sess[i] <= L and (ex is None or u.exch_short[i] == ex)]
+
+    # ------------------------------------------------------------------ prices
+    _BAR_KEYS = ("symbol", "date", "open", "high", "low", "close", "volume", "change", "changePercent", "vwap")
+
+    def _bar_lists(self, sid: int, lo: int, hi: int):
+        t = np.arange(hi - 1, lo - 1, -1, dtype=np.int64)
+        b = self.prices.bars(np.full(len(t), sid), t)
+        o, h, l, c, v = b["open"], b["high"], b["low"], b["close"], b["volume"]
+        chg = _r(c - o, 4)
+        chp = _r(np.where(o > 0, (c - o) / o * 100.0, 0.0), 5)
+        vwap = _r((h + l + c) / 3.0, 4)
+        iso = self.cal.iso
+        dates = [iso[ti] for ti in t.tolist()]
+        return dates, o.tolist(), h.tolist(), l.tolist(), c.tolist(), v.tolist(), chg.tolist(), chp.tolist(), vwap.tolist()
+
+    def _bar_rows(self, sid: int, lo: int, hi: int) -> list[dict]:
+        """historical-price-eod/full rows for session range [lo, hi), newest first."""
+        if hi <= lo:
+            return []
+        sym = self.uni.symbols[sid]
+        return [
+            {"symbol": sym, "date": d, "open": oi, "high": hi_, "low": li, "close": ci, "volume": vi,
+             "change": gi, "changePercent": pi, "vwap": wi}
+            for d, oi, hi_, li, ci, vi, gi, pi, wi in zip(*self._bar_lists(sid, lo, hi))
+        ]
+
+    def eod_bars_json(self, symbol: str, from_date: date | None = None, to_date: date | None = None) -> bytes:
+        """The same rows as ``eod_bars``, encoded straight to JSON (fast path for HTTP)."""
+        r = self.history_range(symbol, from_date, to_date)
+        if r is None or r[2] <= r[1]:
+            return b"[]"
+        sid, lo, hi = r
+        sym = self.uni.symbols[sid]
+        head = '{"symbol":"' + sym + '","date":"'
+        parts = [
+            f'{head}{d}","open":{oi!r},"high":{hi_!r},"low":{li!r},"close":{ci!r},"volume":{vi},'
+            f'"change":{gi!r},"changePercent":{pi!r},"vwap":{wi!r}}}'
+            for d, oi, hi_, li, ci, vi, gi, pi, wi in zip(*self._bar_lists(sid, lo, hi))
+        ]
+        return ("[" + ",".join(parts) + "]").encode()
+
+    def history_range(self, symbol: str, from_date: date | None, to_date: date | None) -> tuple[int, int, int] | None:
+        """(symbol id, lo, hi) as historical-price-eod/full resolves them, or None for ``[]``."""
+        sid = self.symbol_id(symbol)
+        if sid is None:
+            return None
+        L = self.last_closed_index()
+        if L < 0:
+            return None
+        last = self.cal.date(L)
+        to_d = min(to_date, last) if to_date else last
+        from_d = from_date if from_date else _years_before(to_date or last, 5)
+        if from_date and to_date and from_date > to_date:
+            return None
+        plan = self.config.plan_obj
+        if plan.history_years < 30:  # "30+ years" plans reach the whole data range
+            from_d = max(from_d, _years_before(last, plan.history_years))
+        lo = max(self.cal.on_or_after(from_d), int(self.uni.list_sess[sid]))
+        hi = self.cal.on_or_before(to_d) + 1
+        if hi <= lo:
+            return sid, lo, lo
+        lo = max(lo, hi - HISTORY_CAP)  # cap drops the OLDEST rows
+        return sid, lo, hi
+
+    def eod_bars(self, symbol: str, from_date: date | None = None, to_date: date | None = None) -> list[dict]:
+        """historical-price-eod/full (flat, newest first, capped at 5,000 rows)."""
+        r = self.history_range(symbol, from_date, to_date)
+        return [] if r is None else self._bar_rows(*r)
+
+    def bar(self, symbol: str, day: date) -> dict | None:
+        rows = self.eod_bars(symbol, day, day)
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------------ bulk
+    def _foreign_model(self) -> PriceModel:
+        if self._foreign_prices is None:
+            f = self.uni.foreign
+            m = len(f.bulk_ids)
+            self._foreign_prices = PriceModel(self.config.seed + 7919, self.cal.n, f.base_lp, f.sigma, np.zeros(m), f.vol_base)
+        return self._foreign_prices
+
+    def _day_arrays(self, t: int) -> dict:
+        """Vectorised bars of every listed US symbol on session t (cached, small LRU)."""
+        with self._lock:
+            hit = self._day_cache.get(t)
+            if hit is not None:
+                self._day_cache.move_to_end(t)
+                return hit
+        u = self.uni
+        ids = np.flatnonzero(u.list_sess <= t)
+        b = self.prices.bars(ids, np.full(len(ids), t))
+        b["ids"] = ids
+        with self._lock:
+            self._day_cache[t] = b
+            while len(self._day_cache) > 8:
+                self._day_cache.popitem(last=False)
+        return b
+
+    def bulk_rows(self, day: date, include_foreign: bool = True) -> list[tuple]:
+        """eod-bulk rows as tuples (symbol, date, open, low, high, close, adjClose, volume)."""
+        t = self.cal.index_of(day)
+        L = self.last_closed_index()
+        if t is None or t > L:
+            return []
+        b = self._day_arrays(t)
+        ids = b["ids"]
+        u = self.uni
+        adj = b["close"] * np.exp(self._adj_log(ids, t, L))
+        adj = _r(adj, 4)
+        iso = self.cal.iso[t]
+        syms = u.symbols
+        vols = b["volume"].tolist()
+        vexp = u.volume_exp[ids].tolist()
+        rows = [
+            (syms[i], iso, o, lo, hi, c, a, ExpFloat(v) if e else v)
+            for i, o, lo, hi, c, a, v, e in zip(ids.tolist(), b["open"].tolist(), b["low"].tolist(), b["high"].tolist(),
+                                                 b["close"].tolist(), adj.tolist(), vols, vexp)
+        ]
+        if include_foreign:
+            f = u.foreign
+            fm = self._foreign_model()
+            fid = f.bulk_ids
+            loc = np.arange(len(fid))
+            fb = fm.bars(loc, np.full(len(fid), t))
+            raw = fm.close_raw(loc, np.full(len(fid), t))
+            for k, j in enumerate(fid.tolist()):
+                c = float(raw[k])
+                if c < 0.01:  # tiny crypto prices: scientific notation, as FMP writes them
+                    o = ExpFloat(float(f"{c * 1.003:.7g}")); lo = ExpFloat(float(f"{c * 0.99:.7g}"))
+                    hi = ExpFloat(float(f"{c * 1.01:.7g}")); cc = ExpFloat(float(f"{c:.7g}"))
+                    rows.append((f.symbols[j], iso, o, lo, hi, cc, cc, ExpFloat(float(fb["volume"][k]))))
+                else:
+                    rows.append((f.symbols[j], iso, float(fb["open"][k]), float(fb["low"][k]), float(fb["high"][k]),
+                                 float(fb["close"][k]), float(fb["close"][k]), int(fb["volume"][k])))
+        return rows
+
+    def bulk_eod(self, day: date) -> list[dict]:
+        """eod-bulk rows for US universe symbols only (dicts incl. adjClose)."""
+        keys = ("symbol", "date", "open", "low", "high", "close", "adjClose", "volume")
+        return [dict(zip(keys, r)) for r in self.bulk_rows(day, include_foreign=False)]
+
+    # --------------------------------------------------------------- dividends
+    @property
+    def divs_us(self) -> DivTable:
+        """US dividend events only (enough for adjClose, dividends, lastAnnualDividend)."""
+        with self._lock:
+            if self._divs_us is None:
+                self._divs_us = self._build_divs_us()
+            return self._divs_us
+
+    @property
+    def divs(self) -> DivTable:
+        """US then foreign dividend events (the calendar's table); US rows keep their indices."""
+        with self._lock:
+            if self._divs is None:
+                self._divs = self._build_divs()
+            return self._divs
+
+    def _events(self, keys, start_sess, freq, phase, dom):
+        s = self.cal
+        if len(keys) == 0:
+            z = np.zeros(0, dtype=np.int64)
+            return z, z, z, z
+        sess_month = ((s.ords[start_sess] - EPOCH_ORD).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64))
+        m_end = int(np.datetime64(date.fromordinal(int(s.ords[-1])), "M").astype(np.int64))
+        period = 12 // freq
+        # first month >= start month whose calendar month matches the schedule phase
+        first = sess_month + np.mod(phase - np.mod(sess_month, 12) % period, period)
+        counts = np.maximum((m_end - first) // period + 1, 0)
+        total = int(counts.sum())
+        rep = np.repeat(np.arange(len(keys)), counts)
+        k = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        mon = first[rep] + k * period[rep]
+        first_ord = mon.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) + EPOCH_ORD
+        ex = s.first_on_or_after_ords(first_ord + dom[rep] - 1)
+        ok = (ex >= start_sess[rep]) & (ex < s.n)
+        rep, mon, ex = rep[ok], mon[ok], ex[ok]
+        return keys[rep], ex, mon, rep
+
+    def _build_divs_us(self) -> DivTable:
+        u = self.uni
+        pid = np.flatnonzero(u.payer)
+        k1, ex1, mon1, _ = self._events(pid, u.div_start[pid], u.freq[pid], u.phase[pid], u.dom[pid])
+        f1 = u.freq[k1]
+        q1 = (u.div_yield[k1] / f1) * np.exp(0.06 * normal(self.config.seed, S_DIV, k1, mon1))
+        cum = np.concatenate([[0.0], np.cumsum(np.log1p(-np.clip(q1, 0, 0.5)))])
+        return DivTable(k1, ex1, mon1, q1, f1, None, cum, len(k1))
+
+    def _build_divs(self) -> DivTable:
+        u = self.uni
+        seed = self.config.seed
+        us = self.divs_us
+        k1, ex1, mon1, q1, f1 = us.key, us.ex, us.mon, us.q, us.freq
+        # foreign payers
+        f = u.foreign
+        rng = np.random.default_rng([seed, 3])
+        m = len(f.div_ids)
+        ffreq = rng.choice([2, 1, 4], size=m, p=[0.45, 0.30, 0.25]).astype(np.int64)
+        fphase = (rng.random(m) * (12 // ffreq)).astype(np.int64)
+        fdom = rng.integers(1, 29, m)
+        fstart = (rng.random(m) * max(1, self.uni.l0 - 300)).astype(np.int64)
+        famt = np.exp(rng.normal(np.log(0.4), 1.0, m))
+        fkeys = u.n + np.arange(m)
+        k2, ex2, mon2, rep2 = self._events(fkeys, fstart, ffreq, fphase, fdom)
+        q2 = np.round(famt[rep2] * np.exp(0.05 * normal(seed, S_DIV, k2, mon2)), 4).clip(0.0001)
+        key = np.concatenate([k1, k2])
+        ex = np.concatenate([ex1, ex2])
+        mon = np.concatenate([mon1, mon2])
+        q = np.concatenate([q1, q2])
+        freq = np.concatenate([f1, ffreq[rep2]])
+        return DivTable(key, ex, mon, q, freq, np.argsort(ex, kind="stable"), us.cum_log, len(k1))
+
+    def _adj_log(self, ids: np.ndarray, t: int, L: int) -> np.ndarray:
+        """Sum of log(1 - q) over each symbol's dividends with ex-date in (t, L]."""
+        d = self.divs_us
+        us_key = d.key[: d.n_us] * (1 << 20) + d.ex[: d.n_us]
+        base = ids.astype(np.int64) * (1 << 20)
+        hi = np.searchsorted(us_key, base + L, side="right")
+        lo = np.searchsorted(us_key, base + t, side="right")
+        return d.cum_log[hi] - d.cum_log[lo]
+
+    def _div_rows(self, rows_idx: np.ndarray, d: DivTable | None = None) -> list[dict]:
+        """Rows of the dividend table (given indices) as FMP dicts."""
+        d = d if d is not None else self.divs
+        u = self.uni
+        if len(rows_idx) == 0:
+            return []
+        seed = self.config.seed
+        key, ex, mon, q, freq = d.key[rows_idx], d.ex[rows_idx], d.mon[rows_idx], d.q[rows_idx], d.freq[rows_idx]
+        us = rows_idx < d.n_us
+        amount = q.copy()
+        yld = np.zeros(len(rows_idx))
+        if us.any():
+            prev = round_price(self.prices.close_raw(key[us], np.maximum(ex[us] - 1, 0)))
+            amt = np.maximum(np.round(q[us] * prev, 4), 0.0001)
+            amount[us] = amt
+            yld[us] = amt * freq[us] / prev * 100.0
+        fo = ~us
+        if fo.any():
+            yld[fo] = 0.5 + 5.5 * uniform(seed, S_MISC + 1, key[fo], mon[fo])
+        yld = _r(yld, 2)
+        h = uniform(seed, S_MISC, key, mon)
+        ex_ord = self.cal.ords[ex]
+        rec_ord = np.where(ex_ord >= T_PLUS_ONE, ex_ord, _weekday_fwd(ex_ord + 2))
+        pay_ord = _weekday_fwd(rec_ord + 7 + (h * 28).astype(np.int64))
+        dec_ord = _weekday_back(ex_ord - 14 - (h * 997 % 30).astype(np.int64))
+        blank = (h * 7919 % 1.0) < np.where(us, 0.15, 0.5)
+        ex_s, rec_s, pay_s, dec_s = _iso(ex_ord), _iso(rec_ord), _iso(pay_ord), _iso(dec_ord)
+        fsyms = u.foreign.symbols if (~us).any() else None
+        out = []
+        for k in range(len(rows_idx)):
+            kk = int(key[k])
+            sym = u.symbols[kk] if us[k] else fsyms[int(u.foreign.div_ids[kk - u.n])]
+            a = float(amount[k])
+            out.append({
+                "symbol": sym, "date": ex_s[k], "recordDate": rec_s[k], "paymentDate": pay_s[k],
+                "declarationDate": "" if blank[k] else dec_s[k], "adjDividend": a, "dividend": a,
+                "yield": float(yld[k]), "frequency": FREQ_NAME[int(freq[k])],
+            })
+        return out
+
+    def dividends(self, symbol: str) -> list[dict]:
+        """dividends?symbol= : the full history up to the last close, newest first."""
+        sid = self.symbol_id(symbol)
+        if sid is None or not self.uni.payer[sid]:
+            return []
+        d = self.divs_us
+        L = self.last_closed_index()
+        us_key = d.key[: d.n_us]
+        lo = int(np.searchsorted(us_key, sid, side="left"))
+        hi = int(np.searchsorted(us_key, sid, side="right"))
+        idx = np.arange(lo, hi)
+        idx = idx[d.ex[idx] <= L][::-1]
+        return self._div_rows(idx, d)
+
+    def _calendar_idx(self, from_date: date, to_date: date) -> np.ndarray:
+        if from_date > to_date:
+            return np.zeros(0, dtype=np.int64)
+        lo_s, hi_s = self.sessions_between(from_date, to_date)
+        d = self.divs
+        exs = d.ex[d.by_date]
+        a = int(np.searchsorted(exs, lo_s, side="left"))
+        b = int(np.searchsorted(exs, hi_s - 1, side="right")) if hi_s > lo_s else a
+        idx = d.by_date[a:b]
+        # newest date first; within a date a fixed shuffled order
+        tie = uniform(self.config.seed, S_MISC + 2, d.key[idx], d.ex[idx])
+        order = np.lexsort((tie, -d.ex[idx]))
+        return idx[order]
+
+    def dividends_calendar(self, from_date: date, to_date: date) -> list[dict]:
+        """Every dividend (US and foreign) with ex-date in [from, to], newest first, uncapped."""
+        return self._div_rows(self._calendar_idx(from_date, to_date))
+
+    def dividends_calendar_served(self, from_date: date, to_date: date, page: int = 0) -> list[dict]:
+        """What the endpoint serves: the newest 4,000 rows (oldest dropped); ``page``
+        re-sorts ties so rows duplicate and go missing where pages meet, as measured."""
+        idx = self._calendar_idx(from_date, to_date)
+        if page > 0:
+            d = self.divs
+            tie = uniform(self.config.seed + page, S_MISC + 2, d.key[idx], d.ex[idx])
+            idx = idx[np.lexsort((tie, -d.ex[idx]))]
+        return self._div_rows(idx[page * CALENDAR_CAP:(page + 1) * CALENDAR_CAP])
+
+    # ------------------------------------------------------------ snapshots
+    def _snapshot(self, L: int) -> dict:
+        """Per-symbol values as of session L for every US symbol (cached per L)."""
+        with self._lock:
+            hit = self._snap_cache.get(L)
+            if hit is not None:
+                return hit
+        u = self.uni
+        n = u.n
+        ids = np.arange(n)
+        b = self.prices.bars(ids, np.full(n, L))
+        prev_close = round_price(self.prices.close_raw(ids, np.full(n, max(L - 1, 0))))
+        # 52-week range and moving averages from anchors (cheap, consistent everywhere)
+        K = 21
+        blocks = np.arange(max(0, (L - 252) // K + 1), L // K + 1)
+        ap = self.prices.anchor_prices(ids, blocks) if len(blocks) else np.zeros((n, 0))
+        c = b["close"]
+        year_high = round_price(np.maximum(np.max(ap, axis=1, initial=0.0) * 1.01, b["high"]))
+        year_low = round_price(np.minimum(np.min(ap, axis=1, initial=np.inf) * 0.99, b["low"]))
+        year_low = np.maximum(year_low, np.where(c >= 1, 0.01, 0.0001))
+        b50 = np.arange(max(0, (L - 50) // K + 1), L // K + 1)
+        b200 = np.arange(max(0, (L - 200) // K + 1), L // K + 1)
+        avg50 = _r((self.prices.anchor_prices(ids, b50).sum(axis=1) + c) / (len(b50) + 1), 4)
+        avg200 = _r((self.prices.anchor_prices(ids, b200).sum(axis=1) + c) / (len(b200) + 1), 4)
+        # dividends paid in the 365 days up to L
+        lad = np.zeros(n)
+        d = self.divs_us
+        if d.n_us:
+            L_ord = self.cal.ords[L]
+            lo_s = self.cal.on_or_after(date.fromordinal(int(L_ord) - 364))
+            sel = np.flatnonzero((d.ex[: d.n_us] >= lo_s) & (d.ex[: d.n_us] <= L))
+            if len(sel):
+                k = d.key[sel]
+                prev = round_price(self.prices.close_raw(k, np.maximum(d.ex[sel] - 1, 0)))
+                amt = np.maximum(np.round(d.q[sel] * prev, 4), 0.0001)
+                lad = np.bincount(k, weights=amt, minlength=n)
+        snap = {
+            "open": b["open"], "high": b["high"], "low": b["low"], "close": c, "volume": b["volume"],
+            "prev_close": prev_close, "year_high": year_high, "year_low": year_low,
+            "avg50": avg50, "avg200": avg200, "lad": _r(lad, 4),
+            "avg_volume": np.floor(u.vol_base * np.exp(0.45 ** 2 / 2)).astype(np.int64),
+        }
+        with self._lock:
+            self._snap_cache[L] = snap
+            while len(self._snap_cache) > 4:
+                self._snap_cache.popitem(last=False)
+        return snap
+
+    def universe(self) -> list[dict]:
+        """company-screener rows of every listed US symbol (symbol order)."""
+        return self.screener_rows()
+
+    def screener_rows(self) -> list[dict]:
+        L = self.last_closed_index()
+        if L < 0:
+            return []
+        u = self.uni
+        s = self._snapshot(L)
+        close, vol, lad = s["close"].tolist(), s["volume"].tolist(), s["lad"].tolist()
+        mcap = (s["close"] * u.shares)
+        out = []
+        for i, sym in enumerate(u.symbols):
+            if u.list_sess[i] > L:
+                continue
+            mc = None if u.mcap_null[i] else (round(float(mcap[i]), 1) if u.mcap_frac[i] else int(mcap[i]))
+            if mc is not None and u.mcap_frac[i]:
+                mc = mc + 0.5 if mc == int(mc) else mc
+            out.append({
+                "symbol": sym, "companyName": u.name[i], "marketCap": mc, "sector": u.sector[i],
+                "industry": u.industry[i], "beta": None if u.beta_null[i] else float(u.beta[i]),
+                "price": close[i], "lastAnnualDividend": None if u.lad_null[i] else lad[i],
+                "volume": ExpFloat(vol[i]) if u.volume_exp[i] else vol[i], "exchange": u.exch_full[i],
+                "exchangeShortName": str(u.exch_short[i]), "country": str(u.country[i]),
+                "isEtf": bool(u.is_etf[i]), "isFund": False, "isActivelyTrading": True,
+            })
+        return out
+
+    # ------------------------------------------------------------------ quotes
+    def quote(self, symbol: str) -> dict | None:
+        """batch-quote row as served now (None for unknown symbols)."""
+        rows = self.quotes([symbol])
+        return rows[0] if rows else None
+
+    def quotes(self, symbols: list[str]) -> list[dict]:
+        u = self.uni
+        now = self.now()
+        L = self.last_closed_index(now)
+        if L < 0:
+            return []
+        live = self.cal.in_session(now)
+        s = self._snapshot(L)
+        out = []
+        for sym in symbols:
+            i = u.index.get(sym)
+            if i is None or u.list_sess[i] > (live if live is not None else L):
+                continue
+            if live is not None and live > L and u.list_sess[i] <= L:
+                b = self.prices.bars(np.array([i]), np.array([live]))
+                o, h, lo, c, v = (float(b[k][0]) for k in ("open", "high", "low", "close", "volume"))
+                ts = now.timestamp()
+                f = min(1.0, max(0.0, (ts - self.cal.open_ts[live]) / (self.cal.close_ts[live] - self.cal.open_ts[live])))
+                price = float(round_price(np.array([o + f * (c - o)]))[0])
+                day_high = float(round_price(np.array([max(o, price) + f * (h - max(o, c))]))[0])
+                day_low = float(round_price(np.array([min(o, price) - f * (min(o, c) - lo)]))[0])
+                day_high, day_low = max(day_high, o, price), min(day_low, o, price)
+                volume = int(v * f)
+                prev = float(s["close"][i])
+                timestamp = int(ts)
+            else:
+                o, day_high, day_low, price = (float(s[k][i]) for k in ("open", "high", "low", "close"))
+                volume = int(s["volume"][i])
+                prev = float(s["prev_close"][i])
+                timestamp = int(self.cal.close_ts[L])
+            change = round(price - prev, 4)
+            out.append({
+                "symbol": sym, "name": u.name[i], "price": price,
+                "changePercentage": round(change / prev * 100.0, 5) if prev else 0.0, "change": change,
+                "volume": volume, "dayLow": day_low, "dayHigh": day_high,
+                "yearHigh": max(float(s["year_high"][i]), day_high), "yearLow": min(float(s["year_low"][i]), day_low),
+                "marketCap": int(price * u.shares[i]), "priceAvg50": float(s["avg50"][i]),
+                "priceAvg200": float(s["avg200"][i]), "exchange": str(u.exch_short[i]), "open": o,
+                "previousClose": prev, "timestamp": timestamp,
+            })
+        return out
+
+    # ----------------------------------------------------------------- profiles
+    def profile(self, symbol: str) -> dict | None:
+        """profile?symbol= row (None for unknown or not yet listed)."""
+        i = self.symbol_id(symbol)
+        L = self.last_closed_index()
+        if i is None or L < 0 or self.uni.list_sess[i] > L:
+            return None
+        return self._profile_row(i, self._snapshot(L))
+
+    def _profile_row(self, i: int, s: dict) -> dict:
+        u = self.uni
+        price = float(s["close"][i])
+        prev = float(s["prev_close"][i])
+        change = round(price - prev, 4)
+        mcap = price * float(u.shares[i])
+        mcap = round(mcap, 2) + 0.25 if u.mcap_frac[i] else int(mcap)
+        return {
+            "symbol": u.symbols[i], "price": price, "marketCap": mcap,
+            "beta": None if u.beta_null[i] else float(u.beta[i]), "lastDividend": float(s["lad"][i]),
+            "range": f"{float(s['year_low'][i])}-{float(s['year_high'][i])}", "change": change,
+            "changePercentage": round(change / prev * 100.0, 5) if prev else 0.0,
+            "volume": int(s["volume"][i]), "averageVolume": int(s["avg_volume"][i]),
+            "companyName": u.name[i], "currency": str(u.currency[i]), "cik": u.cik[i], "isin": u.isin[i],
+            "cusip": u.cusip[i], "exchangeFullName": u.exch_full[i], "exchange": str(u.exch_short[i]),
+            "industry": u.industry[i], "website": u.website(i), "description": u.description(i), "ceo": u.ceo[i],
+            "sector": u.sector[i], "country": str(u.country[i]), "fullTimeEmployees": u.employees[i],
+            "phone": u.phone[i], "address": u.address[i], "city": u.city[i], "state": u.state[i], "zip": u.zip[i],
+            "image": f"https://images.financialmodelingprep.com/symbol/{u.symbols[i]}.png", "ipoDate": u.ipo_date[i],
+            "defaultImage": False, "isEtf": bool(u.is_etf[i]), "isActivelyTrading": True,
+            "isAdr": bool(u.is_adr[i]), "isFund": False,
+        }
+
+    def profile_bulk_rows(self) -> list[dict]:
+        """Every profile profile-bulk serves (US universe + foreign bulk listings),
+        in the served (not symbol) order. Volumes are floats, as in FMP's CSV."""
+        L = self.last_closed_index()
+        if L < 0:
+            return []
+        s = self._snapshot(L)
+        u = self.uni
+        rows = []
+        for i in range(u.n):
+            if u.list_sess[i] <= L:
+                r = self._profile_row(i, s)
+                r["volume"] = float(r["volume"])
+                r["averageVolume"] = float(r["averageVolume"])
+                rows.append(r)
+        f = u.foreign
+        fm = self._foreign_model()
+        fb = fm.bars(np.arange(len(f.bulk_ids)), np.full(len(f.bulk_ids), L))
+        for k, j in enumerate(f.bulk_ids.tolist()):
+            sym = f.symbols[j]
+            price = float(fb["close"][k])
+            crypto = sym.endswith("USD") and "." not in sym
+            rows.append({
+                "symbol": sym, "price": price, "marketCap": None if crypto else int(price * 5e8), "beta": None,
+                "lastDividend": 0.0, "range": f"{price * 0.8:.2f}-{price * 1.2:.2f}", "change": 0.0,
+                "changePercentage": 0.0, "volume": float(fb["volume"][k]), "averageVolume": float(fb["volume"][k]),
+                "companyName": f.names[j], "currency": "USD" if crypto else "HKD" if sym.endswith(".HK") else "EUR",
+                "cik": None, "isin": "", "cusip": "", "exchangeFullName": "CCC" if crypto else "Foreign",
+                "exchange": "CRYPTO" if crypto else sym.rsplit(".", 1)[-1], "industry": "", "website": "",
+                "description": "", "ceo": "", "sector": "", "country": "" if crypto else "HK",
+                "fullTimeEmployees": "", "phone": "", "address": "", "city": "", "state": "", "zip": "",
+                "image": f"https://images.financialmodelingprep.com/symbol/{sym}.png", "ipoDate": "",
+                "defaultImage": True, "isEtf": False, "isActivelyTrading": True, "isAdr": False, "isFund": False,
+            })
+        order = np.argsort(uniform(self.config.seed, S_MISC + 3, np.arange(len(rows)), 0 * np.arange(len(rows))))
+        return [rows[k] for k in order.tolist()]
+
+    def profile_bulk_part(self, part: int) -> list[dict] | None:
+        """Rows of ``profile-bulk?part=N`` (None past the end)."""
+        rows = self._profile_bulk_cached()
+        size = max(1, int(self.config.profile_bulk_part_size))
+        if part < 0 or part * size >= len(rows):
+            return None
+        return rows[part * size:(part + 1) * size]
+
+    def _profile_bulk_cached(self) -> list[dict]:
+        L = self.last_closed_index()
+        with self._lock:
+            hit = getattr(self, "_pb_cache", None)
+            if hit and hit[0] == L:
+                return hit[1]
+        rows = self.profile_bulk_rows()
+        with self._lock:
+            self._pb_cache = (L, rows)
+        return rows
+
+    # --------------------------------------------------------------- stock-list
+    def stock_list(self) -> list[dict]:
+        u = self.uni
+        f = u.foreign
+        rows = [{"symbol": s, "companyName": n} for s, n in zip(u.symbols, u.name)]
+        rows += [{"symbol": s, "companyName": n} for s, n in zip(f.symbols, f.names)]
+        return rows
+
+
+def _years_before(d: date, years: int) -> date:
+    try:
+        return d.replace(year=d.year - years)
+    except ValueError:  # Feb 29
+        return d.replace(year=d.year - years, day=28)

@@ -1,0 +1,78 @@
+"""Shared fixtures: a simulator, a warehouse file and a persistent Dagster instance.
+
+Every platform test runs the real parts: the FMP simulator over HTTP on a
+loopback port, a DuckDB file, and a Dagster instance whose storage lives in a
+DAGSTER_HOME folder configured by the project's own `dagster.yaml`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from stock_assets.fmp import FMPResource
+from stock_assets.resources import SyncSettings
+from stock_assets.simulator import Faults, SimConfig, SimulatorServer
+from stock_assets.warehouse import WarehouseResource
+
+PROJECT = Path(__file__).resolve().parents[1]
+TEST_KEY = "test-key-5f1c9e"
+
+
+@dataclass
+class Platform:
+    sim: SimulatorServer
+    db: Path
+    home: Path
+    limiter: Path
+    plan: str
+
+    def instance(self) -> dg.DagsterInstance:
+        return dg.DagsterInstance.from_config(str(self.home))
+
+    def fmp(self, **overrides) -> FMPResource:
+        config = dict(api_key=TEST_KEY, base_url=self.sim.base_url, plan=self.plan,
+                      rate_limit_per_min=60_000, limiter_state=str(self.limiter),
+                      backoff_base_s=0.05, backoff_max_s=0.5, max_retries=3, bulk_calls_per_min=600)
+        return FMPResource(**{**config, **overrides})
+
+    def resources(self, **settings) -> dict:
+        return {"fmp": self.fmp(), "warehouse": WarehouseResource(database=str(self.db)),
+                "settings": SyncSettings(**settings)}
+
+    def sql(self, query: str, params=None) -> list[tuple]:
+        with duckdb.connect(str(self.db), read_only=True) as conn:
+            return conn.execute(query, params or []).fetchall()
+
+
+def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, symbols: int = 40,
+                  plan: str = "premium", **sim_options) -> Platform:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    config = SimConfig(seed=11, n_symbols=symbols, plan=plan, api_keys=(TEST_KEY,),
+                       rate_limit_per_min=60_000, bulk_min_interval_s=0.0, faults=Faults(), **sim_options)
+    sim = SimulatorServer(config, host="127.0.0.1", port=0)
+    sim.start()
+    platform = Platform(sim, tmp_path / "data" / "stocks.duckdb", home, tmp_path / "data" / "limit.sqlite", plan)
+    # The same configuration a user gives through the environment (worker
+    # processes of the headless sync inherit it).
+    for name, value in {
+        "DAGSTER_HOME": str(home), "STOCK_ASSETS_DB": str(platform.db), "FMP_API_KEY": TEST_KEY,
+        "FMP_BASE_URL": sim.base_url, "FMP_PLAN": plan, "FMP_RATE_LIMIT_PER_MIN": "60000",
+        "FMP_LIMITER_STATE": str(platform.limiter),
+    }.items():
+        monkeypatch.setenv(name, value)
+    return platform
+
+
+@pytest.fixture()
+def platform(tmp_path, monkeypatch):
+    platform = make_platform(tmp_path, monkeypatch)
+    yield platform
+    platform.sim.stop()

@@ -1,0 +1,104 @@
+"""The daily sync end to end: simulator over HTTP, DuckDB file, persistent Dagster instance."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from stock_assets import trading
+from stock_assets.assets import ALL_ASSETS
+from stock_assets.assets.prices import history_start
+from stock_assets.partitions import SHARD_KEYS, shard_of, symbol_shards
+from stock_assets.recovery import failed_and_missing, relaunch
+from stock_assets.resources import SyncSettings
+from stock_assets.sync import run_sync
+
+DATA_COLUMNS = {
+    "market.symbols": "symbol, company_name, exchange_short_name, market_cap, last_annual_dividend, shard",
+    "market.prices": "symbol, date, open, high, low, close, volume, source",
+    "market.dividends": "symbol, ex_date, record_date, payment_date, declaration_date, dividend, adj_dividend, frequency",
+    "market.company_profiles": "symbol, company_name, full_time_employees, ipo_date, beta, market_cap",
+}
+
+
+def snapshot(platform) -> dict[str, list[tuple]]:
+    return {table: platform.sql(f"SELECT {cols} FROM {table} ORDER BY ALL") for table, cols in DATA_COLUMNS.items()}
+
+
+def test_sync_matches_ground_truth_and_a_second_sync_changes_nothing(platform):
+    truth = platform.sim.truth
+    outcome = run_sync(log=lambda line: None)
+    assert outcome.success, [r.description for r in outcome.failed]
+    # The universe, every shard, and the session: one run each.
+    assert len(outcome.runs) == 2 + len(SHARD_KEYS)
+
+    expected = {r["symbol"] for r in truth.universe() if r["isActivelyTrading"] and not r["isFund"]}
+    stored = {s for (s,) in platform.sql("SELECT symbol FROM market.symbols")}
+    assert stored == expected
+    assert all(shard == shard_of(s) for s, shard in platform.sql("SELECT symbol, shard FROM market.symbols"))
+
+    end = trading.last_closed_session()
+    start = history_start(SyncSettings(), end)
+    for symbol in sorted(expected)[:12]:
+        want = {(b["date"], round(b["close"], 6), b["volume"])
+                for b in truth.eod_bars(symbol, start, end)}
+        got = {(d.isoformat(), round(c, 6), v) for d, c, v in platform.sql(
+            "SELECT date, close, volume FROM market.prices WHERE symbol = ?", [symbol])}
+        assert got == want, symbol
+        want_divs = {(d["date"], d["dividend"]) for d in truth.dividends(symbol)}
+        got_divs = {(d.isoformat(), v) for d, v in platform.sql(
+            "SELECT ex_date, dividend FROM market.dividends WHERE symbol = ?", [symbol])}
+        assert got_divs == want_divs, symbol
+        profile = truth.profile(symbol)
+        (name, employees), = platform.sql(
+            "SELECT company_name, full_time_employees FROM market.company_profiles WHERE symbol = ?", [symbol])
+        assert name == profile["companyName"]
+        assert employees == (int(float(profile["fullTimeEmployees"])) if profile["fullTimeEmployees"] else None)
+
+    first = snapshot(platform)
+    platform.sim.clear_requests()
+    again = run_sync(log=lambda line: None)
+    assert again.success
+    assert snapshot(platform) == first
+    # Nothing was fetched twice: only the universe and the day's dividend calendar.
+    paths = {r["path"] for r in platform.sim.requests()}
+    assert paths <= {"company-screener", "dividends-calendar"}, paths
+
+
+def test_failed_shard_is_failed_and_backfill_fetches_only_what_is_missing(platform):
+    truth = platform.sim.truth
+    universe = sorted(r["symbol"] for r in truth.universe() if r["isActivelyTrading"] and not r["isFund"])
+    by_shard: dict[str, list[str]] = {}
+    for symbol in universe:
+        by_shard.setdefault(shard_of(symbol), []).append(symbol)
+    shard, members = max(by_shard.items(), key=lambda item: len(item[1]))
+    assert len(members) >= 2
+    broken = members[0]
+    platform.sim.faults.failing_symbols = frozenset({broken})
+
+    outcome = run_sync(log=lambda line: None)
+    assert [r.description.split("[")[-1].rstrip("]") for r in outcome.failed] == [shard]
+
+    instance = platform.instance()
+    status = instance.get_status_by_partition(dg.AssetKey("company_profiles"), SHARD_KEYS, symbol_shards)
+    assert status[shard] == dg.AssetPartitionStatus.FAILED
+    assert all(status[k] == dg.AssetPartitionStatus.MATERIALIZED for k in SHARD_KEYS if k != shard)
+    # What the failed shard did fetch was written at once (checkpointed per chunk).
+    stored = {s for (s,) in platform.sql("SELECT symbol FROM market.company_profiles")}
+    assert set(members) - {broken} <= stored and broken not in stored
+
+    platform.sim.faults.failing_symbols = frozenset()
+    platform.sim.clear_requests()
+    todo = failed_and_missing(instance)
+    assert {p.partition_key for p in todo} == {shard}
+    outcomes = relaunch(todo, log=lambda line: None)
+    assert all(o.success for o in outcomes)
+
+    per_symbol = [r for r in platform.sim.requests()
+                  if r["path"] in ("profile", "historical-price-eod/full", "dividends")]
+    assert per_symbol and {r["params"]["symbol"] for r in per_symbol} == {broken}
+    status = platform.instance().get_status_by_partition(dg.AssetKey("company_profiles"), SHARD_KEYS, symbol_shards)
+    assert status[shard] == dg.AssetPartitionStatus.MATERIALIZED
+    assert failed_and_missing(platform.instance()) == []
