@@ -15,13 +15,14 @@ import dagster as dg
 
 from stock_assets.assets import DAILY_ASSETS, HISTORY_ASSETS, SHARD_ASSETS, company_profiles, symbols
 from stock_assets.partitions import SHARD_KEYS
+
 from stock_assets.warehouse import WarehouseResource
 
 universe_job = dg.define_asset_job("universe", selection=[symbols])
 session_job = dg.define_asset_job("session", selection=DAILY_ASSETS)
 shards_job = dg.define_asset_job("shards", selection=SHARD_ASSETS)
 
-SYNC_TAG = "stock_assets/sync"
+
 
 
 @dataclass(frozen=True)

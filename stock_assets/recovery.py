@@ -24,13 +24,11 @@ from dagster import AssetPartitionStatus, DagsterRunStatus
 
 from stock_assets.assets import ALL_ASSETS
 from stock_assets.jobs import PlannedRun
+from stock_assets.tags import BACKFILL_TAG, HOST_TAG, PID_TAG
 
 if TYPE_CHECKING:
     from stock_assets.sync import RunOutcome
 
-PID_TAG = "stock_assets/pid"
-HOST_TAG = "stock_assets/host"
-BACKFILL_TAG = "stock_assets/backfill"
 
 
 def process_tags() -> dict[str, str]:

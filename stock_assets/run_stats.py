@@ -12,7 +12,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import dagster as dg
+
 from stock_assets.fmp.accounting import CallLog, EndpointStats
+from stock_assets.warehouse.schema import TABLES
+
+# The warehouse table each asset writes: its columns are the asset's schema in the UI.
+ASSET_TABLES = {
+    "symbols": "market.symbols", "daily_prices": "market.prices", "price_history": "market.prices",
+    "dividends": "market.dividends", "dividend_history": "market.dividends",
+    "company_profiles": "market.company_profiles",
+}
 
 
 @dataclass
@@ -138,6 +148,11 @@ class RunStats:
             meta["failed_symbols"] = ", ".join(shown) + (f" (+{more} more)" if more else "")
         if self.notes:
             meta["notes"] = " | ".join(self.notes)
+        table = ASSET_TABLES.get(self.asset)
+        if table:
+            meta["table"] = table
+            meta["dagster/column_schema"] = dg.TableSchema(columns=[
+                dg.TableColumn(c.name, c.sql_type) for c in TABLES[table].columns])
         return meta
 
 

@@ -10,7 +10,8 @@ runs the same plan headless.
 import dagster as dg
 
 from stock_assets import trading
-from stock_assets.jobs import SYNC_TAG, plan_after_universe, session_job, shards_job, universe_job
+from stock_assets.jobs import plan_after_universe, session_job, shards_job, universe_job
+from stock_assets.tags import SYNC_TAG
 from stock_assets.warehouse import WarehouseResource
 
 

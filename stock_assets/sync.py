@@ -24,7 +24,8 @@ from functools import lru_cache
 import dagster as dg
 
 from stock_assets import trading
-from stock_assets.jobs import SYNC_TAG, PlannedRun, plan_after_universe
+from stock_assets.jobs import PlannedRun, plan_after_universe
+from stock_assets.tags import SYNC_TAG
 from stock_assets.recovery import process_tags, reap_dead_runs
 
 RUNS_AT_ONCE = 2

@@ -2,14 +2,18 @@
 
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import dagster as dg
 
+from stock_assets import metrics
+from stock_assets.checks import item_success
 from stock_assets.fmp import FMPResource
 from stock_assets.fmp.chunking import Chunk, FetchSummary
 from stock_assets.fmp.records import Parsed
+from stock_assets.fmp.redaction import redact
 from stock_assets.resources import SyncSettings
 from stock_assets.run_stats import RunStats
 from stock_assets.warehouse import WarehouseResource
@@ -25,9 +29,24 @@ class FetchConfig(dg.Config):
     refresh: bool = False  # fetch again what the warehouse already holds fresh
 
 
-def new_stats(context: dg.AssetExecutionContext, fmp: FMPResource) -> RunStats:
+@contextmanager
+def observe(context: dg.AssetExecutionContext, fmp: FMPResource,
+            warehouse: WarehouseResource) -> Iterator[RunStats]:
+    """The materialization's figures, recorded in the metrics tables however it ends."""
     partition = context.partition_key if context.has_partition_key else None
-    return RunStats(context.asset_key.to_user_string(), partition, fmp.calls, fmp.pace_per_min)
+    stats = RunStats(context.asset_key.to_user_string(), partition, fmp.calls, fmp.pace_per_min)
+    status, error = "failed", None
+    try:
+        yield stats
+        status = "succeeded"
+    except BaseException as exc:
+        error = redact(f"{type(exc).__name__}: {exc}")[:2000]
+        raise
+    finally:
+        try:
+            metrics.record(warehouse, stats, context.run_id, dict(context.run.tags), status, error)
+        except Exception as exc:  # the figures must never fail the materialization
+            context.log.warning(f"Could not record metrics for this run: {type(exc).__name__}: {exc}")
 
 
 def fetch_and_write(
@@ -76,7 +95,8 @@ def count_items(stats: RunStats, total: int, failed: Sequence[str]) -> None:
     stats.failed_items += list(failed)
 
 
-def verdict(context: dg.AssetExecutionContext, stats: RunStats, settings: SyncSettings) -> dg.MaterializeResult:
+def verdict(context: dg.AssetExecutionContext, stats: RunStats, settings: SyncSettings,
+            checks: Sequence[dg.AssetCheckResult] = ()) -> dg.MaterializeResult:
     """Succeed, naming failed items, unless more than the allowed share failed."""
     attempted = stats.items_succeeded + stats.items_failed
     if attempted and stats.items_failed > settings.max_failed_share * attempted:
@@ -90,4 +110,6 @@ def verdict(context: dg.AssetExecutionContext, stats: RunStats, settings: SyncSe
     if stats.items_failed:
         context.log.warning(f"{stats.items_failed} items failed and will be fetched next time: "
                             f"{', '.join(stats.failed_items[:20])}")
-    return dg.MaterializeResult(metadata={**stats.metadata(), "dagster/row_count": stats.rows_written})
+    return dg.MaterializeResult(
+        metadata={**stats.metadata(), "dagster/row_count": stats.rows_written},
+        check_results=[*checks, item_success(stats, settings.max_failed_share)])

@@ -3,14 +3,18 @@
 
 import dagster as dg
 
+import datetime as dt
+
+from stock_assets import checks as checks_mod
 from stock_assets import trading
 from stock_assets.assets.common import (
-    FMP_POOL, FetchConfig, count_items, fetch_and_write, new_stats, verdict)
+    FMP_POOL, FetchConfig, count_items, fetch_and_write, observe, verdict)
 from stock_assets.assets.prices import _day, ensure_closed, holiday_result
 from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPResource
 from stock_assets.partitions import symbol_shards, trading_days
 from stock_assets.resources import SyncSettings
+from stock_assets.run_stats import RunStats
 from stock_assets.warehouse import WarehouseResource, dividends_table
 
 DIVIDEND_KEY = ("symbol", "ex_date")
@@ -18,20 +22,27 @@ DIVIDEND_KEY = ("symbol", "ex_date")
 
 @dg.asset(group_name="dividends", partitions_def=trading_days, deps=[symbols], pool=FMP_POOL,
           kinds={"duckdb"},
+          check_specs=checks_mod.specs("dividends", checks_mod.NO_DUPLICATES, checks_mod.ITEM_SUCCESS),
           description="Dividends whose ex-date is this day, from the one-day dividend calendar, "
                       "for symbols in the universe: market.dividends.")
 def dividends(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,
               warehouse: WarehouseResource, settings: SyncSettings) -> dg.MaterializeResult:
     day = _day(context)
     ensure_closed(day)
-    stats = new_stats(context, fmp)
+    with observe(context, fmp, warehouse) as stats:
+        result = _dividends(context, fmp, warehouse, settings, stats, day)
+    return result
+
+
+def _dividends(context, fmp: FMPResource, warehouse: WarehouseResource, settings: SyncSettings,
+               stats: RunStats, day: dt.date) -> dg.MaterializeResult:
     with stats.phase("plan"):
         universe = warehouse.universe_symbols()
         payers = warehouse.payer_symbols()
     if not universe:
         raise dg.Failure("market.symbols is empty: materialize `symbols` first.")
     if not trading.is_session(day):
-        return holiday_result(context, stats, calls_saved=1)
+        return holiday_result(context, stats, 1, [checks_mod.no_duplicates(warehouse, "market.dividends")])
     stats.route = "dividends-calendar"
     with stats.phase("fetch") as phase:
         parsed = fmp.dividends_calendar(day, day)
@@ -55,16 +66,23 @@ def dividends(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPRe
     stats.optimized("dividend calendar", len(payers), len(payers), max(0, len(payers) - 1))
     context.log.info(f"{day}: {len(rows)} dividends for the universe "
                      f"(of {len(parsed.records)} worldwide) from one calendar call.")
-    return verdict(context, stats, settings)
+    return verdict(context, stats, settings, [checks_mod.no_duplicates(warehouse, "market.dividends")])
 
 
 @dg.asset(group_name="dividends", partitions_def=symbol_shards, deps=[symbols], pool=FMP_POOL,
           kinds={"duckdb"},
+          check_specs=checks_mod.specs("dividend_history", checks_mod.ITEM_SUCCESS),
           description="Full dividend history of the shard's dividend payers not yet loaded: "
                       "market.dividends.")
 def dividend_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,
                      warehouse: WarehouseResource, settings: SyncSettings) -> dg.MaterializeResult:
-    stats = new_stats(context, fmp)
+    with observe(context, fmp, warehouse) as stats:
+        result = _dividend_history(context, config, fmp, warehouse, settings, stats)
+    return result
+
+
+def _dividend_history(context, config: FetchConfig, fmp: FMPResource, warehouse: WarehouseResource,
+                      settings: SyncSettings, stats: RunStats) -> dg.MaterializeResult:
     stats.route = "dividends"
     end = trading.last_closed_session()
     with stats.phase("plan"):

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from stock_assets import checks as checks_mod
 from stock_assets import trading
 from stock_assets.assets.common import (
-    FMP_POOL, FetchConfig, count_items, fetch_and_write, new_stats, verdict)
+    FMP_POOL, FetchConfig, count_items, fetch_and_write, observe, verdict)
 from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPPlanError, FMPResource, get_plan
 from stock_assets.fmp.records import Parsed
@@ -32,12 +33,14 @@ def _day(context: dg.AssetExecutionContext) -> dt.date:
     return dt.date.fromisoformat(context.partition_key)
 
 
-def holiday_result(context: dg.AssetExecutionContext, stats: RunStats, calls_saved: int) -> dg.MaterializeResult:
+def holiday_result(context: dg.AssetExecutionContext, stats: RunStats, calls_saved: int,
+                   checks: Sequence[dg.AssetCheckResult] = ()) -> dg.MaterializeResult:
     """A weekday the market was closed: zero rows, zero calls, and it says so."""
     stats.route = "market closed"
     stats.optimized("holiday skip", considered=1, skipped=1, calls_saved=calls_saved)
     context.log.info(f"{context.partition_key}: the market was closed (NYSE holiday); nothing to fetch.")
-    return dg.MaterializeResult(metadata={**stats.metadata(), "market": "closed", "dagster/row_count": 0})
+    return dg.MaterializeResult(metadata={**stats.metadata(), "market": "closed", "dagster/row_count": 0},
+                                check_results=[*checks, checks_mod.item_success(stats, 1.0)])
 
 
 def ensure_closed(day: dt.date) -> None:
@@ -49,12 +52,26 @@ def ensure_closed(day: dt.date) -> None:
 
 @dg.asset(group_name="prices", partitions_def=trading_days, deps=[symbols], pool=FMP_POOL,
           kinds={"duckdb"},
+          check_specs=checks_mod.specs("daily_prices", checks_mod.PRICES_SANE, checks_mod.COVERAGE,
+                                       checks_mod.NO_DUPLICATES, checks_mod.ITEM_SUCCESS),
           description="One session's end-of-day bar for every symbol in the universe: market.prices.")
 def daily_prices(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,
                  warehouse: WarehouseResource, settings: SyncSettings) -> dg.MaterializeResult:
     day = _day(context)
     ensure_closed(day)
-    stats = new_stats(context, fmp)
+    with observe(context, fmp, warehouse) as stats:
+        result = _daily_prices(context, config, fmp, warehouse, settings, stats, day)
+    return result
+
+
+def _day_checks(warehouse: WarehouseResource, day: dt.date) -> list[dg.AssetCheckResult]:
+    return [checks_mod.prices_sane(warehouse, "date = ?", [day]),
+            checks_mod.coverage(warehouse, day, trading.is_session(day)),
+            checks_mod.no_duplicates(warehouse, "market.prices")]
+
+
+def _daily_prices(context, config: FetchConfig, fmp: FMPResource, warehouse: WarehouseResource,
+                  settings: SyncSettings, stats: RunStats, day: dt.date) -> dg.MaterializeResult:
     with stats.phase("plan"):
         universe = sorted(warehouse.universe_symbols())
         if not universe:
@@ -62,7 +79,8 @@ def daily_prices(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FM
         stored = set() if config.refresh else warehouse.stored_price_symbols(day) & set(universe)
         missing = [s for s in universe if s not in stored]
     if not trading.is_session(day):
-        return holiday_result(context, stats, calls_saved=calls_for(len(universe), fmp.quote_batch_size))
+        return holiday_result(context, stats, calls_for(len(universe), fmp.quote_batch_size),
+                              _day_checks(warehouse, day))
     stats.items_skipped = len(stored)
     if stored:
         # Bars already stored (by price_history or an earlier run) cost nothing.
@@ -73,7 +91,7 @@ def daily_prices(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FM
         stats.route = "already stored"
     context.log.info(f"{day}: {stats.rows_written} bars written via {stats.route}, "
                      f"{len(stored)} already stored, {stats.api_calls} API calls.")
-    return verdict(context, stats, settings)
+    return verdict(context, stats, settings, _day_checks(warehouse, day))
 
 
 def _routes(fmp: FMPResource, day: dt.date) -> list[str]:
@@ -168,11 +186,18 @@ def _note_no_bar(stats: RunStats, asked: list[str], got: set[str]) -> None:
 
 @dg.asset(group_name="prices", partitions_def=symbol_shards, deps=[symbols], pool=FMP_POOL,
           kinds={"duckdb"},
+          check_specs=checks_mod.specs("price_history", checks_mod.PRICES_SANE, checks_mod.ITEM_SUCCESS),
           description="Full price history from the configured start for the shard's symbols "
                       "not yet covered: market.prices.")
 def price_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,
                   warehouse: WarehouseResource, settings: SyncSettings) -> dg.MaterializeResult:
-    stats = new_stats(context, fmp)
+    with observe(context, fmp, warehouse) as stats:
+        result = _price_history(context, config, fmp, warehouse, settings, stats)
+    return result
+
+
+def _price_history(context, config: FetchConfig, fmp: FMPResource, warehouse: WarehouseResource,
+                   settings: SyncSettings, stats: RunStats) -> dg.MaterializeResult:
     end = trading.last_closed_session()
     start = history_start(settings, end)
     with stats.phase("plan"):
@@ -197,7 +222,9 @@ def price_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp: F
                               lambda symbol: fmp.price_history(symbol, start, end), write,
                               label=f"price history {context.partition_key}")
     count_items(stats, summary.total, [f.item for f in summary.failures])
-    return verdict(context, stats, settings)
+    sane = checks_mod.prices_sane(
+        warehouse, "symbol IN (SELECT symbol FROM market.symbols WHERE shard = ?)", [context.partition_key])
+    return verdict(context, stats, settings, [sane])
 
 
 def history_start(settings: SyncSettings, end: dt.date) -> dt.date:

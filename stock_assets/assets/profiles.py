@@ -21,8 +21,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from filelock import FileLock
 
+from stock_assets import checks as checks_mod
 from stock_assets.assets.common import (
-    FMP_POOL, FetchConfig, count_items, fetch_and_write, new_stats, verdict)
+    FMP_POOL, FetchConfig, count_items, fetch_and_write, observe, verdict)
 from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPPlanError, FMPResource, get_plan
 from stock_assets.partitions import symbol_shards
@@ -49,11 +50,22 @@ def is_due(symbol: str, fetched_at: dt.datetime | None, today: dt.date, max_age_
 
 @dg.asset(group_name="profiles", partitions_def=symbol_shards, deps=[symbols], pool=FMP_POOL,
           kinds={"duckdb"},
+          check_specs=checks_mod.specs("company_profiles", checks_mod.PROFILES_FRESH, checks_mod.ITEM_SUCCESS),
           description="Company profiles of the shard's symbols that are missing or due for "
                       "refresh (each on its own day of the cache age): market.company_profiles.")
 def company_profiles(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,
                      warehouse: WarehouseResource, settings: SyncSettings) -> dg.MaterializeResult:
-    stats = new_stats(context, fmp)
+    with observe(context, fmp, warehouse) as stats:
+        result = _company_profiles(context, config, fmp, warehouse, settings, stats)
+    return result
+
+
+def _fresh_check(context, warehouse: WarehouseResource, settings: SyncSettings) -> list[dg.AssetCheckResult]:
+    return [checks_mod.profiles_fresh(warehouse, context.partition_key, settings.profile_max_age_days)]
+
+
+def _company_profiles(context, config: FetchConfig, fmp: FMPResource, warehouse: WarehouseResource,
+                      settings: SyncSettings, stats: RunStats) -> dg.MaterializeResult:
     today = dt.datetime.now(dt.timezone.utc).date()
     max_age = settings.profile_max_age_days
     with stats.phase("plan"):
@@ -68,7 +80,7 @@ def company_profiles(context: dg.AssetExecutionContext, config: FetchConfig, fmp
     if due and get_plan(fmp.plan).serves("profile-bulk"):
         try:
             _from_bulk(context, fmp, warehouse, stats, due, today)
-            return verdict(context, stats, settings)
+            return verdict(context, stats, settings, _fresh_check(context, warehouse, settings))
         except FMPPlanError as error:
             note = "profile-bulk is not in the plan (402); falling back to per-symbol profile calls"
             stats.notes.append(note)
@@ -84,7 +96,7 @@ def company_profiles(context: dg.AssetExecutionContext, config: FetchConfig, fmp
     summary = fetch_and_write(context, fmp, warehouse, stats, due, fmp.profile, write,
                               label=f"profiles {context.partition_key}")
     count_items(stats, summary.total, [f.item for f in summary.failures])
-    return verdict(context, stats, settings)
+    return verdict(context, stats, settings, _fresh_check(context, warehouse, settings))
 
 
 def _from_bulk(context, fmp: FMPResource, warehouse: WarehouseResource, stats: RunStats,

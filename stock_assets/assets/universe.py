@@ -5,11 +5,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from stock_assets.assets.common import FMP_POOL, new_stats
+from stock_assets import checks as checks_mod
+from stock_assets.assets.common import FMP_POOL, observe
 from stock_assets.fmp import FMPResource
 from stock_assets.fmp.records import ScreenerRow
 from stock_assets.partitions import shard_of
 from stock_assets.resources import SyncSettings
+from stock_assets.run_stats import RunStats
 from stock_assets.warehouse import WarehouseResource, symbols_table
 
 SCREENER_PAGE = 10_000
@@ -37,11 +39,18 @@ def _wanted(settings: SyncSettings) -> set[str] | None:
 
 
 @dg.asset(group_name="universe", pool=FMP_POOL, kinds={"duckdb"},
+          check_specs=checks_mod.specs("symbols", checks_mod.NO_DUPLICATES),
           description="The US universe (NYSE, NASDAQ, AMEX common stocks and ETFs by default) "
                       "from FMP's company screener, each symbol with its shard: market.symbols.")
 def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: WarehouseResource,
             settings: SyncSettings) -> dg.MaterializeResult:
-    stats = new_stats(context, fmp)
+    with observe(context, fmp, warehouse) as stats:
+        result = _symbols(context, fmp, warehouse, settings, stats)
+    return result
+
+
+def _symbols(context, fmp: FMPResource, warehouse: WarehouseResource, settings: SyncSettings,
+             stats: RunStats) -> dg.MaterializeResult:
     stats.route = "company-screener"
     wanted = _wanted(settings)
     by_symbol: dict[str, ScreenerRow] = {}
@@ -64,4 +73,5 @@ def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Ware
     context.log.info(f"Universe: {table.num_rows} symbols in {len(shards)} shards "
                      f"from {', '.join(settings.exchanges)}.")
     return dg.MaterializeResult(metadata={**stats.metadata(), "dagster/row_count": table.num_rows,
-                                          "shards": len(shards)})
+                                          "shards": len(shards)},
+                                check_results=[checks_mod.no_duplicates(warehouse, "market.symbols")])

@@ -197,13 +197,135 @@ HISTORY_LOADS = Table(
     ("dataset", "symbol"),
 )
 
+# ---- metrics: one row set per materialization (failed ones included) --------
+# `partition` is '' for the unpartitioned `symbols`, so it can be part of a key.
+_STEP = (_c("run_id", "text", False), _c("asset", "text", False), _c("partition", "text", False))
+
+METRICS_RUNS = Table(
+    "metrics.runs",
+    (
+        *_STEP,
+        _c("batch_id", "text"),  # the sync or backfill the run belongs to
+        _c("batch_kind", "text"),  # 'sync', 'backfill' or 'manual'
+        _c("route", "text"),
+        _c("started_at", "ts", False),
+        _c("ended_at", "ts", False),
+        _c("duration_s", "double", False),
+        _c("status", "text", False),  # 'succeeded' or 'failed'
+        _c("items_total", "bigint"),
+        _c("items_succeeded", "bigint"),
+        _c("items_failed", "bigint"),
+        _c("items_skipped", "bigint"),
+        _c("rows_written", "bigint"),
+        _c("rejected_rows", "bigint"),
+        _c("api_calls", "bigint"),
+        _c("error", "text"),
+    ),
+    ("run_id", "asset", "partition"),
+)
+
+METRICS_PHASES = Table(
+    "metrics.phases",
+    (
+        *_STEP,
+        _c("phase", "text", False),
+        _c("started_at", "ts", False),
+        _c("duration_s", "double", False),
+        _c("items", "bigint"),
+        _c("items_succeeded", "bigint"),
+        _c("items_failed", "bigint"),
+        _c("items_per_s", "double"),
+    ),
+    ("run_id", "asset", "partition", "phase"),
+)
+
+METRICS_API_CALLS = Table(
+    "metrics.api_calls",
+    (
+        *_STEP,
+        _c("endpoint", "text", False),
+        _c("calls", "bigint", False),
+        _c("succeeded", "bigint"),
+        _c("failed", "bigint"),
+        _c("retries", "bigint"),
+        _c("rate_limited", "bigint"),  # 429s (and 200s carrying Limit Reach)
+        _c("bytes", "bigint"),
+        _c("latency_mean_s", "double"),
+        _c("latency_p50_s", "double"),
+        _c("latency_p95_s", "double"),
+        _c("limiter_wait_s", "double"),
+    ),
+    ("run_id", "asset", "partition", "endpoint"),
+)
+
+METRICS_OPTIMIZATIONS = Table(
+    "metrics.optimizations",
+    (
+        *_STEP,
+        _c("name", "text", False),
+        _c("items_considered", "bigint"),
+        _c("items_skipped", "bigint"),
+        _c("calls_saved", "bigint"),
+        _c("seconds_saved", "double"),  # calls saved / the pace the key's limit allows
+    ),
+    ("run_id", "asset", "partition", "name"),
+)
+
 TABLES: dict[str, Table] = {
-    t.name: t for t in (SYMBOLS, PRICES, DIVIDENDS, COMPANY_PROFILES, REJECTED_ROWS, HISTORY_LOADS)
+    t.name: t for t in (SYMBOLS, PRICES, DIVIDENDS, COMPANY_PROFILES, REJECTED_ROWS, HISTORY_LOADS,
+                        METRICS_RUNS, METRICS_PHASES, METRICS_API_CALLS, METRICS_OPTIMIZATIONS)
+}
+
+# Views for the questions users ask of the metrics history.
+VIEWS = {
+    "metrics.sync_summary": """
+        WITH calls AS (SELECT run_id, asset, partition, sum(calls) AS calls, sum(retries) AS retries,
+                              sum(rate_limited) AS rate_limited, sum(succeeded) AS ok
+                       FROM metrics.api_calls GROUP BY ALL),
+             saved AS (SELECT run_id, asset, partition, sum(calls_saved) AS calls_saved,
+                              sum(seconds_saved) AS seconds_saved, sum(items_skipped) AS items_skipped
+                       FROM metrics.optimizations GROUP BY ALL)
+        SELECT r.batch_id, any_value(r.batch_kind) AS batch_kind,
+               min(r.started_at) AS started_at, max(r.ended_at) AS ended_at,
+               epoch(max(r.ended_at) - min(r.started_at)) AS duration_s,
+               count(DISTINCT r.run_id) AS runs, count(*) AS steps,
+               count(*) FILTER (WHERE r.status = 'failed') AS failed_steps,
+               sum(r.items_total) AS items, sum(r.items_succeeded) AS items_succeeded,
+               sum(r.items_failed) AS items_failed, sum(r.rows_written) AS rows_written,
+               coalesce(sum(c.calls), 0) AS api_calls, coalesce(sum(c.retries), 0) AS retries,
+               coalesce(sum(c.rate_limited), 0) AS rate_limited,
+               coalesce(sum(s.calls_saved), 0) AS calls_saved,
+               coalesce(sum(s.seconds_saved), 0) AS seconds_saved,
+               coalesce(sum(r.items_succeeded) / nullif(sum(r.items_succeeded + r.items_failed), 0), 1)
+                   AS item_success_rate
+        FROM metrics.runs r
+        LEFT JOIN calls c USING (run_id, asset, partition)
+        LEFT JOIN saved s USING (run_id, asset, partition)
+        GROUP BY r.batch_id""",
+    "metrics.endpoint_trends": """
+        SELECT CAST(r.started_at AS DATE) AS day, a.endpoint, sum(a.calls) AS calls,
+               sum(a.succeeded) AS succeeded, sum(a.failed) AS failed, sum(a.retries) AS retries,
+               sum(a.rate_limited) AS rate_limited, sum(a.bytes) AS bytes,
+               sum(a.latency_mean_s * a.calls) / nullif(sum(a.calls), 0) AS latency_mean_s,
+               max(a.latency_p95_s) AS latency_p95_max_s, sum(a.limiter_wait_s) AS limiter_wait_s
+        FROM metrics.api_calls a JOIN metrics.runs r USING (run_id, asset, partition)
+        GROUP BY ALL""",
+    "metrics.savings_by_day": """
+        SELECT CAST(r.started_at AS DATE) AS day, o.name, sum(o.items_considered) AS items_considered,
+               sum(o.items_skipped) AS items_skipped, sum(o.calls_saved) AS calls_saved,
+               sum(o.seconds_saved) AS seconds_saved
+        FROM metrics.optimizations o JOIN metrics.runs r USING (run_id, asset, partition)
+        GROUP BY ALL""",
+    "metrics.slowest_phases": """
+        SELECT r.batch_id, p.run_id, p.asset, p.partition, p.phase, p.started_at, p.duration_s,
+               p.items, p.items_per_s
+        FROM metrics.phases p JOIN metrics.runs r USING (run_id, asset, partition)
+        ORDER BY p.duration_s DESC""",
 }
 
 
 def table(name: str) -> Table:
-    """Look a table up by `market.name` or bare `name`."""
+    """Look a table up by `schema.name`, or a `market` table by its bare `name`."""
     qualified = name if "." in name else f"{SCHEMA}.{name}"
     try:
         return TABLES[qualified]
@@ -216,11 +338,14 @@ def arrow_schema(name: str) -> pa.Schema:
 
 
 def ddl_statements() -> list[str]:
-    return [f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"] + [t.ddl() for t in TABLES.values()]
+    schemas = sorted({name.split(".")[0] for name in TABLES})
+    return ([f"CREATE SCHEMA IF NOT EXISTS {schema}" for schema in schemas]
+            + [t.ddl() for t in TABLES.values()]
+            + [f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in VIEWS.items()])
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the `market` schema and tables that do not exist yet (idempotent)."""
+    """Create the `market` and `metrics` schemas, tables and views (idempotent)."""
     for statement in ddl_statements():
         conn.execute(statement)
 
