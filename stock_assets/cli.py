@@ -39,12 +39,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     from stock_assets.local_api import fmp_environment
 
+    from stock_assets.progress import reporter_for
+
     _dagster_home()
     with fmp_environment():
         from stock_assets.sync import run_sync
 
         day = dt.date.fromisoformat(args.date) if args.date else None
-        outcome = run_sync(day)
+        reporter = reporter_for()
+        try:
+            outcome = run_sync(day, reporter)
+        finally:
+            reporter.close()
     _print_report(outcome.sync_id)
     print(f"\nSync {outcome.sync_id}: {len(outcome.runs) - len(outcome.failed)} of "
           f"{len(outcome.runs)} runs succeeded in {outcome.seconds:.1f}s.")
@@ -87,7 +93,9 @@ def cmd_backfill_failed(args: argparse.Namespace) -> int:
             print(f"  {item.describe()}")
         if args.dry_run:
             return 0
-        outcomes = relaunch(todo)
+        from stock_assets.progress import reporter_for
+
+        outcomes = relaunch(todo, reporter_for())
     failed = [o for o in outcomes if not o.success]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs succeeded.")
     return 1 if failed else 0

@@ -24,6 +24,7 @@ from dagster import AssetPartitionStatus, DagsterRunStatus
 
 from stock_assets.assets import ALL_ASSETS
 from stock_assets.jobs import PlannedRun
+from stock_assets.progress import PlainReporter, Reporter
 from stock_assets.tags import BACKFILL_TAG, HOST_TAG, PID_TAG
 
 if TYPE_CHECKING:
@@ -109,8 +110,13 @@ def _partitions_to_run(instance: dg.DagsterInstance, asset: dg.AssetsDefinition,
             if status.get(k) == AssetPartitionStatus.FAILED or (i >= first and status.get(k) is None)]
 
 
-def relaunch(planned: list[PlannedRun], log=print) -> list[RunOutcome]:
+def relaunch(planned: list[PlannedRun], reporter: Reporter | None = None, log=None) -> list[RunOutcome]:
     """Run exactly these partitions on the persistent instance, tagged as one backfill."""
     from stock_assets.sync import execute_all
 
-    return execute_all(planned, {BACKFILL_TAG: f"backfill-{uuid.uuid4().hex[:8]}"}, log)
+    reporter = reporter or PlainReporter(write=log)
+    reporter.planned(len(planned))
+    try:
+        return execute_all(planned, {BACKFILL_TAG: f"backfill-{uuid.uuid4().hex[:8]}"}, reporter)
+    finally:
+        reporter.close()

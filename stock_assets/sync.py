@@ -25,6 +25,7 @@ import dagster as dg
 
 from stock_assets import trading
 from stock_assets.jobs import PlannedRun, plan_after_universe
+from stock_assets.progress import PlainReporter, Reporter
 from stock_assets.tags import SYNC_TAG
 from stock_assets.recovery import process_tags, reap_dead_runs
 
@@ -58,8 +59,14 @@ class SyncOutcome:
         return [r for r in self.runs if not r.success]
 
 
-def run_sync(day: dt.date | None = None, log=print, runs_at_once: int = RUNS_AT_ONCE) -> SyncOutcome:
-    """Run the sync on the instance at DAGSTER_HOME with resources from the environment."""
+def run_sync(day: dt.date | None = None, reporter: Reporter | None = None,
+             runs_at_once: int = RUNS_AT_ONCE, log=None) -> SyncOutcome:
+    """Run the sync on the instance at DAGSTER_HOME with resources from the environment.
+
+    Progress goes to `reporter` (or, simpler, to a `log(line)` callable).
+    """
+    reporter = reporter or PlainReporter(write=log)
+    log = reporter.say
     instance, resources = _context()
     reaped = reap_dead_runs(instance)
     if reaped:
@@ -69,31 +76,33 @@ def run_sync(day: dt.date | None = None, log=print, runs_at_once: int = RUNS_AT_
     started = time.monotonic()
     log(f"Sync {outcome.sync_id} for the {day} session")
     tags = {SYNC_TAG: outcome.sync_id}
+    reporter.planned(1)
     universe = execute(PlannedRun(("symbols",)), tags)
-    _say(universe, log)
+    _say(universe, reporter)
     outcome.runs.append(universe)
     if universe.success:
         planned = plan_after_universe(resources["warehouse"], instance, day)
-        outcome.runs += execute_all(planned, tags, log, runs_at_once)
+        reporter.planned(len(planned))
+        outcome.runs += execute_all(planned, tags, reporter, runs_at_once)
     else:
         log("The universe could not be refreshed: nothing else was run.")
     outcome.seconds = time.monotonic() - started
     return outcome
 
 
-def execute_all(planned: list[PlannedRun], tags: dict[str, str], log=print,
+def execute_all(planned: list[PlannedRun], tags: dict[str, str], reporter: Reporter,
                 runs_at_once: int = RUNS_AT_ONCE) -> list[RunOutcome]:
     """Execute runs in worker processes, unpartitioned ones (the universe) first."""
     first = [p for p in planned if p.partition_key is None]
     outcomes = [execute(p, tags) for p in first]
     for outcome in outcomes:
-        _say(outcome, log)
+        _say(outcome, reporter)
     rest = [p for p in planned if p.partition_key is not None]
     if rest:
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(runs_at_once, len(rest)), mp_context=spawn) as pool:
             for outcome in pool.map(execute, rest, [tags] * len(rest)):
-                _say(outcome, log)
+                _say(outcome, reporter)
                 outcomes.append(outcome)
     return outcomes
 
@@ -127,6 +136,6 @@ def execute(planned: PlannedRun, tags: dict[str, str]) -> RunOutcome:
     return RunOutcome(planned.describe(), result.run_id, result.success, time.monotonic() - started)
 
 
-def _say(result: RunOutcome, log) -> None:
-    log(f"  {'ok    ' if result.success else 'FAILED'} {result.description:<58} "
-        f"{result.seconds:6.1f}s  run {result.run_id[:8]}")
+def _say(result: RunOutcome, reporter: Reporter) -> None:
+    reporter.finished(f"{'ok    ' if result.success else 'FAILED'} {result.description:<58} "
+                      f"{result.seconds:6.1f}s  run {result.run_id[:8]}", result.success)
