@@ -44,7 +44,7 @@ def observe(context: dg.AssetExecutionContext, fmp: FMPResource,
         raise
     finally:
         try:
-            metrics.record(warehouse, stats, context.run_id, dict(context.run.tags), status, error)
+            metrics.record(warehouse, stats, context.run.run_id, dict(context.run.tags), status, error)
         except Exception as exc:  # the figures must never fail the materialization
             context.log.warning(f"Could not record metrics for this run: {type(exc).__name__}: {exc}")
 
@@ -73,7 +73,7 @@ def fetch_and_write(
         with warehouse.write() as conn:
             stats.rows_written += write_chunk(conn, chunk.results)
             if rejects:
-                warehouse.record_rejects(rejects, context.run_id, conn=conn)
+                warehouse.record_rejects(rejects, context.run.run_id, conn=conn)
         stats.rejects += len(rejects)
         elapsed = time.monotonic() - started
         write_s += elapsed
