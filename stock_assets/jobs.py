@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import dagster as dg
 
 from stock_assets.assets import DAILY_ASSETS, HISTORY_ASSETS, SHARD_ASSETS, company_profiles, symbols
+from stock_assets.assets.profiles import is_due
 from stock_assets.partitions import SHARD_KEYS
+from stock_assets.resources import SyncSettings
 
 from stock_assets.warehouse import WarehouseResource
 
@@ -46,18 +48,35 @@ def _names(assets) -> tuple[str, ...]:
 
 
 def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstance,
-                        day: dt.date) -> list[PlannedRun]:
-    """The runs that follow a fresh universe: the session, then every shard.
+                        day: dt.date, settings: SyncSettings | None = None) -> list[PlannedRun]:
+    """The runs that follow a fresh universe: the session, then each shard with work to do.
 
-    History assets run for a shard when it holds symbols whose history is not
-    loaded yet, or when they never ran for it (so every partition is green).
+    A shard runs `company_profiles` when some of its profiles are due (or it
+    never ran), and the history assets when it holds symbols whose history is
+    not loaded (or they never ran for it). A shard with nothing to do costs no
+    run, and an empty shard has nothing to materialize.
     """
+    settings = settings or SyncSettings()
     runs = [PlannedRun(_names(DAILY_ASSETS), day.isoformat())]
-    shards_with_new = warehouse.shards_needing_history() | _never_materialized(instance, HISTORY_ASSETS)
+    present = warehouse.shards_present()
+    history = warehouse.shards_needing_history() | _never_materialized(instance, HISTORY_ASSETS)
+    profiles = _shards_with_due_profiles(warehouse, settings) | _never_materialized(instance, [company_profiles])
     for shard in SHARD_KEYS:
-        assets = (company_profiles, *HISTORY_ASSETS) if shard in shards_with_new else (company_profiles,)
-        runs.append(PlannedRun(_names(assets), shard))
+        if shard not in present:
+            continue
+        assets = ((company_profiles,) if shard in profiles else ()) + (
+            tuple(HISTORY_ASSETS) if shard in history else ())
+        if assets:
+            runs.append(PlannedRun(_names(assets), shard))
     return runs
+
+
+def _shards_with_due_profiles(warehouse: WarehouseResource, settings: SyncSettings) -> set[str]:
+    today = dt.datetime.now(dt.timezone.utc).date()
+    rows = warehouse.query("SELECT s.shard, s.symbol, p.fetched_at FROM market.symbols s "
+                           "LEFT JOIN market.company_profiles p USING (symbol)")
+    return {r["shard"] for r in rows
+            if is_due(r["symbol"], r["fetched_at"], today, settings.profile_max_age_days)}
 
 
 def _never_materialized(instance: dg.DagsterInstance, assets) -> set[str]:

@@ -12,6 +12,7 @@ grows or shrinks, and no shard of the US universe holds much over 1,000 symbols.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import string
 import zlib
@@ -62,3 +63,19 @@ trading_days = dg.TimeWindowPartitionsDefinition(
 )
 
 symbol_shards = dg.StaticPartitionsDefinition(SHARD_KEYS)
+
+
+def latest_session_day(now: dt.datetime | None = None) -> dt.date:
+    """The newest closed session that has its partition: the day a sync fetches.
+
+    Between a session's close (16:00 ET, 13:00 on half days) and 17:00 its window
+    has not opened, so there is no partition for it yet: the session before it.
+    """
+    from stock_assets import trading
+
+    now = now or trading.now_utc()
+    day = trading.last_closed_session(now)
+    newest = dt.date.fromisoformat(trading_days.get_partition_keys(current_time=now)[-1])
+    if day > newest:
+        day = trading.calendar().previous_session(day.isoformat()).date()
+    return day

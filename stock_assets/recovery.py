@@ -44,7 +44,16 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process nobody has collected yet still answers kill(0); Linux says it is a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
@@ -65,8 +74,19 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
 
 
 def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = None,
-                       all_missing: bool = False) -> list[PlannedRun]:
-    """What to run again: FAILED partitions, and missing ones (gaps, or all with all_missing)."""
+                       all_missing: bool = False, warehouse=None) -> list[PlannedRun]:
+    """What to run again: FAILED partitions, and missing ones.
+
+    Missing means: a shard that holds symbols but was never materialized; a
+    trading day in a gap after the first day ever run (or, with all_missing,
+    any day since the partitions' start). An empty shard has nothing to
+    materialize, so it is never missing.
+    """
+    if warehouse is None:
+        from stock_assets.resources import warehouse_resource
+
+        warehouse = warehouse_resource()
+    shards_present = warehouse.shards_present() if os.path.exists(warehouse.database) else set()
     by_partition: dict[str | None, list[str]] = defaultdict(list)
     for asset in ALL_ASSETS:
         key = asset.key
@@ -76,7 +96,7 @@ def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = Non
             if _unpartitioned_needs_run(instance, key):
                 by_partition[None].append(key.to_user_string())
             continue
-        for partition in _partitions_to_run(instance, asset, all_missing):
+        for partition in _partitions_to_run(instance, asset, all_missing, shards_present):
             by_partition[partition].append(key.to_user_string())
     planned = [PlannedRun(tuple(names), p) for p, names in by_partition.items()]
     # The universe first: every partitioned asset reads it.
@@ -97,17 +117,18 @@ def _unpartitioned_needs_run(instance: dg.DagsterInstance, key: dg.AssetKey) -> 
 
 
 def _partitions_to_run(instance: dg.DagsterInstance, asset: dg.AssetsDefinition,
-                       all_missing: bool) -> list[str]:
+                       all_missing: bool, shards_present: set[str]) -> list[str]:
     partitions_def = asset.partitions_def
     keys = list(partitions_def.get_partition_keys())
     status = instance.get_status_by_partition(asset.key, keys, partitions_def) or {}
-    touched = [i for i, k in enumerate(keys) if status.get(k) is not None]
-    if isinstance(partitions_def, dg.StaticPartitionsDefinition) or all_missing:
-        first = 0  # every shard matters; with all_missing, every day too
+    failed = [k for k in keys if status.get(k) == AssetPartitionStatus.FAILED]
+    if isinstance(partitions_def, dg.StaticPartitionsDefinition):
+        missing = [k for k in keys if status.get(k) is None and k in shards_present]
     else:
-        first = touched[0] if touched else len(keys)  # gaps after the first day ever run
-    return [k for i, k in enumerate(keys)
-            if status.get(k) == AssetPartitionStatus.FAILED or (i >= first and status.get(k) is None)]
+        touched = [i for i, k in enumerate(keys) if status.get(k) is not None]
+        first = 0 if all_missing else (touched[0] if touched else len(keys))
+        missing = [k for i, k in enumerate(keys) if i >= first and status.get(k) is None]
+    return [k for k in keys if k in set(failed) | set(missing)]
 
 
 def relaunch(planned: list[PlannedRun], reporter: Reporter | None = None, log=None) -> list[RunOutcome]:

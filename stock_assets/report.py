@@ -131,13 +131,17 @@ def plot_history(rows: list[dict[str, Any]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     when = [r["started_at"] for r in rows]
-    fig, duration_axis = plt.subplots(figsize=(9, 4.5))
-    duration_axis.plot(when, [r["duration_s"] for r in rows], marker="o", color="tab:blue", label="duration (s)")
-    duration_axis.set_ylabel("duration (s)", color="tab:blue")
-    calls_axis = duration_axis.twinx()
-    calls_axis.bar(when, [r["api_calls"] for r in rows], alpha=0.3, color="tab:orange", width=0.02,
-                   label="API calls")
+    fig, calls_axis = plt.subplots(figsize=(9, 4.5))
+    # Bars as wide as 80% of the closest two syncs (a day when there is one), so they never overlap.
+    gaps = [(b - a).total_seconds() / 86400 for a, b in zip(when, when[1:]) if b > a]
+    calls_axis.bar(when, [r["api_calls"] for r in rows], width=0.8 * min(gaps, default=1.0),
+                   color="tab:orange", alpha=0.35, label="API calls")
     calls_axis.set_ylabel("API calls", color="tab:orange")
+    duration_axis = calls_axis.twinx()  # drawn after the bars, so the line stays on top
+    duration_axis.plot(when, [r["duration_s"] for r in rows], marker="o", color="tab:blue",
+                       label="duration (s)")
+    duration_axis.set_ylabel("duration (s)", color="tab:blue")
+    duration_axis.set_ylim(bottom=0)
     duration_axis.set_title("stock-assets: duration and API calls per sync")
     fig.autofmt_xdate()
     fig.tight_layout()

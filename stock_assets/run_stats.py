@@ -87,15 +87,16 @@ class RunStats:
             phase.duration_s = time.monotonic() - started
             self.phases.append(phase)
 
-    def add_phase_time(self, name: str, seconds: float, items: int = 0) -> None:
+    def add_phase_time(self, name: str, seconds: float, items: int = 0, failed: int = 0) -> None:
         """Accumulate time spent in a phase that happens in many short pieces (writes)."""
-        for phase in self.phases:
-            if phase.name == name:
-                phase.duration_s += seconds
-                phase.items += items
-                phase.succeeded += items
-                return
-        self.phases.append(Phase(name, time.time() - seconds, seconds, items, items))
+        phase = next((p for p in self.phases if p.name == name), None)
+        if phase is None:
+            phase = Phase(name, time.time() - seconds)
+            self.phases.append(phase)
+        phase.duration_s += seconds
+        phase.items += items
+        phase.succeeded += items - failed
+        phase.failed += failed
 
     def optimized(self, name: str, considered: int, skipped: int, calls_saved: int) -> None:
         seconds = calls_saved / (self.pace_per_min / 60) if self.pace_per_min else 0.0

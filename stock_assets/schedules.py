@@ -9,8 +9,9 @@ runs the same plan headless.
 
 import dagster as dg
 
-from stock_assets import trading
+from stock_assets.partitions import latest_session_day
 from stock_assets.jobs import plan_after_universe, session_job, shards_job, universe_job
+from stock_assets.resources import SyncSettings
 from stock_assets.tags import SYNC_TAG
 from stock_assets.warehouse import WarehouseResource
 
@@ -25,12 +26,13 @@ def daily_sync_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[universe_job],
                       request_jobs=[session_job, shards_job],
                       description="After the universe is refreshed: the session's run and one run per shard.")
-def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: WarehouseResource):
+def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: WarehouseResource,
+                        settings: SyncSettings):
     sync_id = context.dagster_run.tags.get(SYNC_TAG)
     if not sync_id:
         return dg.SkipReason("The universe run was not part of a daily sync.")
-    day = trading.last_closed_session()
-    for planned in plan_after_universe(warehouse, context.instance, day):
+    day = latest_session_day()  # its partition exists (windows open at 17:00 ET)
+    for planned in plan_after_universe(warehouse, context.instance, day, settings):
         job = session_job if planned.partition_key == day.isoformat() else shards_job
         yield dg.RunRequest(
             run_key=f"{sync_id}:{planned.partition_key}",

@@ -23,8 +23,8 @@ from functools import lru_cache
 
 import dagster as dg
 
-from stock_assets import trading
 from stock_assets.jobs import PlannedRun, plan_after_universe
+from stock_assets.partitions import latest_session_day
 from stock_assets.progress import PlainReporter, Reporter
 from stock_assets.tags import SYNC_TAG
 from stock_assets.recovery import process_tags, reap_dead_runs
@@ -71,7 +71,7 @@ def run_sync(day: dt.date | None = None, reporter: Reporter | None = None,
     reaped = reap_dead_runs(instance)
     if reaped:
         log(f"Marked {len(reaped)} run(s) of killed processes as failed: {', '.join(r[:8] for r in reaped)}")
-    day = day or trading.last_closed_session()
+    day = day or latest_session_day()  # its partition exists (the window opens at 17:00 ET)
     outcome = SyncOutcome(f"sync-{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}", day)
     started = time.monotonic()
     log(f"Sync {outcome.sync_id} for the {day} session")
@@ -81,7 +81,7 @@ def run_sync(day: dt.date | None = None, reporter: Reporter | None = None,
     _say(universe, reporter)
     outcome.runs.append(universe)
     if universe.success:
-        planned = plan_after_universe(resources["warehouse"], instance, day)
+        planned = plan_after_universe(resources["warehouse"], instance, day, resources["settings"])
         reporter.planned(len(planned))
         outcome.runs += execute_all(planned, tags, reporter, runs_at_once)
     else:

@@ -58,11 +58,14 @@ def fetch_and_write(
     fetch_one: Callable[[T], Parsed[Any]],
     write_chunk: Callable[[Any, list[tuple[T, Parsed[Any]]]], int],
     label: str,
+    weight: Callable[[T], int] = lambda item: 1,
 ) -> FetchSummary[T]:
     """Fetch items in adaptive chunks; each chunk is written (and so checkpointed) at once.
 
     `write_chunk(conn, results)` writes one chunk's records inside one short
     transaction and returns the rows written. Rejected rows are kept too.
+    `weight(item)` is how many symbols an item stands for (a batch of quotes:
+    its size), so phase throughput is always in symbols.
     """
     write_s = 0.0
 
@@ -77,12 +80,13 @@ def fetch_and_write(
         stats.rejects += len(rejects)
         elapsed = time.monotonic() - started
         write_s += elapsed
-        stats.add_phase_time("write", elapsed, len(chunk.results))
+        stats.add_phase_time("write", elapsed, sum(weight(item) for item, _ in chunk.results))
 
     started = time.monotonic()
     summary = fmp.fetch_many(items, fetch_one, on_chunk, label=label, log=context.log.info)
     # The workers fetched while this thread wrote: fetch time is what was not writing.
-    stats.add_phase_time("fetch", time.monotonic() - started - write_s, summary.total)
+    stats.add_phase_time("fetch", time.monotonic() - started - write_s, sum(weight(i) for i in items),
+                         failed=sum(weight(f.item) for f in summary.failures))
     for failure in summary.failures[:5]:
         context.log.warning(f"{label}: {failure.item} failed: {failure.error}")
     return summary

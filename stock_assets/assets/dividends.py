@@ -59,7 +59,7 @@ def _dividends(context, fmp: FMPResource, warehouse: WarehouseResource, settings
                              DIVIDEND_KEY)
             rejects = [r for r in parsed.rejects if r.key in universe]
             if rejects:
-                warehouse.record_rejects(rejects, context.run_id, conn=conn)
+                warehouse.record_rejects(rejects, context.run.run_id, conn=conn)
         phase.items = phase.succeeded = len(rows)
     stats.rows_written, stats.rejects = len(rows), len(rejects)
     count_items(stats, len(rows), [])

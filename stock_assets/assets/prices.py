@@ -83,8 +83,10 @@ def _daily_prices(context, config: FetchConfig, fmp: FMPResource, warehouse: War
                               _day_checks(warehouse, day))
     stats.items_skipped = len(stored)
     if stored:
-        # Bars already stored (by price_history or an earlier run) cost nothing.
-        stats.optimized("staleness filter", len(universe), len(stored), len(stored))
+        # Bars already stored (by price_history or an earlier run) cost nothing:
+        # saved is what the route would have cost for all minus for the rest.
+        cost = _route_cost(_routes(fmp, day)[0], fmp.quote_batch_size)
+        stats.optimized("staleness filter", len(universe), len(stored), cost(len(universe)) - cost(len(missing)))
     if missing:
         _fetch_day(context, fmp, warehouse, stats, day, missing, len(universe))
     else:
@@ -101,6 +103,15 @@ def _routes(fmp: FMPResource, day: dt.date) -> list[str]:
     if day == trading.last_closed_session():
         routes.append("batch-quote")
     return routes + ["historical-price-eod/full"]
+
+
+def _route_cost(route: str, batch_size: int):
+    """Calls a route makes for n symbols."""
+    if route == "eod-bulk":
+        return lambda n: 1 if n else 0
+    if route == "batch-quote":
+        return lambda n: calls_for(n, batch_size)
+    return lambda n: n
 
 
 def _fetch_day(context, fmp: FMPResource, warehouse: WarehouseResource, stats: RunStats,
@@ -130,7 +141,7 @@ def _via_bulk(context, fmp, warehouse, stats, day, missing) -> None:
         with warehouse.write() as conn:
             warehouse.upsert(conn, "market.prices", prices_table(parsed.records, "eod-bulk"), PRICE_KEY)
             if parsed.rejects:
-                warehouse.record_rejects(parsed.rejects, context.run_id, conn=conn)
+                warehouse.record_rejects(parsed.rejects, context.run.run_id, conn=conn)
         phase.items = phase.succeeded = len(parsed.records)
     stats.rows_written += len(parsed.records)
     stats.rejects += len(parsed.rejects)
@@ -157,8 +168,10 @@ def _via_quotes(context, fmp, warehouse, stats, day, missing) -> None:
         warehouse.upsert(conn, "market.prices", table, PRICE_KEY)
         return table.num_rows
 
+    # A 402 stops the fetch (it would answer every batch alike) and reaches
+    # _fetch_day, which takes the next route.
     summary = fetch_and_write(context, fmp, warehouse, stats, batches, fetch, write,
-                              label=f"batch-quote {day}")
+                              label=f"batch-quote {day}", weight=len)
     # Count symbols, not batches, so that shares mean the same on every route.
     count_items(stats, len(missing), [s for f in summary.failures for s in f.item])
     _note_no_bar(stats, missing, got)

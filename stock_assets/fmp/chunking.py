@@ -16,14 +16,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from stock_assets.fmp.errors import FMPAuthError, FMPBandwidthError, FMPForbiddenError
+from stock_assets.fmp.errors import FMPAuthError, FMPBandwidthError, FMPForbiddenError, FMPPlanError
 
 T = TypeVar("T")  # an item
 V = TypeVar("V")  # what fetching it returned
 
 # Errors that will be the same for every item: stop at once rather than
-# spending thousands of calls to learn it thousands of times.
-FATAL_ERRORS = (FMPAuthError, FMPForbiddenError, FMPBandwidthError)
+# spending thousands of calls to learn it thousands of times. A 402 (the plan
+# lacks the endpoint) goes up too, so the caller can take a cheaper route.
+FATAL_ERRORS = (FMPAuthError, FMPForbiddenError, FMPBandwidthError, FMPPlanError)
 
 
 @dataclass(frozen=True)

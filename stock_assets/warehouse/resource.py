@@ -494,3 +494,7 @@ class WarehouseResource(DuckDBResource):
         """The universe is a snapshot: the new one replaces the old in one transaction."""
         with self.write() as conn:
             return upsert(conn, S.SYMBOLS.name, data, delete_where="TRUE")
+
+    def shards_present(self) -> set[str]:
+        """Shards that hold at least one symbol of the universe."""
+        return {r["shard"] for r in self.query("SELECT DISTINCT shard FROM market.symbols")}

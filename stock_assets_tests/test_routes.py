@@ -1,0 +1,484 @@
+"""Routes and call counts per plan, holidays, 402 fallbacks, unclosed sessions,
+rejected rows, idempotent re-runs and the failure threshold.
+
+Real parts only: the FMP simulator over HTTP, a DuckDB file, and a persistent
+Dagster instance; every partition runs through `dagster.materialize`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+import string
+import time
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+
+from stock_assets import trading
+from stock_assets.assets import ALL_ASSETS
+from stock_assets.assets.prices import history_start
+from stock_assets.assets.profiles import is_due
+from stock_assets.partitions import latest_session_day, shard_of, symbol_shards, trading_days
+from stock_assets.resources import SyncSettings
+from stock_assets_tests.conftest import make_platform
+
+HOLIDAYS = ["2025-12-25", "2026-11-26"]  # Christmas; Thanksgiving
+PER_SYMBOL = ("historical-price-eod/full", "profile", "dividends")
+
+
+# ----------------------------------------------------------------------------- helpers
+def requests(platform, settle_s: float = 0.15, timeout_s: float = 5.0) -> list[dict]:
+    """The simulator's request log once it has stopped growing (it is appended after each response)."""
+    deadline = time.monotonic() + timeout_s
+    seen = platform.sim.requests()
+    while time.monotonic() < deadline:
+        time.sleep(settle_s)
+        now = platform.sim.requests()
+        if len(now) == len(seen):
+            return now
+        seen = now
+    return seen
+
+
+def calls(platform, path: str | None = None) -> int:
+    return sum(1 for r in requests(platform) if path is None or r["path"] == path)
+
+
+def paths(platform) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in requests(platform):
+        out[r["path"]] = out.get(r["path"], 0) + 1
+    return out
+
+
+def run(platform, asset: str, partition: str | None = None, resources: dict | None = None,
+        refresh: bool = False, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    """Materialize one asset (one partition) on the persistent instance; the request log starts empty."""
+    platform.sim.clear_requests()
+    run_config = {"ops": {asset: {"config": {"refresh": True}}}} if refresh else None
+    return dg.materialize(ALL_ASSETS, selection=[asset], partition_key=partition,
+                          instance=platform.instance(), resources=resources or platform.resources(),
+                          run_config=run_config, raise_on_error=raise_on_error)
+
+
+def metadata(platform, asset: str, partition: str | None = None) -> dict:
+    """The latest materialization's metadata, as stored in the instance."""
+    records = platform.instance().fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
+                              asset_partitions=[partition] if partition else None), limit=1).records
+    assert records, f"no materialization of {asset} [{partition}]"
+    materialization = records[0].asset_materialization
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    failures = result.get_step_failure_events()
+    assert failures, "the run did not fail"
+    data = failures[0].step_failure_data
+    parts = [data.error.message if data.error else ""]
+    if data.user_failure_data is not None:
+        parts.append(data.user_failure_data.description or "")
+    return "\n".join(parts)
+
+
+def universe(platform) -> list[str]:
+    return [s for (s,) in platform.sql("SELECT symbol FROM market.symbols ORDER BY symbol")]
+
+
+def by_shard(platform) -> dict[str, list[str]]:
+    shards: dict[str, list[str]] = {}
+    for symbol in universe(platform):
+        shards.setdefault(shard_of(symbol), []).append(symbol)
+    return shards
+
+
+def small_universe(platform, tmp_path, shards: int = 2) -> list[str]:
+    """Materialize `symbols` restricted (symbol_file) to the simulator's `shards` biggest shards."""
+    groups: dict[str, list[str]] = {}
+    for row in platform.sim.truth.universe():
+        if row["isActivelyTrading"] and not row["isFund"]:
+            groups.setdefault(shard_of(row["symbol"]), []).append(row["symbol"])
+    chosen = sorted(s for g in sorted(groups.values(), key=len)[-shards:] for s in g)
+    symbol_file = tmp_path / "symbols.txt"
+    symbol_file.write_text("\n".join(chosen))
+    run(platform, "symbols", resources=platform.resources(symbol_file=str(symbol_file)))
+    assert universe(platform) == chosen
+    return chosen
+
+
+def past_session() -> str:
+    """A session that closed, but is not the latest closed one (batch-quote does not apply)."""
+    latest = trading.last_closed_session()
+    return trading.calendar().previous_session(latest).date().isoformat()
+
+
+def latest() -> str:
+    day = trading.last_closed_session().isoformat()
+    if day not in trading_days.get_partition_keys():
+        pytest.skip("between the close and 17:00 ET the latest session's partition does not exist yet")
+    return day
+
+
+@pytest.fixture()
+def ultimate(tmp_path, monkeypatch):
+    platform = make_platform(tmp_path, monkeypatch, plan="ultimate")
+    yield platform
+    platform.sim.stop()
+
+
+# ----------------------------------------------------------------------------- 1. calls per plan
+def test_universe_costs_at_most_ten_calls(platform):
+    run(platform, "symbols")
+    assert 1 <= calls(platform) <= 10
+    assert set(paths(platform)) == {"company-screener"}
+    assert len(universe(platform)) > 20
+
+
+def test_latest_session_on_ultimate_is_one_eod_bulk_call(ultimate):
+    run(ultimate, "symbols")
+    run(ultimate, "daily_prices", latest())
+    assert paths(ultimate) == {"eod-bulk": 1}
+    meta = metadata(ultimate, "daily_prices", latest())
+    assert meta["route"] == "eod-bulk" and meta["api_calls"] == 1
+    (stored,), = ultimate.sql("SELECT count(*) FROM market.prices WHERE date = ?", [latest()])
+    assert stored == len(universe(ultimate)) == meta["rows_written"]
+
+
+def test_latest_session_on_premium_is_batched_quotes(platform):
+    run(platform, "symbols")
+    n = len(universe(platform))
+    run(platform, "daily_prices", latest())
+    assert paths(platform) == {"batch-quote": math.ceil(n / 100)}
+    assert metadata(platform, "daily_prices", latest())["route"] == "batch-quote"
+
+    # The batch size drives the count: ceil(U / size) calls, every symbol asked once.
+    resources = {**platform.resources(), "fmp": platform.fmp(quote_batch_size=16)}
+    run(platform, "daily_prices", latest(), resources=resources, refresh=True)
+    log = requests(platform)
+    assert [r["path"] for r in log] == ["batch-quote"] * math.ceil(n / 16)
+    asked = [s for r in log for s in r["params"]["symbols"].split(",")]
+    assert sorted(asked) == universe(platform)
+    # The quotes taken after the close are that session's bars.
+    truth = platform.sim.truth
+    day = trading.last_closed_session()
+    for symbol in universe(platform)[:5]:
+        want = [(round(b["close"], 6), b["volume"]) for b in truth.eod_bars(symbol, day, day)]
+        got = [(round(c, 6), v) for c, v in platform.sql(
+            "SELECT close, volume FROM market.prices WHERE symbol = ? AND date = ?", [symbol, day])]
+        assert got == want, symbol
+
+
+def test_past_day_on_premium_is_one_call_per_symbol_unless_history_stored_it(platform, tmp_path):
+    symbols = small_universe(platform, tmp_path, shards=2)
+    day = past_session()
+    run(platform, "daily_prices", day)
+    log = requests(platform)
+    assert {r["path"] for r in log} == {"historical-price-eod/full"}
+    assert sorted(r["params"]["symbol"] for r in log) == symbols
+    assert all(r["params"]["from"] == r["params"]["to"] == day for r in log)
+    assert metadata(platform, "daily_prices", day)["route"] == "historical-price-eod/full"
+
+    # price_history of every shard stores that day's bars: the day then costs nothing.
+    with platform_write(platform) as conn:
+        conn.execute("DELETE FROM market.prices")
+    for shard in by_shard(platform):
+        run(platform, "price_history", shard)
+    (stored,), = platform.sql("SELECT count(DISTINCT symbol) FROM market.prices WHERE date = ?", [day])
+    assert stored == len(symbols)
+    run(platform, "daily_prices", day)
+    assert calls(platform) == 0
+    meta = metadata(platform, "daily_prices", day)
+    assert meta["api_calls"] == 0
+    assert meta["skipped_items/staleness filter"] == len(symbols)
+    assert meta["saved_calls/staleness filter"] == len(symbols)
+
+
+def test_dividends_day_is_one_calendar_call(platform):
+    run(platform, "symbols")
+    run(platform, "dividends", past_session())
+    assert paths(platform) == {"dividends-calendar": 1}
+    assert metadata(platform, "dividends", past_session())["route"] == "dividends-calendar"
+
+
+def test_bulk_profiles_on_ultimate_download_once_for_every_shard(ultimate):
+    run(ultimate, "symbols")
+    shards = sorted(by_shard(ultimate), key=lambda s: -len(by_shard(ultimate)[s]))
+    first, second = shards[0], shards[1]
+    run(ultimate, "company_profiles", first)
+    bulk = paths(ultimate)
+    assert set(bulk) == {"profile-bulk"} and bulk["profile-bulk"] <= 10
+    assert metadata(ultimate, "company_profiles", first)["route"] == "profile-bulk"
+    # Other shards read the same download: no call at all.
+    for shard in shards[1:3]:
+        run(ultimate, "company_profiles", shard)
+        assert calls(ultimate) == 0, shard
+    meta = metadata(ultimate, "company_profiles", second)
+    assert meta["route"] == "profile-bulk" and meta["api_calls"] == 0
+    stored = [s for (s,) in ultimate.sql("SELECT symbol FROM market.company_profiles ORDER BY symbol")]
+    assert stored == sorted(s for shard in shards[:3] for s in by_shard(ultimate)[shard])
+
+
+def test_profiles_on_premium_are_cached_for_a_week(platform):
+    run(platform, "symbols")
+    shard, members = max(by_shard(platform).items(), key=lambda item: len(item[1]))
+    run(platform, "company_profiles", shard)
+    log = requests(platform)
+    assert {r["path"] for r in log} == {"profile"}
+    assert sorted(r["params"]["symbol"] for r in log) == members
+
+    run(platform, "company_profiles", shard)
+    assert calls(platform) == 0
+    meta = metadata(platform, "company_profiles", shard)
+    assert meta["skipped_items/company cache"] == len(members) and meta["api_calls"] == 0
+
+    # Eight days later every profile is past the 7-day cache age: due again.
+    platform.sim.clear_requests()
+    with platform_write(platform) as conn:
+        conn.execute("UPDATE market.company_profiles SET fetched_at = fetched_at - INTERVAL 8 DAY")
+    run(platform, "company_profiles", shard)
+    assert sorted(r["params"]["symbol"] for r in requests(platform)) == members
+
+
+def platform_write(platform):
+    from stock_assets.warehouse import WarehouseResource
+
+    return WarehouseResource(database=str(platform.db)).write()
+
+
+def test_refresh_slots_spread_profiles_over_the_week():
+    rng = random.Random(5)
+    symbols = {"".join(rng.choices(string.ascii_uppercase, k=rng.randint(1, 5))) for _ in range(20_000)}
+    symbols = sorted(symbols)
+    start = dt.date(2026, 3, 2)
+    # Every profile fetched on one day (a first sync): afterwards, not a herd every 7th day.
+    fetched = {s: dt.datetime.combine(start, dt.time(12)) for s in symbols}
+    daily = []
+    for offset in range(1, 36):
+        today = start + dt.timedelta(days=offset)
+        due = [s for s in symbols if is_due(s, fetched[s], today, 7)]
+        for s in due:
+            fetched[s] = dt.datetime.combine(today, dt.time(12))
+        daily.append(len(due))
+        assert all((today - f.date()).days < 7 for f in fetched.values())
+    share = len(symbols) / 7
+    for count in daily:
+        assert 0.85 * share <= count <= 1.15 * share, daily
+    # Never-fetched profiles are always due; fresh ones (fetched today) never.
+    today = start + dt.timedelta(days=40)
+    assert all(is_due(s, None, today, 7) for s in symbols[:50])
+    assert not any(is_due(s, dt.datetime.combine(today, dt.time(1)), today, 7) for s in symbols)
+
+
+# ----------------------------------------------------------------------------- 2. holidays
+@pytest.mark.parametrize("holiday", HOLIDAYS)
+def test_holiday_costs_no_call_and_says_market_closed(platform, holiday):
+    assert holiday in trading_days.get_partition_keys()
+    run(platform, "symbols")
+    for asset in ("daily_prices", "dividends"):
+        result = run(platform, asset, holiday)
+        assert result.success
+        assert calls(platform) == 0, asset
+        meta = metadata(platform, asset, holiday)
+        assert meta["market"] == "closed" and meta["route"] == "market closed"
+        assert meta["api_calls"] == 0 and meta["saved_calls/holiday skip"] >= 1
+    status = platform.instance().get_status_by_partition(dg.AssetKey("daily_prices"), [holiday], trading_days)
+    assert status[holiday] == dg.AssetPartitionStatus.MATERIALIZED
+
+
+# ----------------------------------------------------------------------------- 3. 402 fallbacks
+def test_batch_quote_402_falls_back_to_per_symbol_history(tmp_path, monkeypatch):
+    platform = make_platform(tmp_path, monkeypatch, batch_quote_served=False)
+    try:
+        run(platform, "symbols")
+        run(platform, "daily_prices", latest())
+        count = paths(platform)
+        assert count == {"batch-quote": 1, "historical-price-eod/full": len(universe(platform))}
+        meta = metadata(platform, "daily_prices", latest())
+        assert meta["route"] == "historical-price-eod/full"
+        assert "batch-quote is not in the plan (402)" in meta["notes"]
+        (stored,), = platform.sql("SELECT count(*) FROM market.prices WHERE date = ?", [latest()])
+        assert stored == len(universe(platform))
+    finally:
+        platform.sim.stop()
+
+
+def test_ultimate_client_on_a_premium_key_falls_back_from_bulk(platform):
+    run(platform, "symbols")
+    n = len(universe(platform))
+    resources = {**platform.resources(), "fmp": platform.fmp(plan="ultimate")}
+    run(platform, "daily_prices", latest(), resources=resources)
+    assert paths(platform) == {"eod-bulk": 1, "batch-quote": math.ceil(n / 100)}
+    meta = metadata(platform, "daily_prices", latest())
+    assert meta["route"] == "batch-quote" and "eod-bulk is not in the plan (402)" in meta["notes"]
+
+    run(platform, "daily_prices", past_session(), resources=resources)
+    assert paths(platform) == {"eod-bulk": 1, "historical-price-eod/full": n}
+    assert metadata(platform, "daily_prices", past_session())["route"] == "historical-price-eod/full"
+
+    shard, members = max(by_shard(platform).items(), key=lambda item: len(item[1]))
+    run(platform, "company_profiles", shard, resources=resources)
+    assert paths(platform) == {"profile-bulk": 1, "profile": len(members)}
+    meta = metadata(platform, "company_profiles", shard)
+    assert meta["route"] == "profile" and "profile-bulk is not in the plan (402)" in meta["notes"]
+
+
+# ----------------------------------------------------------------------------- 4. unclosed sessions
+def test_a_session_that_has_not_closed_refuses_to_run(platform, monkeypatch):
+    run(platform, "symbols")
+    # The partitions definition does not even offer a day whose window has not opened.
+    future = (trading.last_closed_session() + dt.timedelta(days=10)).isoformat()
+    assert future not in trading_days.get_partition_keys()
+    with pytest.raises(Exception, match=future):
+        run(platform, "daily_prices", future)
+    assert calls(platform) == 0
+
+    # The asset's own check: the latest session's partition, run before that session's close.
+    day = trading.last_closed_session()
+    before_close = trading.session_close(day) - dt.timedelta(hours=2)
+    monkeypatch.setattr(trading, "now_utc", lambda: before_close)
+    for asset in ("daily_prices", "dividends"):
+        result = run(platform, asset, day.isoformat(), raise_on_error=False)
+        assert not result.success
+        text = failure_text(result)
+        assert f"The {day} session has not closed yet" in text and "after the close" in text, text
+        assert calls(platform) == 0
+    status = platform.instance().get_status_by_partition(
+        dg.AssetKey("daily_prices"), [day.isoformat()], trading_days)
+    assert status[day.isoformat()] == dg.AssetPartitionStatus.FAILED
+
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+@pytest.mark.parametrize("now, expected", [
+    (dt.datetime(2026, 11, 30, 16, 30, tzinfo=NEW_YORK), "2026-11-27"),  # closed, window not open
+    (dt.datetime(2026, 11, 30, 17, 1, tzinfo=NEW_YORK), "2026-11-30"),
+    (dt.datetime(2026, 11, 27, 14, 0, tzinfo=NEW_YORK), "2026-11-25"),  # half day closed at 13:00
+    (dt.datetime(2026, 11, 26, 18, 0, tzinfo=NEW_YORK), "2026-11-25"),  # Thanksgiving evening
+    (dt.datetime(2026, 11, 28, 12, 0, tzinfo=NEW_YORK), "2026-11-27"),  # Saturday
+    (dt.datetime(2026, 11, 30, 9, 0, tzinfo=NEW_YORK), "2026-11-27"),  # Monday before the open
+])
+def test_the_sync_day_is_a_closed_session_with_a_partition(now, expected):
+    day = latest_session_day(now)
+    assert day.isoformat() == expected
+    assert day.isoformat() in trading_days.get_partition_keys(current_time=now)
+    assert trading.is_session(day)
+    trading.ensure_closed(day, now=now)
+
+
+def test_ensure_closed():
+    day = dt.date(2026, 11, 27)  # a half day: closes 13:00 ET (18:00 UTC)
+    close = trading.session_close(day)
+    assert close == dt.datetime(2026, 11, 27, 18, 0, tzinfo=dt.timezone.utc)
+    with pytest.raises(trading.SessionNotClosedError, match="has not closed yet"):
+        trading.ensure_closed(day, now=close - dt.timedelta(minutes=1))
+    trading.ensure_closed(day, now=close)
+    with pytest.raises(trading.SessionNotClosedError, match="in the future"):
+        trading.ensure_closed(dt.date(2026, 11, 28), now=close)  # a Saturday, not yet come
+    trading.ensure_closed(dt.date(2026, 11, 26), now=close)  # a holiday that has passed
+    assert trading.last_closed_session(close - dt.timedelta(minutes=1)) == dt.date(2026, 11, 25)
+    assert trading.last_closed_session(close) == day
+
+
+# ----------------------------------------------------------------------------- 5. rejected rows
+def test_rejected_rows_are_kept_with_their_reason(platform):
+    run(platform, "symbols")
+    shard, members = max(by_shard(platform).items(), key=lambda item: len(item[1]))
+    bad = members[0]
+    platform.sim.faults.invalid_row_symbols = frozenset({bad})
+
+    result = run(platform, "price_history", shard)
+    assert result.success
+    end = trading.last_closed_session()
+    truth_bars = platform.sim.truth.eod_bars(bad, history_start(SyncSettings(), end), end)
+    (stored,), = platform.sql("SELECT count(*) FROM market.prices WHERE symbol = ?", [bad])
+    assert len(truth_bars) > 200 and stored == len(truth_bars) - 1  # all but the spoiled row
+    rejects = platform.sql("SELECT source, key, reason FROM market.rejected_rows WHERE key = ?", [bad])
+    assert len(rejects) == 1
+    source, key, reason = rejects[0]
+    assert source == "historical-price-eod/full" and "close" in reason
+    assert metadata(platform, "price_history", shard)["rejected_rows"] == 1
+    # The others are whole.
+    for symbol in members[1:]:
+        (n,), = platform.sql("SELECT count(*) FROM market.prices WHERE symbol = ?", [symbol])
+        assert n == len(platform.sim.truth.eod_bars(symbol, history_start(SyncSettings(), end), end))
+
+    result = run(platform, "company_profiles", shard)
+    assert result.success
+    rejects = platform.sql(
+        "SELECT reason FROM market.rejected_rows WHERE key = ? AND source = 'profile'", [bad])
+    assert len(rejects) == 1 and "ipoDate" in rejects[0][0], rejects
+    stored = {s for (s,) in platform.sql("SELECT symbol FROM market.company_profiles")}
+    assert stored == set(members) - {bad}
+
+
+# ----------------------------------------------------------------------------- 6. idempotence
+DATA_COLUMNS = {
+    "market.prices": "symbol, date, open, high, low, close, volume, source",
+    "market.dividends": "symbol, ex_date, record_date, payment_date, declaration_date, dividend, "
+                        "adj_dividend, frequency",
+    "market.company_profiles": "symbol, company_name, full_time_employees, ipo_date, beta, market_cap",
+    "market.rejected_rows": "source, key, reason, raw_hash",
+}
+
+
+def snapshot(platform) -> dict[str, list[tuple]]:
+    return {t: platform.sql(f"SELECT {c} FROM {t} ORDER BY ALL") for t, c in DATA_COLUMNS.items()}
+
+
+def test_running_a_partition_twice_leaves_the_warehouse_identical(platform):
+    run(platform, "symbols")
+    payers = {s for (s,) in platform.sql("SELECT symbol FROM market.symbols WHERE last_annual_dividend > 0")}
+    shard, members = max(by_shard(platform).items(), key=lambda item: len(payers & set(item[1])))
+    assert payers & set(members)
+    platform.sim.faults.invalid_row_symbols = frozenset({sorted(payers & set(members))[0]})
+    day_with_dividends = _day_with_dividends(platform)
+    partitions = [("daily_prices", latest()), ("daily_prices", past_session()),
+                  ("dividends", day_with_dividends), ("price_history", shard),
+                  ("dividend_history", shard), ("company_profiles", shard)]
+    for asset, partition in partitions:
+        run(platform, asset, partition, refresh=True)
+        first = snapshot(platform)
+        run(platform, asset, partition, refresh=True)
+        assert calls(platform) > 0  # refresh fetched again ...
+        assert snapshot(platform) == first, (asset, partition)  # ... and changed nothing
+    counts = {t: len(rows) for t, rows in snapshot(platform).items()}
+    assert all(counts.values()), counts
+
+
+def _day_with_dividends(platform) -> str:
+    members = set(universe(platform))
+    end = trading.last_closed_session()
+    for day in reversed(trading.sessions_between(end - dt.timedelta(days=60), end)):
+        rows = platform.sim.truth.dividends_calendar(day, day)
+        if any(r["symbol"] in members for r in rows):
+            return day.isoformat()
+    pytest.skip("no dividend in the universe over the last 60 days")
+
+
+# ----------------------------------------------------------------------------- 7. failure threshold
+def test_failures_below_the_threshold_succeed_and_name_the_symbol(platform):
+    run(platform, "symbols")
+    shard, members = max(by_shard(platform).items(), key=lambda item: len(item[1]))
+    assert len(members) >= 3
+    broken = members[1]
+    platform.sim.faults.failing_symbols = frozenset({broken})
+    share = 1 / len(members)
+
+    result = run(platform, "company_profiles", shard,
+                 resources=platform.resources(max_failed_share=share + 0.01))
+    assert result.success
+    meta = metadata(platform, "company_profiles", shard)
+    assert meta["failed_symbols"] == broken
+    assert meta["items_failed"] == 1 and meta["items_succeeded"] == len(members) - 1
+
+    result = run(platform, "company_profiles", shard, refresh=True, raise_on_error=False,
+                 resources=platform.resources(max_failed_share=share - 0.01))
+    assert not result.success
+    assert f"1 of {len(members)} items failed" in failure_text(result)
+    status = platform.instance().get_status_by_partition(
+        dg.AssetKey("company_profiles"), [shard], symbol_shards)
+    assert status[shard] == dg.AssetPartitionStatus.FAILED
