@@ -81,10 +81,15 @@ def test_schema_is_idempotent_and_complete(wh):
     try:
         ensure_schema(conn)  # and on a fresh connection
         tables = {f"{s}.{t}" for s, t in conn.execute(
-            "SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name = 'market'").fetchall()}
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name IN ('market', 'metrics')"
+        ).fetchall()}
         assert tables == set(TABLES) == {
             "market.symbols", "market.prices", "market.dividends", "market.company_profiles",
-            "market.rejected_rows", "market.history_loads"}
+            "market.rejected_rows", "market.history_loads",
+            "metrics.runs", "metrics.phases", "metrics.api_calls", "metrics.optimizations"}
+        views = {v for (v,) in conn.execute(
+            "SELECT view_name FROM duckdb_views() WHERE schema_name = 'metrics'").fetchall()}
+        assert views == {"sync_summary", "endpoint_trends", "savings_by_day", "slowest_phases"}
         profile_cols = [r[0] for r in conn.execute(
             "SELECT column_name FROM duckdb_columns() WHERE table_name = 'company_profiles'"
             " ORDER BY column_index").fetchall()]

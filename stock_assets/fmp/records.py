@@ -75,29 +75,27 @@ class ScreenerRow(FMPRecord):
     is_actively_trading: bool | None = None
 
 
-class EodBar(FMPRecord):
+class Bar(FMPRecord):
+    """What every end-of-day price row has."""
+
+    symbol: str
+    date: dt.date
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: Int = None
+
+
+class EodBar(Bar):
     """One row of `eod-bulk` (CSV): the only price shape that carries adjClose."""
 
-    symbol: str
-    date: dt.date
-    open: float
-    high: float
-    low: float
-    close: float
     adj_close: float | None = None
-    volume: Int = None
 
 
-class HistoricalBar(FMPRecord):
+class HistoricalBar(Bar):
     """One row of `historical-price-eod/full` (split-adjusted, no adjClose)."""
 
-    symbol: str
-    date: dt.date
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: Int = None
     change: float | None = None
     change_percent: float | None = None
     vwap: float | None = None
