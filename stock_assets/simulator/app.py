@@ -513,11 +513,24 @@ class FaultAndLogMiddleware:
         rec: dict[str, Any] = {"t": t0, "path": rel, "params": params, "key_id": key_id(key), "status": None,
                                "bytes": 0, "duration_s": None, "fault": None}
 
+        logged = False
+
+        def log_once() -> None:
+            nonlocal logged
+            if not logged:
+                logged = True
+                rec["duration_s"] = round(time.time() - t0, 6)
+                self.state.log.append(rec)
+
         async def counting_send(message) -> None:
             if message["type"] == "http.response.start":
                 rec["status"] = message["status"]
             elif message["type"] == "http.response.body":
                 rec["bytes"] += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Logged before the last byte leaves: a client that has its
+                    # whole answer always finds the request in the log.
+                    log_once()
             await send(message)
 
         # keep the raw server send reachable for dropping the connection
@@ -528,5 +541,4 @@ class FaultAndLogMiddleware:
             else:
                 await self.app(scope, receive, counting_send)
         finally:
-            rec["duration_s"] = round(time.time() - t0, 6)
-            self.state.log.append(rec)
+            log_once()  # answers cut short (resets, truncation) are logged here
