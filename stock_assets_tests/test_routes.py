@@ -151,7 +151,7 @@ def test_latest_session_on_premium_is_batched_quotes(platform):
     run(platform, "symbols")
     n = len(universe(platform))
     run(platform, "daily_prices", latest())
-    assert paths(platform) == {"batch-quote": math.ceil(n / 100)}
+    assert paths(platform) == {"batch-quote": math.ceil(n / platform.fmp().quote_batch_size)}
     assert metadata(platform, "daily_prices", latest())["route"] == "batch-quote"
 
     # The batch size drives the count: ceil(U / size) calls, every symbol asked once.
@@ -310,7 +310,7 @@ def test_ultimate_client_on_a_premium_key_falls_back_from_bulk(platform):
     n = len(universe(platform))
     resources = {**platform.resources(), "fmp": platform.fmp(plan="ultimate")}
     run(platform, "daily_prices", latest(), resources=resources)
-    assert paths(platform) == {"eod-bulk": 1, "batch-quote": math.ceil(n / 100)}
+    assert paths(platform) == {"eod-bulk": 1, "batch-quote": math.ceil(n / platform.fmp().quote_batch_size)}
     meta = metadata(platform, "daily_prices", latest())
     assert meta["route"] == "batch-quote" and "eod-bulk is not in the plan (402)" in meta["notes"]
 

@@ -67,7 +67,7 @@ class FMPResource(ConfigurableResource):
     backoff_base_s: float = Field(default=0.5, description="First retry waits about this long, doubling.")
     backoff_max_s: float = Field(default=30.0, description="Longest wait between two attempts.")
     bulk_calls_per_min: float = Field(default=2.0, description="Pace of eod-bulk/profile-bulk: FMP throttles them hard.")
-    quote_batch_size: int = Field(default=100, description="Symbols per batch-quote call.")
+    quote_batch_size: int = Field(default=120, description="Symbols per batch-quote call (FMP answered 120 uncut).")
     limiter_state: str = Field(default="data/fmp-rate-limit.sqlite",
                                description="File (or redis:// URL) holding the shared limiter state.")
     chunk_target_s: float = Field(default=5.0, description="Adaptive chunks aim to take this long.")
