@@ -507,7 +507,7 @@ def test_limiter_blocks_at_the_per_second_cap(tmp_path):
     finally:
         limiter.close()
     assert sum(w > 0.05 for w in waits[:10]) == 0  # the first second's allowance is free
-    assert 1.9 <= elapsed <= 4.0  # 25 calls at 10/s: two more windows
+    assert 1.9 <= elapsed <= 8.0  # 25 calls at 10/s: two more windows (slack for a loaded CI)
 
 
 # =========================================================================== adaptive chunks

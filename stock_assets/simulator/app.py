@@ -233,6 +233,17 @@ def _date_param(params, name: str) -> tuple[date | None, bool]:
         return None, False
 
 
+def _date_range(params) -> tuple[date | None, date | None, Response | None]:
+    """`from` and `to`, or the 400 FMP gives for whichever is malformed."""
+    start, start_ok = _date_param(params, "from")
+    end, end_ok = _date_param(params, "to")
+    if not start_ok:
+        return None, None, query_error("from")
+    if not end_ok:
+        return None, None, query_error("to")
+    return start, end, None
+
+
 def _bool_param(raw: str | None) -> bool | None:
     if raw is None or raw == "":
         return None
@@ -313,12 +324,9 @@ class Handlers:
         sym = (p.get("symbol") or "").strip()
         if not sym:
             return query_error("symbol")
-        f, ok1 = _date_param(p, "from")
-        t, ok2 = _date_param(p, "to")
-        if not ok1:
-            return query_error("from")
-        if not ok2:
-            return query_error("to")
+        f, t, bad = _date_range(p)
+        if bad:
+            return bad
         if "," in sym:
             return json_rows([])
         body = self.t.eod_bars_json(sym.upper(), f, t)
@@ -343,12 +351,9 @@ class Handlers:
         return json_rows(rows)
 
     def dividends_calendar(self, p) -> Response:
-        f, ok1 = _date_param(p, "from")
-        t, ok2 = _date_param(p, "to")
-        if not ok1:
-            return query_error("from")
-        if not ok2:
-            return query_error("to")
+        f, t, bad = _date_range(p)
+        if bad:
+            return bad
         last = self.t.last_closed_session()
         t = t or last
         f = f or date.fromordinal(t.toordinal() - 7)
