@@ -482,7 +482,10 @@ def test_four_processes_sharing_a_key_stay_under_its_limit(tmp_path):
     # admits each second's allowance at the start of the window; the slack covers
     # arrival jitter at the server (a few ms) moving a burst's edge across a window.
     busiest = max(sum(1 for u in times[i:i + 2 * per_sec] if u < t + 1.0) for i, t in enumerate(times))
-    assert busiest <= per_sec + 3, busiest
+    # Slack of half a second's allowance: on a loaded machine the server stamps
+    # requests that waited in its backlog together. Four unshared limiters reach
+    # twice the cap (measured: 36 in one second), which this still catches.
+    assert busiest <= 1.5 * per_sec, busiest
     rate = sum(1 for t in times if t < start + duration) / duration
     # A floor, not the benchmark's figure (bench/bench_client.py measures 0.99 on a
     # quiet machine): CI runs this beside other tests on 2 cores, and the point

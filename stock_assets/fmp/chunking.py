@@ -141,6 +141,20 @@ def fetch_in_chunks(
         results: list[tuple[T, V]] = []
         failures: list[ItemFailure[T]] = []
         chunk_started = time.monotonic()
+
+        def emit() -> None:
+            nonlocal results, failures, chunk_started
+            # The next chunk is timed from here: the workers go on fetching
+            # while on_chunk writes this one.
+            boundary = time.monotonic()
+            chunk = Chunk(len(summary.chunk_sizes), results, failures, boundary - chunk_started)
+            summary.chunk_sizes.append(len(results) + len(failures))
+            summary.succeeded += len(results)
+            summary.failures.extend(failures)
+            sizer.observe(len(results) + len(failures), chunk.elapsed_s)
+            results, failures, chunk_started = [], [], boundary
+            on_chunk(chunk)
+
         top_up()
         while in_flight:
             done, _ = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -154,18 +168,11 @@ def fetch_in_chunks(
                     raise error
                 else:
                     failures.append(ItemFailure(item, _describe(error)))
+                if len(results) + len(failures) >= sizer.size:
+                    emit()
             top_up()
-            if len(results) + len(failures) >= sizer.size or (not in_flight and (results or failures)):
-                # The next chunk is timed from here: the workers go on
-                # fetching while on_chunk writes this one.
-                boundary = time.monotonic()
-                chunk = Chunk(len(summary.chunk_sizes), results, failures, boundary - chunk_started)
-                summary.chunk_sizes.append(len(results) + len(failures))
-                summary.succeeded += len(results)
-                summary.failures.extend(failures)
-                sizer.observe(len(results) + len(failures), chunk.elapsed_s)
-                results, failures, chunk_started = [], [], boundary
-                on_chunk(chunk)
+            if not in_flight and (results or failures):
+                emit()
             progress.update(summary.succeeded + len(results), summary.failed + len(failures))
     summary.elapsed_s = time.monotonic() - started
     progress.update(summary.succeeded, summary.failed, force=True)
