@@ -12,14 +12,8 @@ import json
 import os
 from typing import Any
 
+from stock_assets.resources import warehouse_resource
 from stock_assets.warehouse import WarehouseResource
-
-DEFAULT_DB = "data/stocks.duckdb"
-
-
-def _warehouse() -> WarehouseResource:
-    return WarehouseResource(database=os.environ.get("STOCK_ASSETS_DB", DEFAULT_DB))
-
 
 def latest_batch_id(warehouse: WarehouseResource) -> str | None:
     rows = warehouse.query("SELECT batch_id FROM metrics.sync_summary WHERE batch_kind = 'sync' "
@@ -155,7 +149,7 @@ def _jsonable(value: Any) -> Any:
 
 # ---- entry points ------------------------------------------------------------
 def print_report(sync_id: str | None = None) -> int:
-    warehouse = _warehouse()
+    warehouse = warehouse_resource()
     batch_id = sync_id or latest_batch_id(warehouse)
     if batch_id is None:
         print(f"No sync is recorded in {warehouse.database} yet: run `stock-assets sync` first.")
@@ -165,7 +159,7 @@ def print_report(sync_id: str | None = None) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    warehouse = _warehouse()
+    warehouse = warehouse_resource()
     if not os.path.exists(warehouse.database):
         print(f"No warehouse at {warehouse.database}: run `stock-assets sync` first (or set STOCK_ASSETS_DB).")
         return 1
