@@ -1,4 +1,11 @@
-"""`stock-assets`: simulate, sync, report, backfill-failed, ui."""
+"""`stock-assets`: simulate, sync, report, backfill-failed, ui.
+
+Arguments and configuration are checked before any work: a problem is one
+line on stderr and exit code 2, with no run started and nothing stored
+changed. A command that ran and failed exits 1, with a short summary and
+only the advice that can help; one interrupted by Ctrl-C (SIGINT) or SIGTERM
+stops its runs within seconds and exits 130 or 143.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +15,11 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+from stock_assets.config import Config
+from stock_assets.errors import CommandError, ConfigError
 
-def _dagster_home() -> Path:
-    """The persistent instance: DAGSTER_HOME, or `dagster_home/` in the project folder."""
-    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / "dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
-
-
-def _instance():
-    import dagster as dg
-
-    _dagster_home()
-    return dg.DagsterInstance.get()
+BACKFILL_ADVICE = "Run `stock-assets backfill-failed` to fetch only what is missing."
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -37,34 +33,94 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    config = Config.from_env()
+    day = session_day(args.date)
+    from stock_assets.home import command_lock
     from stock_assets.local_api import fmp_environment
-
     from stock_assets.progress import reporter_for
+    from stock_assets.runner import Interrupted, interruptible
+    from stock_assets.sync import new_sync_id, run_sync
 
-    _dagster_home()
-    with fmp_environment():
-        from stock_assets.sync import run_sync
-
-        day = dt.date.fromisoformat(args.date) if args.date else None
+    sync_id = new_sync_id()
+    with command_lock(config.dagster_home, "sync"), fmp_environment(config):
         reporter = reporter_for()
         try:
-            outcome = run_sync(day, reporter)
+            with interruptible():
+                outcome = run_sync(day, reporter, sync_id=sync_id)
+        except Interrupted as stop:
+            reporter.close()
+            return _interrupted(stop, config, "sync", sync_id)
         finally:
             reporter.close()
     _print_report(outcome.sync_id)
     print(f"\nSync {outcome.sync_id}: {len(outcome.runs) - len(outcome.failed)} of "
           f"{len(outcome.runs)} runs succeeded in {outcome.seconds:.1f}s.")
-    if outcome.failed:
-        print("Failed: " + "; ".join(r.description for r in outcome.failed))
-        print("Run `stock-assets backfill-failed` to fetch only what is missing.")
+    _print_failures(outcome.failed)
     return 0 if outcome.success else 1
 
 
-def _print_report(sync_id: str | None) -> None:
+def session_day(text: str | None) -> dt.date | None:
+    """`--date`, checked against the trading-day partitions: None means the last closed session."""
+    if text is None:
+        return None
     try:
-        from stock_assets.report import print_report
-    except ImportError:  # the report arrives with the metrics tables
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--date {text!r} is not a date: use YYYY-MM-DD.") from None
+    from stock_assets.partitions import latest_session_day, trading_days
+
+    first = dt.date.fromisoformat(trading_days.get_first_partition_key())
+    latest = latest_session_day()
+    if day.weekday() >= 5:
+        raise ConfigError(f"--date {day} is a {day:%A}, not a trading day: pick a weekday "
+                          f"(holidays are partitions too, and sync as 'market closed').")
+    if day < first:
+        raise ConfigError(f"--date {day} is before the first trading-day partition, {first} "
+                          f"(STOCK_ASSETS_START): pick a later day, or set STOCK_ASSETS_START earlier.")
+    if day > latest:
+        raise ConfigError(f"--date {day} has no closed session yet: the latest is {latest}.")
+    return day
+
+
+def _interrupted(stop, config: Config, command: str, batch_id: str) -> int:
+    """After Ctrl-C or SIGTERM: mark what was left in progress, say what happened and what next."""
+    from stock_assets.home import open_instance
+    from stock_assets.runner import reap_dead_runs, runs_of_batch
+
+    instance = open_instance(config.dagster_home)
+    reap_dead_runs(instance)
+    runs = runs_of_batch(instance, batch_id)
+    done = [r for r in runs if r.status.value == "SUCCESS"]
+    stopped = [r for r in runs if r.status.value != "SUCCESS"]
+    print(f"\n{command} {batch_id} interrupted ({stop}): {len(done)} run(s) had finished; "
+          f"{len(stopped)} stopped and marked failed"
+          + (": " + "; ".join(_describe_run(r) for r in stopped) if stopped else "") + ".")
+    print("What was fetched before the interruption is stored. " + BACKFILL_ADVICE)
+    return stop.exit_code
+
+
+def _describe_run(run) -> str:
+    assets = ", ".join(sorted(run.step_keys_to_execute or ()))
+    partition = run.tags.get("dagster/partition")
+    return f"{assets} [{partition}]" if partition else assets
+
+
+def _print_failures(failed) -> None:
+    """Which runs failed, the first error in one line, and only advice that can help."""
+    if not failed:
         return
+    print("Failed: " + "; ".join(r.description for r in failed))
+    first = next((r.error for r in failed if r.error), None)
+    if first:
+        print(f"First error: {first}")
+    # An error that names a setting to check is its own advice: running again cannot help.
+    if not (first and any(name in first for name in ("FMP_API_KEY", "FMP_PLAN", "FMP_BASE_URL"))):
+        print(BACKFILL_ADVICE)
+
+
+def _print_report(sync_id: str | None) -> None:
+    from stock_assets.report import print_report
+
     print_report(sync_id=sync_id)
 
 
@@ -75,16 +131,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill_failed(args: argparse.Namespace) -> int:
+    config = Config.from_env()
+    from stock_assets.recovery import check_asset_names
+
+    only = check_asset_names(args.asset) if args.asset else None
+    from stock_assets.assets.common import FMP_POOL
+    from stock_assets.home import command_lock, open_instance
     from stock_assets.local_api import fmp_environment
+    from stock_assets.progress import reporter_for
+    from stock_assets.recovery import failed_and_missing, new_backfill_id, relaunch
+    from stock_assets.resources import warehouse_resource
+    from stock_assets.runner import Interrupted, interruptible, prepare
 
-    with fmp_environment():
-        from stock_assets.recovery import failed_and_missing, reap_dead_runs, relaunch
-
-        instance = _instance()
-        reaped = reap_dead_runs(instance)
-        if reaped:
-            print(f"Marked {len(reaped)} run(s) of killed processes as failed.")
-        todo = failed_and_missing(instance, set(args.asset) if args.asset else None, args.all_missing)
+    backfill_id = new_backfill_id()
+    with command_lock(config.dagster_home, "backfill-failed"), fmp_environment(config):
+        instance = open_instance(config.dagster_home)
+        runs_at_once = prepare(instance, FMP_POOL, print)
+        todo = failed_and_missing(instance, only, args.all_missing, warehouse_resource(config))
         if not todo:
             print("Nothing failed or missing: every partition is materialized.")
             return 0
@@ -93,27 +156,36 @@ def cmd_backfill_failed(args: argparse.Namespace) -> int:
             print(f"  {item.describe()}")
         if args.dry_run:
             return 0
-        from stock_assets.progress import reporter_for
-
-        outcomes = relaunch(todo, reporter_for())
+        reporter = reporter_for()
+        try:
+            with interruptible():
+                outcomes = relaunch(instance, todo, reporter, runs_at_once, backfill_id=backfill_id)
+        except Interrupted as stop:
+            reporter.close()
+            return _interrupted(stop, config, "backfill", backfill_id)
+        finally:
+            reporter.close()
     failed = [o for o in outcomes if not o.success]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs succeeded.")
+    _print_failures(failed)
     return 1 if failed else 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """`dagster dev` on the project's instance, with a simulator when no key is set."""
+    config = Config.from_env()
+    from stock_assets.home import open_instance
     from stock_assets.local_api import fmp_environment
 
-    _dagster_home()
-    with fmp_environment():
+    open_instance(config.dagster_home)
+    with fmp_environment(config):
         command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",
                    "-h", args.host, "-p", str(args.port)]
         return subprocess.call(command, env=os.environ.copy())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stock-assets", description=__doc__)
+    parser = argparse.ArgumentParser(prog="stock-assets", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     from stock_assets.simulator import add_arguments
@@ -148,9 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # usage errors: argparse's one line, exit 2
     try:
         return args.func(args)
+    except ConfigError as error:
+        print(f"stock-assets {args.command}: {error}", file=sys.stderr)
+        return 2
+    except CommandError as error:
+        print(f"stock-assets {args.command}: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

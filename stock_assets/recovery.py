@@ -1,76 +1,40 @@
 """Recovery: partition status is the checkpoint.
 
-- `reap_dead_runs`: a run whose process was killed stays STARTED in the
-  instance (nothing turns it FAILED by itself when it ran in-process, outside
-  the daemon's run monitoring). Runs started by this project carry the pid and
-  host of their process; a run whose process is gone is reported failed, so
-  its partitions show FAILED and are picked up again.
 - `failed_and_missing`: per asset, the partitions that are FAILED, or that
   were never materialized inside the range the asset has been used over.
 - `relaunch`: materialize exactly those partitions, grouped into one run per
   partition key, tagged as one backfill.
+
+Runs whose process was killed are reaped (`runner.reap_dead_runs`) before
+either, so their partitions show FAILED and are picked up.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 import dagster as dg
 from dagster import AssetPartitionStatus, DagsterRunStatus
 
 from stock_assets.assets import ALL_ASSETS
+from stock_assets.errors import ConfigError
 from stock_assets.jobs import PlannedRun
 from stock_assets.progress import PlainReporter, Reporter
-from stock_assets.tags import BACKFILL_TAG, HOST_TAG, PID_TAG
+from stock_assets.runner import RUNS_AT_ONCE, RunOutcome, execute_all
+from stock_assets.tags import BACKFILL_TAG
 
-if TYPE_CHECKING:
-    from stock_assets.sync import RunOutcome
-
-
-
-def process_tags() -> dict[str, str]:
-    """Tags that let a later process tell whether this one is still alive."""
-    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+ASSET_NAMES = [asset.key.to_user_string() for asset in ALL_ASSETS]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A killed process nobody has collected yet still answers kill(0); Linux says it is a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
-    """Mark FAILED the in-progress runs of this host whose process no longer exists."""
-    reaped = []
-    in_progress = instance.get_runs(dg.RunsFilter(statuses=[
-        DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED]))
-    for run in in_progress:
-        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
-        if pid is None or host != socket.gethostname() or int(pid) == os.getpid() or _alive(int(pid)):
-            continue
-        instance.report_run_failed(
-            run, message=f"The process running this run (pid {pid}) is gone: it was killed or "
-                         f"crashed. Its partitions are marked failed; `stock-assets backfill-failed` "
-                         f"fetches what is missing.")
-        reaped.append(run.run_id)
-    return reaped
+def check_asset_names(names: Iterable[str]) -> set[str]:
+    """The names, if each is an asset; else a `ConfigError` that lists the assets."""
+    unknown = sorted(set(names) - set(ASSET_NAMES))
+    if unknown:
+        raise ConfigError(f"Unknown asset {', '.join(map(repr, unknown))}: use one of {', '.join(ASSET_NAMES)}.")
+    return set(names)
 
 
 def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = None,
@@ -131,13 +95,14 @@ def _partitions_to_run(instance: dg.DagsterInstance, asset: dg.AssetsDefinition,
     return [k for k in keys if k in set(failed) | set(missing)]
 
 
-def relaunch(planned: list[PlannedRun], reporter: Reporter | None = None, log=None) -> list[RunOutcome]:
-    """Run exactly these partitions on the persistent instance, tagged as one backfill."""
-    from stock_assets.sync import execute_all
+def new_backfill_id() -> str:
+    return f"backfill-{uuid.uuid4().hex[:8]}"
 
+
+def relaunch(instance: dg.DagsterInstance, planned: list[PlannedRun], reporter: Reporter | None = None,
+             runs_at_once: int = RUNS_AT_ONCE, log=None, backfill_id: str | None = None) -> list[RunOutcome]:
+    """Run exactly these partitions on the persistent instance, tagged as one backfill."""
     reporter = reporter or PlainReporter(write=log)
     reporter.planned(len(planned))
-    try:
-        return execute_all(planned, {BACKFILL_TAG: f"backfill-{uuid.uuid4().hex[:8]}"}, reporter)
-    finally:
-        reporter.close()
+    tags = {BACKFILL_TAG: backfill_id or new_backfill_id()}
+    return list(execute_all(instance, planned, tags, reporter, runs_at_once))

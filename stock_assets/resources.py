@@ -1,21 +1,16 @@
-"""Resources, configured from the environment (and settable as resource config).
+"""Resources, built from the configuration (`config.Config`), and settable as resource config.
 
-`FMP_API_KEY` is read through `EnvVar`, so Dagster resolves it in each step
-process and never writes its value into run config or the UI. The optional
-settings are read here with their defaults.
+`FMP_API_KEY` is given to Dagster as `EnvVar`, so Dagster resolves it in each
+step process and never writes its value into run config or the UI.
 """
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
-from stock_assets.fmp import DEFAULT_BASE_URL, FMPResource
+from stock_assets.config import Config
+from stock_assets.fmp import FMPResource
 from stock_assets.warehouse import WarehouseResource
-
-DEFAULT_DB = "data/stocks.duckdb"
-DEFAULT_LIMITER_STATE = "data/fmp-rate-limit.sqlite"
 
 
 class SyncSettings(dg.ConfigurableResource):
@@ -30,31 +25,27 @@ class SyncSettings(dg.ConfigurableResource):
     max_failed_share: float = 0.01  # a partition fails when more of its items fail
 
 
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value else None
-
-
-def fmp_resource() -> FMPResource:
+def fmp_resource(config: Config) -> FMPResource:
     return FMPResource(
         api_key=dg.EnvVar("FMP_API_KEY"),
-        base_url=os.environ.get("FMP_BASE_URL", DEFAULT_BASE_URL),
-        plan=os.environ.get("FMP_PLAN", "premium"),
-        rate_limit_per_min=_env_int("FMP_RATE_LIMIT_PER_MIN"),
-        limiter_state=os.environ.get("FMP_LIMITER_STATE", DEFAULT_LIMITER_STATE),
+        base_url=config.base_url,
+        plan=config.plan,
+        rate_limit_per_min=config.rate_limit_per_min,
+        limiter_state=config.limiter_state,
     )
 
 
-def warehouse_resource() -> WarehouseResource:
-    return WarehouseResource(database=os.environ.get("STOCK_ASSETS_DB", DEFAULT_DB))
+def warehouse_resource(config: Config | None = None) -> WarehouseResource:
+    config = config or Config.from_env()
+    return WarehouseResource(database=config.database)
 
 
-def settings_resource() -> SyncSettings:
-    settings = SyncSettings()
-    if os.environ.get("STOCK_ASSETS_HISTORY_START"):
-        settings = SyncSettings(history_start=os.environ["STOCK_ASSETS_HISTORY_START"])
-    return settings
+def settings_resource(config: Config) -> SyncSettings:
+    history_start = config.history_start.isoformat() if config.history_start else None
+    return SyncSettings(history_start=history_start)
 
 
-def all_resources() -> dict[str, object]:
-    return {"fmp": fmp_resource(), "warehouse": warehouse_resource(), "settings": settings_resource()}
+def all_resources(config: Config | None = None) -> dict[str, object]:
+    config = config or Config.from_env()
+    return {"fmp": fmp_resource(config), "warehouse": warehouse_resource(config),
+            "settings": settings_resource(config)}

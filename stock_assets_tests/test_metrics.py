@@ -27,6 +27,7 @@ import pytest
 from stock_assets import trading
 from stock_assets.assets import ALL_ASSETS
 from stock_assets.partitions import shard_of
+from stock_assets.config import Config
 from stock_assets.resources import fmp_resource
 from stock_assets.tags import SYNC_TAG
 from stock_assets.warehouse import TABLES, WarehouseResource
@@ -175,7 +176,7 @@ def test_optimizations_name_their_savings_at_the_paced_rate(synced):
     considered, skipped, saved, _ = by_name["batched quotes"]
     assert saved == considered - math.ceil(considered / 100)  # 100 symbols per batch-quote call
     # seconds saved = calls saved / the pace the key's limit allows (per second)
-    pace_per_s = fmp_resource().pace_per_min / 60
+    pace_per_s = fmp_resource(Config.from_env()).pace_per_min / 60
     assert pace_per_s == pytest.approx(60_000 * 0.9 / 60)
     for name, _, _, calls_saved, seconds_saved in synced.platform.sql(
             "SELECT name, items_considered, items_skipped, calls_saved, seconds_saved FROM metrics.optimizations"):

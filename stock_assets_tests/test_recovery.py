@@ -19,7 +19,9 @@ import pytest
 from dagster import AssetPartitionStatus, DagsterRunStatus
 
 from stock_assets.partitions import SHARD_KEYS, latest_session_day, symbol_shards, trading_days
-from stock_assets.recovery import failed_and_missing, reap_dead_runs
+from stock_assets.recovery import failed_and_missing
+from stock_assets.runner import reap_dead_runs
+from stock_assets.tags import HOST_TAG, PID_TAG
 
 CLI = Path(sys.executable).with_name("stock-assets")
 SHARD_ASSETS = ("company_profiles", "price_history", "dividend_history")
@@ -139,8 +141,6 @@ def test_killed_run_is_reaped_and_backfill_failed_completes_every_partition(plat
 def test_reap_leaves_live_and_foreign_runs_alone(platform):
     """An in-progress run whose process is alive (or on another host) is not touched."""
     instance = platform.instance()
-    from stock_assets.recovery import HOST_TAG, PID_TAG
-
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         live = _started_run(instance, {PID_TAG: str(sleeper.pid), HOST_TAG: _host()})

@@ -98,7 +98,7 @@ def test_failed_shard_is_failed_and_backfill_fetches_only_what_is_missing(platfo
     platform.sim.clear_requests()
     todo = failed_and_missing(instance)
     assert {p.partition_key for p in todo} == {shard}
-    outcomes = relaunch(todo, log=lambda line: None)
+    outcomes = relaunch(instance, todo, log=lambda line: None)
     assert all(o.success for o in outcomes)
 
     per_symbol = [r for r in platform.sim.requests()

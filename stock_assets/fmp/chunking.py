@@ -11,7 +11,8 @@ chunk size follows the measured throughput so that a chunk takes about
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -126,7 +127,7 @@ def fetch_in_chunks(
     started = time.monotonic()
     pending_items = iter(items)
 
-    with ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix=label) as pool:
+    with _thread_pool(max_in_flight, label) as pool:
         in_flight: dict[Future, T] = {}
 
         def top_up() -> None:
@@ -180,6 +181,20 @@ def fetch_in_chunks(
 
 
 _END: Any = object()
+
+
+@contextmanager
+def _thread_pool(workers: int, label: str) -> Iterator[ThreadPoolExecutor]:
+    """A pool that, left by an error or an interruption, does not wait for the calls in flight.
+
+    Waiting would hold a Ctrl-C back by up to a request timeout, for answers
+    nobody will read; the calls end on their own.
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=label)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _cancel(in_flight: dict[Future, Any]) -> None:

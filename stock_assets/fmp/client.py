@@ -156,7 +156,8 @@ class FMPResource(ConfigurableResource):
             except (httpx.RemoteProtocolError, httpx.ReadError) as error:
                 outcome, last = "truncated", _Retry("truncated", f"connection broke mid-answer ({type(error).__name__})")
             except httpx.TransportError as error:
-                outcome, last = "connection", _Retry("connection", f"connection failed ({type(error).__name__})")
+                outcome, last = "connection", _Retry("connection", f"could not connect to {redact(self.base_url)} "
+                                                     f"({type(error).__name__}): check FMP_BASE_URL and the network")
             except errors.FMPError as error:
                 outcome = f"{error.status or 'error'}"
                 raise

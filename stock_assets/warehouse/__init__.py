@@ -14,6 +14,7 @@ from .arrow import (
     utc_naive,
 )
 from .resource import (
+    DEFAULT_DATABASE,
     WarehouseLockedError,
     WarehouseResource,
     lock_wait_stats,
@@ -22,6 +23,7 @@ from .resource import (
 from .schema import TABLES, arrow_schema, ensure_schema
 
 __all__ = [
+    "DEFAULT_DATABASE",
     "SOURCE_BATCH_QUOTE",
     "SOURCE_EOD_BULK",
     "SOURCE_HISTORICAL",

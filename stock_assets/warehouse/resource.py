@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from stock_assets.errors import CommandError
 from stock_assets.fmp.records import Reject
 
 from . import schema as S
@@ -62,7 +63,7 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _MAX_BACKOFF_S = 1.0
 
 
-class WarehouseLockedError(RuntimeError):
+class WarehouseLockedError(CommandError):
     """Another process kept the DuckDB file locked for longer than `lock_timeout_s`."""
 
 

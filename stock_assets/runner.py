@@ -1,0 +1,443 @@
+"""Executing planned runs: in this process, or on worker processes that never outlive it.
+
+One in-process `materialize` costs ~0.3 s of Dagster overhead, against ~3.5 s
+for a new process per run, and a sync is a few dozen runs. So runs go to a
+few long-lived worker processes (Dagster's in-process execution is not
+thread-safe: it reconfigures logging per run), each executing its share one
+after another. Every run lands in the persistent instance, tagged with the
+pid and host of the process executing it.
+
+However the command ends, its workers end with it:
+- a worker asks the kernel for SIGTERM when its parent dies (Linux's
+  parent-death signal; a watchdog thread checks the parent's pid elsewhere);
+- SIGTERM or SIGINT interrupts a worker's run once: Dagster ends it FAILURE
+  (so its partitions show FAILED and `backfill-failed` picks them up), the
+  chunks already written stay written, and the worker exits; a worker that
+  has not exited 15 s after its first signal exits hard;
+- on Ctrl-C or SIGTERM the command stops its workers within seconds
+  (`Workers.stop`) and marks any run they left in progress as failed.
+
+A run whose process was killed (SIGKILL, a crash, a power cut) stays STARTED
+in the instance: `reap_dead_runs` finds such runs by their pid tag and marks
+them FAILED, and frees any concurrency slot they held.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_for
+
+import dagster as dg
+from dagster import DagsterRunStatus
+
+from stock_assets.errors import CommandError
+from stock_assets.jobs import PlannedRun
+from stock_assets.tags import BACKFILL_TAG, HOST_TAG, PID_TAG, SYNC_TAG
+
+RUNS_AT_ONCE = 2
+IN_PROGRESS = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED,
+               DagsterRunStatus.QUEUED, DagsterRunStatus.CANCELING]
+# The terminal shows the command's own lines; Dagster's step-by-step events stay
+# in the instance (the UI shows them), and its console stays quiet: a failure is
+# summed up by the command in a few lines.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# A worker interrupted by a signal normally ends its run in about a second
+# (Dagster records the failure, the metrics are written); past this it exits hard.
+HARD_EXIT_AFTER_S = 15.0
+# How long the command waits for interrupted workers before killing them.
+STOP_GRACE_S = 8.0
+
+
+@dataclass
+class RunOutcome:
+    description: str
+    run_id: str | None
+    success: bool
+    seconds: float
+    error: str | None = None  # the first error, one line
+
+
+class Interrupted(KeyboardInterrupt):
+    """The command received SIGINT or SIGTERM."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+# -- processes and their runs ---------------------------------------------------
+
+def process_tags() -> dict[str, str]:
+    """Tags that let a later process tell whether this one is still alive."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process nobody has collected yet still answers kill(0); Linux says it is a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark FAILED the in-progress runs of this host whose process no longer exists.
+
+    Their concurrency slots are freed too: without the daemon, nothing else would.
+    """
+    reaped = []
+    for run in instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS)):
+        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+        if pid is None or host != socket.gethostname() or int(pid) == os.getpid() or alive(int(pid)):
+            continue
+        instance.report_run_failed(
+            run, message=f"The process running this run (pid {pid}) is gone: it was killed or "
+                         f"crashed. Its partitions are marked failed; `stock-assets backfill-failed` "
+                         f"fetches what is missing.")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(run.run_id)
+    return reaped
+
+
+def runs_of_batch(instance: dg.DagsterInstance, batch_id: str) -> list[dg.DagsterRun]:
+    """The runs of one sync or backfill, oldest first."""
+    tag = BACKFILL_TAG if batch_id.startswith("backfill-") else SYNC_TAG
+    return list(reversed(instance.get_runs(dg.RunsFilter(tags={tag: batch_id}))))
+
+
+def failed_runs_message(instance: dg.DagsterInstance, run_id: str | None) -> str | None:
+    """The first error of a failed run, one line: what the step raised, else why the run failed."""
+    if run_id is None:
+        return None
+    records = instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE,
+                                                 dg.DagsterEventType.RUN_FAILURE})
+    for record in sorted(records, key=lambda r: r.event_log_entry.dagster_event.event_type
+                         != dg.DagsterEventType.STEP_FAILURE):
+        event = record.event_log_entry.dagster_event
+        error = getattr(event.event_specific_data, "error", None)
+        text = _first_line(error) if error is not None else record.event_log_entry.user_message
+        if text:
+            return text
+    return None
+
+
+def _first_line(error) -> str:
+    """The innermost cause of a serialized error: what really went wrong."""
+    while error.cause is not None and not error.message.strip():
+        error = error.cause
+    root = error
+    while root.cause is not None:
+        root = root.cause
+    message = (root.message or error.message).strip()
+    return message.splitlines()[0] if message else error.cls_name or "error"
+
+
+# -- the fmp pool ------------------------------------------------------------------------
+
+class PoolBusy(CommandError):
+    """Live runs hold every slot of the pool the sync's runs need."""
+
+
+def free_stale_slots(instance: dg.DagsterInstance) -> list[str]:
+    """Free the concurrency slots (claimed or queued for) of runs no longer in progress.
+
+    A step whose process was killed never gives its slot back, and only the
+    daemon's run monitoring would free it; every later step of the pool would
+    wait for it forever.
+    """
+    storage = instance.event_log_storage
+    freed = []
+    for run_id in sorted(storage.get_concurrency_run_ids()):
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.status not in IN_PROGRESS:
+            storage.free_concurrency_slots_for_run(run_id)
+            freed.append(run_id)
+    return freed
+
+
+def pool_holders(instance: dg.DagsterInstance, pool: str) -> list[dg.DagsterRun]:
+    """Runs in progress that use the pool: each takes one of its slots (run granularity)."""
+    running = instance.get_runs(dg.RunsFilter(statuses=[
+        DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]))
+    return [r for r in running if r.run_op_concurrency and pool in (r.run_op_concurrency.all_pools or ())]
+
+
+def runs_the_pool_admits(instance: dg.DagsterInstance, pool: str, wanted: int = RUNS_AT_ONCE) -> int:
+    """How many runs may start now; `PoolBusy` names the runs that hold the pool when none may."""
+    limit = instance.event_log_storage.get_concurrency_info(pool).limit
+    if limit is None:
+        limit = instance.global_op_concurrency_default_limit
+    if limit is None:
+        return wanted
+    holders = pool_holders(instance, pool)
+    if len(holders) >= limit:
+        names = "; ".join(f"{r.run_id[:8]} ({r.job_name}"
+                          f"{', ' + r.tags['dagster/partition'] if 'dagster/partition' in r.tags else ''}"
+                          f", {r.status.value})" for r in holders)
+        raise PoolBusy(f"The `{pool}` pool admits {limit} run(s) at once and these hold it: {names}. "
+                       f"Wait for them to end, or terminate them in the Dagster UI (Runs), then run this again.")
+    return min(wanted, limit - len(holders))
+
+
+def prepare(instance: dg.DagsterInstance, pool: str, say) -> int:
+    """Before starting runs: reap dead runs, free stale slots; returns the runs the pool admits."""
+    reaped = reap_dead_runs(instance)
+    if reaped:
+        say(f"Marked {len(reaped)} run(s) of killed processes as failed: {', '.join(r[:8] for r in reaped)}")
+    freed = free_stale_slots(instance)
+    if freed:
+        say(f"Freed the concurrency slots still held by {len(freed)} finished run(s): "
+            f"{', '.join(r[:8] for r in freed)}")
+    return runs_the_pool_admits(instance, pool)
+
+
+# -- one run in this process ------------------------------------------------------
+
+def execute(instance: dg.DagsterInstance, planned: PlannedRun, tags: dict[str, str]) -> RunOutcome:
+    """Materialize one planned run in this process."""
+    from stock_assets.assets import ALL_ASSETS
+    from stock_assets.resources import all_resources
+
+    started = time.monotonic()
+    result = dg.materialize(
+        ALL_ASSETS, selection=planned.asset_keys, partition_key=planned.partition_key,
+        instance=instance, resources=all_resources(), raise_on_error=False, run_config=QUIET_CONSOLE,
+        tags={**tags, **process_tags()})
+    error = None if result.success else failed_runs_message(instance, result.run_id)
+    return RunOutcome(planned.describe(), result.run_id, result.success, time.monotonic() - started, error)
+
+
+# -- worker processes ------------------------------------------------------------------
+
+class Workers:
+    """Worker processes executing planned runs, one at a time each.
+
+    Use as a context manager: leaving it (normally or by an exception) stops
+    every worker; `map` yields each run's outcome as it ends.
+    """
+
+    def __init__(self, instance: dg.DagsterInstance, count: int):
+        self._instance = instance
+        self._context = multiprocessing.get_context("spawn")
+        self._count = count
+        self._workers: list[_Worker] = []
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.stop(graceful=exc_type is None)
+
+    def map(self, planned: Sequence[PlannedRun], tags: dict[str, str]) -> Iterator[RunOutcome]:
+        todo = deque(planned)
+        busy: dict[_Worker, PlannedRun] = {}
+        while todo or busy:
+            while todo and len(busy) < self._count:
+                worker = self._idle_worker(busy)
+                busy[worker] = todo.popleft()
+                worker.send((busy[worker], tags))
+            ready = wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy])
+            for worker in list(busy):
+                if worker.conn in ready and worker.conn.poll():
+                    yield worker.conn.recv()
+                    del busy[worker]
+                elif worker.process.sentinel in ready:
+                    yield self._died(worker, busy.pop(worker))
+
+    def _idle_worker(self, busy: dict) -> _Worker:
+        for worker in self._workers:
+            if worker not in busy and worker.process.is_alive():
+                return worker
+        worker = _Worker(self._context)
+        self._workers.append(worker)
+        return worker
+
+    def _died(self, worker: _Worker, planned: PlannedRun) -> RunOutcome:
+        self._workers.remove(worker)
+        worker.process.join()
+        reaped = reap_dead_runs(self._instance)
+        return RunOutcome(planned.describe(), reaped[0] if reaped else None, False, 0.0,
+                          f"the worker process ended unexpectedly (exit code {worker.process.exitcode})")
+
+    def stop(self, graceful: bool) -> None:
+        """End every worker: ask nicely when all went well; else interrupt, wait, kill."""
+        for worker in self._workers:
+            if worker.process.is_alive():
+                if graceful:
+                    worker.send(None)
+                else:
+                    worker.process.terminate()  # SIGTERM: the worker fails its run and exits
+        deadline = time.monotonic() + STOP_GRACE_S
+        for worker in self._workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self._workers.clear()
+
+
+class _Worker:
+    def __init__(self, context):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child, os.getpid()), daemon=False,
+                                       name="stock-assets-worker")
+        self.process.start()
+        child.close()
+
+    def send(self, message) -> None:
+        try:
+            self.conn.send(message)
+        except (BrokenPipeError, OSError):
+            pass  # it died: `map` sees its sentinel
+
+
+def _worker_main(conn, parent_pid: int) -> None:
+    """A worker: execute what the parent sends until told to stop, interrupted, or orphaned."""
+    _end_with_parent(parent_pid)
+    _interrupt_once_on(signal.SIGTERM, signal.SIGINT)
+    try:
+        instance = dg.DagsterInstance.get()
+        while True:
+            message = conn.recv()
+            if message is None:
+                break
+            planned, tags = message
+            conn.send(execute(instance, planned, tags))
+            if _INTERRUPTED.is_set():
+                break
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Not a normal exit: the HTTP client's threads may still be waiting on
+        # calls nobody needs any more.
+        os._exit(0)
+
+
+_INTERRUPTED = threading.Event()
+
+
+def _interrupt_once_on(*signums: int) -> None:
+    """The first signal interrupts the run in progress; later ones are absorbed.
+
+    A second interruption would break Dagster's own recording of the first
+    (the run's failure), leaving the run STARTED.
+    """
+    def handler(signum, frame):
+        if _INTERRUPTED.is_set():
+            return
+        _INTERRUPTED.set()
+        threading.Timer(HARD_EXIT_AFTER_S, os._exit, args=(1,)).start()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in signums:
+        signal.signal(signum, handler)
+
+
+def _end_with_parent(parent_pid: int) -> None:
+    """Get SIGTERM when the parent dies, however it dies (SIGKILL included)."""
+    PR_SET_PDEATHSIG = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the watchdog below is the only guard
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watchdog() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watchdog, name="parent-watchdog", daemon=True).start()
+
+
+# -- the command's side ------------------------------------------------------------------
+
+_SIGNALLED: list[int] = []  # the signal that interrupted this command, if any
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM become `Interrupted` in the main thread of a command.
+
+    Dagster treats a KeyboardInterrupt inside a run as the run's interruption
+    (it ends the run FAILURE and returns), so the signal is remembered and
+    `raise_if_interrupted()` raises it again once the in-process run returned.
+    """
+    def interrupt(signum, frame):
+        # Once is enough: the stop that follows must not be interrupted in turn.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _SIGNALLED.append(signum)
+        raise Interrupted(signum)
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    _SIGNALLED.clear()
+    for signum in saved:
+        signal.signal(signum, interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def raise_if_interrupted() -> None:
+    if _SIGNALLED:
+        raise Interrupted(_SIGNALLED[0])
+
+
+def execute_all(instance: dg.DagsterInstance, planned: Sequence[PlannedRun], tags: dict[str, str],
+                reporter, runs_at_once: int = RUNS_AT_ONCE) -> Iterator[RunOutcome]:
+    """Execute runs, unpartitioned ones (the universe) first in this process, the rest on workers."""
+    first = [p for p in planned if p.partition_key is None]
+    rest = [p for p in planned if p.partition_key is not None]
+    for p in first:
+        outcome = execute(instance, p, tags)
+        raise_if_interrupted()
+        report_outcome(outcome, reporter)
+        yield outcome
+    if rest:
+        with Workers(instance, min(runs_at_once, len(rest))) as workers:
+            for outcome in workers.map(rest, tags):
+                report_outcome(outcome, reporter)
+                yield outcome
+
+
+def report_outcome(outcome: RunOutcome, reporter) -> None:
+    run = f"run {outcome.run_id[:8]}" if outcome.run_id else "no run"
+    line = (f"{'ok    ' if outcome.success else 'FAILED'} {outcome.description:<58} "
+            f"{outcome.seconds:6.1f}s  {run}")
+    if outcome.error:
+        line += f"\n         {outcome.error}"
+    reporter.finished(line, outcome.success)
