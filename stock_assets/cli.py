@@ -52,7 +52,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
             return _interrupted(stop, config, "sync", sync_id)
         finally:
             reporter.close()
-    _print_report(outcome.sync_id)
+        _publish_read_copy(config)
+    if any(run.success for run in outcome.runs):  # else there are no figures worth a table
+        _print_report(outcome.sync_id)
     print(f"\nSync {outcome.sync_id}: {len(outcome.runs) - len(outcome.failed)} of "
           f"{len(outcome.runs)} runs succeeded in {outcome.seconds:.1f}s.")
     _print_failures(outcome.failed)
@@ -99,6 +101,16 @@ def _interrupted(stop, config: Config, command: str, batch_id: str) -> int:
     return stop.exit_code
 
 
+def _publish_read_copy(config: Config) -> None:
+    from stock_assets.resources import warehouse_resource
+
+    warehouse = warehouse_resource(config)
+    if not warehouse.read_copy_is_stale():
+        return
+    seconds = warehouse.publish_read_copy()
+    print(f"Read copy for queries published to {warehouse.read_copy_path} in {seconds:.1f}s.")
+
+
 def _describe_run(run) -> str:
     assets = ", ".join(sorted(run.step_keys_to_execute or ()))
     partition = run.tags.get("dagster/partition")
@@ -121,7 +133,10 @@ def _print_failures(failed) -> None:
 def _print_report(sync_id: str | None) -> None:
     from stock_assets.report import print_report
 
-    print_report(sync_id=sync_id)
+    try:
+        print_report(sync_id=sync_id)
+    except Exception as error:  # noqa: BLE001 - the sync's own summary follows regardless
+        print(f"The sync's figures could not be read: {type(error).__name__}: {error}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -165,6 +180,7 @@ def cmd_backfill_failed(args: argparse.Namespace) -> int:
             return _interrupted(stop, config, "backfill", backfill_id)
         finally:
             reporter.close()
+        _publish_read_copy(config)
     failed = [o for o in outcomes if not o.success]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs succeeded.")
     _print_failures(failed)

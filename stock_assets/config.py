@@ -42,6 +42,7 @@ class Config:
     rate_limit_per_min: int | None
     limiter_state: str
     database: str
+    read_copy: str | None  # None: beside the warehouse, `-read` added to its name
     trading_days_start: dt.date
     history_start: dt.date | None
     dagster_home: Path
@@ -64,6 +65,7 @@ class Config:
             rate_limit_per_min=env.positive_int("FMP_RATE_LIMIT_PER_MIN", None),
             limiter_state=env.text("FMP_LIMITER_STATE") or DEFAULT_LIMITER_STATE,
             database=env.file_path("STOCK_ASSETS_DB", DEFAULT_DATABASE),
+            read_copy=env.file_path("STOCK_ASSETS_READ_DB", None),
             trading_days_start=env.date("STOCK_ASSETS_START", DEFAULT_TRADING_DAYS_START),
             history_start=env.date("STOCK_ASSETS_HISTORY_START", None),
             dagster_home=env.folder("DAGSTER_HOME", DEFAULT_HOME),
@@ -131,8 +133,10 @@ class _Env:
         except ValueError:
             raise ConfigError(f"{name}={value!r} is not a date: use YYYY-MM-DD.") from None
 
-    def file_path(self, name: str, default: str) -> str:
+    def file_path(self, name: str, default: str | None) -> str | None:
         value = self.text(name) or default
+        if value is None:
+            return None
         path = Path(value).expanduser()
         if path.is_dir():
             raise ConfigError(f"{name}={value!r} is a folder: point it at the DuckDB file to use, "

@@ -84,6 +84,8 @@ def _rate(ok: float | None, total: float | None) -> str:
 
 def render_summary(data: dict[str, Any]) -> str:
     sync = data["sync"]
+    if sync is None:
+        return "No figures were recorded for this sync: it ended before any materialization ran."
     out = [f"Sync {sync['batch_id']}  ({sync['batch_kind']})",
            f"  started {sync['started_at']:%Y-%m-%d %H:%M:%S} UTC, execution time {sync['duration_s']:.1f}s",
            f"  {sync['runs']} runs, {sync['steps']} materializations, {sync['failed_steps']} failed; "

@@ -37,7 +37,7 @@ def fmp_resource(config: Config) -> FMPResource:
 
 def warehouse_resource(config: Config | None = None) -> WarehouseResource:
     config = config or Config.from_env()
-    return WarehouseResource(database=config.database)
+    return WarehouseResource(database=config.database, read_copy=config.read_copy)
 
 
 def settings_resource(config: Config) -> SyncSettings:

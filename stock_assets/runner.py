@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import sys
@@ -44,6 +45,7 @@ from dagster import DagsterRunStatus
 from stock_assets.errors import CommandError
 from stock_assets.jobs import PlannedRun
 from stock_assets.tags import BACKFILL_TAG, HOST_TAG, PID_TAG, SYNC_TAG
+from stock_assets.warehouse import COMMAND_ENV
 
 RUNS_AT_ONCE = 2
 IN_PROGRESS = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED,
@@ -135,13 +137,12 @@ def failed_runs_message(instance: dg.DagsterInstance, run_id: str | None) -> str
     """The first error of a failed run, one line: what the step raised, else why the run failed."""
     if run_id is None:
         return None
-    records = instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE,
+    entries = instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE,
                                                  dg.DagsterEventType.RUN_FAILURE})
-    for record in sorted(records, key=lambda r: r.event_log_entry.dagster_event.event_type
-                         != dg.DagsterEventType.STEP_FAILURE):
-        event = record.event_log_entry.dagster_event
-        error = getattr(event.event_specific_data, "error", None)
-        text = _first_line(error) if error is not None else record.event_log_entry.user_message
+    # What a step raised says more than the run's "steps failed".
+    for entry in sorted(entries, key=lambda e: e.dagster_event.event_type != dg.DagsterEventType.STEP_FAILURE):
+        error = getattr(entry.dagster_event.event_specific_data, "error", None)
+        text = _first_line(error) if error is not None else entry.user_message
         if text:
             return text
     return None
@@ -155,7 +156,9 @@ def _first_line(error) -> str:
     while root.cause is not None:
         root = root.cause
     message = (root.message or error.message).strip()
-    return message.splitlines()[0] if message else error.cls_name or "error"
+    line = message.splitlines()[0] if message else root.cls_name or "error"
+    return line.split(": ", 1)[1] if line.startswith(f"{root.cls_name}: ") or re.match(
+        rf"^[\w.]+\.{re.escape(root.cls_name or '-')}: ", line) else line
 
 
 # -- the fmp pool ------------------------------------------------------------------------
@@ -243,6 +246,8 @@ class Workers:
     """
 
     def __init__(self, instance: dg.DagsterInstance, count: int):
+        # The workers' turns at the warehouse file are not an outside holder's.
+        os.environ[COMMAND_ENV] = str(os.getpid())
         self._instance = instance
         self._context = multiprocessing.get_context("spawn")
         self._count = count

@@ -76,3 +76,26 @@ def platform(tmp_path, monkeypatch):
     platform = make_platform(tmp_path, monkeypatch)
     yield platform
     platform.sim.stop()
+
+
+def assert_warehouse_matches_truth(platform: Platform) -> None:
+    """Every symbol of the simulator's universe: its bars, dividends and profile as FMP serves them."""
+    from stock_assets import trading
+    from stock_assets.assets.prices import history_start
+
+    truth = platform.sim.truth
+    expected = {r["symbol"] for r in truth.universe() if r["isActivelyTrading"] and not r["isFund"]}
+    assert {s for (s,) in platform.sql("SELECT symbol FROM market.symbols")} == expected
+    end = trading.last_closed_session()
+    start = history_start(SyncSettings(), end)
+    for symbol in sorted(expected):
+        want = {(b["date"], round(b["close"], 6), b["volume"]) for b in truth.eod_bars(symbol, start, end)}
+        got = {(d.isoformat(), round(c, 6), v) for d, c, v in platform.sql(
+            "SELECT date, close, volume FROM market.prices WHERE symbol = ?", [symbol])}
+        assert got == want, symbol
+        want_divs = {(d["date"], d["dividend"]) for d in truth.dividends(symbol)}
+        got_divs = {(d.isoformat(), v) for d, v in platform.sql(
+            "SELECT ex_date, dividend FROM market.dividends WHERE symbol = ?", [symbol])}
+        assert got_divs == want_divs, symbol
+        (name,), = platform.sql("SELECT company_name FROM market.company_profiles WHERE symbol = ?", [symbol])
+        assert name == truth.profile(symbol)["companyName"], symbol

@@ -14,6 +14,7 @@ from .arrow import (
     utc_naive,
 )
 from .resource import (
+    COMMAND_ENV,
     DEFAULT_DATABASE,
     WarehouseLockedError,
     WarehouseResource,
@@ -23,6 +24,7 @@ from .resource import (
 from .schema import TABLES, arrow_schema, ensure_schema
 
 __all__ = [
+    "COMMAND_ENV",
     "DEFAULT_DATABASE",
     "SOURCE_BATCH_QUOTE",
     "SOURCE_EOD_BULK",

@@ -12,9 +12,17 @@ in separate processes, so every access here is short-lived:
   a writer holds the file: keep reads short, and fetch results before doing
   anything slow.
 * Opening retries DuckDB's lock error ("Could not set lock on file ...
-  Conflicting lock is held in ...") with exponential backoff and jitter for up
-  to `lock_timeout_s`, then raises `WarehouseLockedError` naming the file, the
-  holder DuckDB reports and what to do.
+  Conflicting lock is held in ... (PID n)") with exponential backoff and
+  jitter. Every 10 s of waiting is logged with the holder's pid and command
+  line. The timeout (`lock_timeout_s`) counts how long ONE holder keeps the
+  file: the sync's own processes take turns in short transactions, so when
+  the holder changes the clock starts again, and a process of the same
+  command (a sibling worker) is never reported as an outside holder. When
+  one holder outlasts it, `WarehouseLockedError` names the file, the holder
+  and what to do.
+
+Readers should open the read copy (`publish_read_copy`, published after each
+sync), never this file: a reader holding this file keeps every writer out.
 
 Within one process DuckDB shares a single database instance among connections
 to the same file and refuses a second connection with a different `read_only`
@@ -37,6 +45,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -168,6 +177,76 @@ def upsert(
     return data.num_rows
 
 
+def _holder_pid(error: Exception | None) -> int | None:
+    match = re.search(r"Conflicting lock is held in .*?\(PID (\d+)\)", str(error or ""))
+    return int(match.group(1)) if match else None
+
+
+def describe_process(pid: int) -> str:
+    """`PID n: its command line`, as far as this user may read it."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = " ".join(f.read().replace(b"\0", b" ").decode(errors="replace").split())
+    except OSError:
+        command = ""
+    return f"PID {pid}: {command[:120]}" if command else f"PID {pid}"
+
+
+# Set by a command for the worker processes it starts: how a process tells its
+# siblings from an outside holder of the file.
+COMMAND_ENV = "STOCK_ASSETS_COMMAND_PID"
+
+
+def _same_command(pid: int) -> bool:
+    """A process of the command this one belongs to: its parent, or a sibling worker."""
+    ours = os.environ.get(COMMAND_ENV)
+    if ours is None:
+        return False
+    if pid == int(ours):
+        return True
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"{COMMAND_ENV}={ours}".encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+class _LockWait:
+    """How long the current holder of the file lock has kept it, and saying so now and then."""
+
+    FIRST_SAY_S = 2.0  # a sync's own turns last well under this
+    SAY_EVERY_S = 10.0
+
+    def __init__(self) -> None:
+        self.started = self.holder_since = time.monotonic()
+        self.next_say = self.started + self.FIRST_SAY_S
+        self.holder_pid: int | None = None
+
+    def observe(self, error: Exception | None) -> float:
+        """Seconds the current outside holder has kept the file (0 for a process of our own)."""
+        pid = _holder_pid(error)
+        now = time.monotonic()
+        if pid != self.holder_pid or (pid is not None and _same_command(pid)):
+            self.holder_pid, self.holder_since = pid, now
+        return now - self.holder_since
+
+    def held_s(self) -> float:
+        return time.monotonic() - self.holder_since
+
+    def total_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def say_if_due(self, path: str) -> None:
+        now = time.monotonic()
+        if now < self.next_say or (self.holder_pid and _same_command(self.holder_pid)):
+            return  # a sibling's turn is no news
+        self.next_say = now + self.SAY_EVERY_S
+        holder = describe_process(self.holder_pid) if self.holder_pid else "another process"
+        log.warning("Waiting %.0fs so far for the DuckDB warehouse %s: it is held by %s. Readers should "
+                    "open the read copy (see the README), not the warehouse itself.",
+                    self.total_s(), path, holder)
+
+
 class WarehouseResource(DuckDBResource):
     """The DuckDB warehouse (`STOCK_ASSETS_DB`): short, locked-retrying, bulk access.
 
@@ -179,17 +258,58 @@ class WarehouseResource(DuckDBResource):
         description="Path to the DuckDB warehouse file (env STOCK_ASSETS_DB).",
     )
     lock_timeout_s: float = Field(
-        default=120.0,
+        default=600.0,
         description=(
-            "How long opening the file waits, retrying with backoff, while another"
-            " process holds DuckDB's file lock."
+            "How long opening the file waits, retrying with backoff, while one other"
+            " process keeps DuckDB's file lock (the clock restarts when the holder changes)."
         ),
     )
 
-    @classmethod
-    def from_env(cls, **kwargs: Any) -> "WarehouseResource":
-        """`STOCK_ASSETS_DB` or the default `data/stocks.duckdb`."""
-        return cls(database=os.environ.get("STOCK_ASSETS_DB") or DEFAULT_DATABASE, **kwargs)
+    read_copy: str | None = Field(
+        default=None,
+        description=(
+            "The copy of the warehouse that readers open (env STOCK_ASSETS_READ_DB);"
+            " default: the warehouse's name with `-read` added, beside it."
+        ),
+    )
+
+    # -- the read copy -------------------------------------------------------
+
+    @property
+    def read_copy_path(self) -> str:
+        if self.read_copy:
+            return os.path.abspath(os.path.expanduser(self.read_copy))
+        root, ext = os.path.splitext(self.path)
+        return f"{root}-read{ext or '.duckdb'}"
+
+    def read_copy_is_stale(self) -> bool:
+        """The warehouse changed after the read copy was published (or there is none yet)."""
+        try:
+            copied = os.stat(self.read_copy_path).st_mtime
+        except OSError:
+            return os.path.exists(self.path)
+        changed = [os.stat(p).st_mtime for p in (self.path, self.path + ".wal") if os.path.exists(p)]
+        return max(changed, default=0.0) > copied
+
+    def publish_read_copy(self) -> float:
+        """Copy the warehouse to `read_copy_path` for readers, atomically; returns the seconds taken.
+
+        DuckDB lets no process write a file that another has open, so readers
+        who keep a connection open (a notebook, the duckdb CLI, a BI tool)
+        open this copy instead, and never hold the sync back. The copy is
+        taken while this process holds the file (no transaction can be half
+        in it) after a checkpoint (everything is in the main file), and moved
+        into place with one rename: a reader with the old copy open goes on
+        reading the old one; the next connection gets the new one.
+        """
+        started = time.monotonic()
+        target = self.read_copy_path
+        partial = f"{target}.{os.getpid()}.partial"
+        with self.get_connection() as conn:
+            conn.execute("CHECKPOINT")
+            shutil.copyfile(self.path, partial)
+        os.replace(partial, target)
+        return time.monotonic() - started
 
     # -- connections ---------------------------------------------------------
 
@@ -215,6 +335,7 @@ class WarehouseResource(DuckDBResource):
         start = time.monotonic()
         delay = 0.02
         last_error: Exception | None = None
+        wait = _LockWait()
         while True:
             with _STATE_LOCK:
                 entry = _OPEN.get(path)
@@ -239,22 +360,25 @@ class WarehouseResource(DuckDBResource):
                             if waited >= 1.0:
                                 log.info("waited %.1fs for the DuckDB lock on %s", waited, path)
                         return conn, mode
-            elapsed = time.monotonic() - start
-            if elapsed >= self.lock_timeout_s:
-                raise WarehouseLockedError(self._locked_message(elapsed, last_error))
+            held = wait.observe(last_error)
+            if held >= self.lock_timeout_s:
+                raise WarehouseLockedError(self._locked_message(wait, last_error))
+            wait.say_if_due(path)
             # exponential backoff, "equal jitter", never past the deadline
             pause = delay / 2 + random.uniform(0, delay / 2)
-            time.sleep(max(0.0, min(pause, self.lock_timeout_s - elapsed)))
+            time.sleep(max(0.0, min(pause, self.lock_timeout_s - held)))
             delay = min(delay * 2, _MAX_BACKOFF_S)
 
-    def _locked_message(self, elapsed: float, error: Exception | None) -> str:
+    def _locked_message(self, wait: _LockWait, error: Exception | None) -> str:
         holder = ""
-        if error is not None:
-            match = re.search(r"Conflicting lock is held in (.*?)(?:\. |$)", str(error))
-            holder = f" (DuckDB says the lock is held by {match.group(1)})" if match else f" ({error})"
+        if wait.holder_pid is not None:
+            holder = f" ({describe_process(wait.holder_pid)})"
+        elif error is not None:
+            holder = f" ({error})"
         return (
             f"The DuckDB warehouse file {self.path} is locked by another process{holder};"
-            f" gave up after waiting {elapsed:.1f}s (lock_timeout_s={self.lock_timeout_s:g})."
+            f" gave up after it held the file for {wait.held_s():.1f}s (lock_timeout_s="
+            f"{self.lock_timeout_s:g}; {wait.total_s():.1f}s waited in all)."
             " DuckDB lets one process write the file at a time: close the DuckDB CLI,"
             " notebook or other program that has it open (or wait for the running sync"
             " to finish), then retry, or raise lock_timeout_s."

@@ -1,0 +1,52 @@
+"""Housekeeping in the daemon: what the headless commands do before and after their runs.
+
+Under `dagster dev` (or a deployed daemon) nothing else would:
+- mark FAILED the runs whose process was killed (a `stock-assets sync`
+  killed while the UI runs, say), so their partitions show FAILED and the
+  UI's "Materialize… → Failed" backfills them, and the run queue does not
+  count them against the `fmp` pool forever;
+- free the concurrency slots of runs that are no longer in progress;
+- publish the warehouse's read copy once the runs that changed it are done
+  (or every 15 minutes while a long load goes on), as `stock-assets sync`
+  does when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import dagster as dg
+
+from stock_assets.runner import IN_PROGRESS, free_stale_slots, reap_dead_runs
+from stock_assets.warehouse import WarehouseResource
+
+REPUBLISH_DURING_RUNS_S = 15 * 60
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Every 30 s: marks failed the runs whose process is gone (freeing their pool "
+                       "slots), and publishes the warehouse's read copy when it changed.")
+def housekeeping(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SkipReason:
+    done = []
+    reaped = reap_dead_runs(context.instance)
+    if reaped:
+        done.append(f"marked {len(reaped)} run(s) of killed processes failed")
+    freed = free_stale_slots(context.instance)
+    if freed:
+        done.append(f"freed the pool slots of {len(freed)} finished run(s)")
+    if _read_copy_due(context.instance, warehouse):
+        done.append(f"published the read copy in {warehouse.publish_read_copy():.1f}s")
+    return dg.SkipReason("; ".join(done) or "nothing to do")
+
+
+def _read_copy_due(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> bool:
+    if not warehouse.read_copy_is_stale():
+        return False
+    if not instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS), limit=1):
+        return True
+    try:
+        age = time.time() - os.stat(warehouse.read_copy_path).st_mtime
+    except OSError:
+        return True
+    return age > REPUBLISH_DURING_RUNS_S

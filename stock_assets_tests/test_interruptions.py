@@ -1,0 +1,383 @@
+"""An interrupted sync ends cleanly and recovers; readers, leaked slots and a second sync don't break it.
+
+Real parts only: `stock-assets sync` and `backfill-failed` run as commands
+against the simulator over HTTP, the DuckDB file and the persistent Dagster
+instance. The simulator's latency (a second a call while the sync is to be
+interrupted) dominates the machine's own speed, so a sync is surely mid-shard
+when the signal arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from dagster import DagsterRunStatus
+
+from stock_assets.partitions import SHARD_KEYS, shard_of
+from stock_assets.recovery import failed_and_missing
+from stock_assets.runner import alive
+from stock_assets.tags import HOST_TAG, PID_TAG, SYNC_TAG
+from stock_assets_tests.conftest import assert_warehouse_matches_truth, make_platform
+
+CLI = Path(sys.executable).with_name("stock-assets")
+PER_SYMBOL_PATHS = ("profile", "historical-price-eod/full", "dividends")
+# How long every process of an interrupted sync may take to be gone (the issue's bound):
+# a deadline to wait for, far above the ~1 s it takes.
+GONE_WITHIN_S = 20
+
+
+def command(*args: str) -> list[str]:
+    return [str(CLI), *args] if CLI.exists() else [sys.executable, "-m", "stock_assets.cli", *args]
+
+
+def cli(tmp_path: Path, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*args), env=env or dict(os.environ), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture()
+def small(tmp_path, monkeypatch):
+    platform = make_platform(tmp_path, monkeypatch, symbols=24)
+    yield platform
+    platform.sim.stop()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def start_sync(platform, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    log = tmp_path / "sync.log"
+    proc = subprocess.Popen(command("sync"), env=dict(os.environ), cwd=tmp_path, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log
+
+
+def wait_until_mid_shard(platform, proc: subprocess.Popen, log: Path) -> None:
+    instance = platform.instance()
+    deadline = time.monotonic() + 120
+    while True:
+        runs = instance.get_runs(dg.RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+        if any(r.tags.get("dagster/partition") in SHARD_KEYS for r in runs):
+            time.sleep(1.5)  # into the step: a call or two answered, more in flight
+            return
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "no shard run started within 120 s"
+        time.sleep(0.05)
+
+
+def wait_gone(pids: set[int]) -> set[int]:
+    deadline = time.monotonic() + GONE_WITHIN_S
+    while time.monotonic() < deadline:
+        left = {pid for pid in pids if alive(pid)}
+        if not left:
+            return set()
+        time.sleep(0.1)
+    return {pid for pid in pids if alive(pid)}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("how", ["SIGKILL to the main process alone", "SIGINT to the process group",
+                                 "SIGTERM to the main process"])
+def test_interrupted_sync_leaves_no_process_and_backfill_completes_it(small, tmp_path, how):
+    platform = small
+    platform.instance()  # the storage exists before two processes could race to create it
+    platform.sim.faults.latency_s = 1.0
+    proc, log = start_sync(platform, tmp_path)
+    try:
+        wait_until_mid_shard(platform, proc, log)
+        workers = descendants(proc.pid)
+        assert workers, "the sync runs its shards on worker processes"
+        if how.startswith("SIGKILL"):
+            os.kill(proc.pid, signal.SIGKILL)
+        elif how.startswith("SIGINT"):
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C at a terminal does
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=GONE_WITHIN_S)
+        assert wait_gone(workers | {proc.pid}) == set(), "processes of the sync outlived it"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = log.read_text()
+    platform.sim.faults.latency_s = 0.0
+
+    instance = platform.instance()
+    sync_id = re.search(r"Sync (sync-\S+) for", output).group(1)
+    runs = instance.get_runs(dg.RunsFilter(tags={SYNC_TAG: sync_id}))
+    interrupted = [r for r in runs if r.status != DagsterRunStatus.SUCCESS]
+    assert interrupted, "the signal arrived mid-shard: some run was interrupted"
+    if how.startswith("SIGKILL"):
+        assert code == -signal.SIGKILL
+        # The workers failed their own runs when their parent died: none is left in progress.
+        assert all(r.status == DagsterRunStatus.FAILURE for r in interrupted), [r.status for r in interrupted]
+    else:
+        assert code == (130 if how.startswith("SIGINT") else 143), output
+        assert all(r.status == DagsterRunStatus.FAILURE for r in interrupted), [r.status for r in interrupted]
+        assert "interrupted" in output and "stock-assets backfill-failed" in output, output
+        assert "Traceback" not in output, output
+
+    done = cli(tmp_path, "backfill-failed")
+    assert done.returncode == 0, done.stdout + done.stderr
+    instance = platform.instance()
+    assert failed_and_missing(instance) == []
+    assert_warehouse_matches_truth(platform)
+
+    # Nothing fetched twice but what the interruption cut off: the symbols of interrupted shards.
+    redone = {r.tags["dagster/partition"] for r in interrupted if r.tags.get("dagster/partition") in SHARD_KEYS}
+    per_symbol = Counter((e["path"], e["params"].get("symbol")) for e in platform.sim.requests()
+                         if e["path"] in PER_SYMBOL_PATHS and e["status"] == 200)
+    twice = {symbol for (path, symbol), n in per_symbol.items() if n > 1}
+    assert max(per_symbol.values()) <= 2
+    assert {shard_of(s) for s in twice} <= redone, (twice, redone)
+
+
+# -- pool slots ---------------------------------------------------------------------------
+
+
+@dg.op(pool="fmp")
+def _fetch_something() -> None:
+    pass
+
+
+@dg.job
+def _fmp_job() -> None:
+    _fetch_something()
+
+
+def _run_in_progress(instance: dg.DagsterInstance, pid: int) -> dg.DagsterRun:
+    """A run of the `fmp` pool, STARTED by process `pid`, as an in-process executor leaves it."""
+    from dagster._core.events import DagsterEvent, DagsterEventType
+
+    run = instance.create_run_for_job(_fmp_job, tags={PID_TAG: str(pid), HOST_TAG: _host()})
+    instance.handle_run_event(run.run_id, DagsterEvent(event_type_value=DagsterEventType.RUN_START.value,
+                                                       job_name=_fmp_job.name))
+    return instance.get_run_by_id(run.run_id)
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def test_slots_of_killed_and_finished_runs_are_freed_before_a_sync(small, tmp_path):
+    instance = small.instance()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = _run_in_progress(instance, dead.pid)  # its process is gone, it still says STARTED
+    finished = _run_in_progress(instance, os.getpid())
+    instance.report_run_failed(finished, message="finished long ago")
+    storage = instance.event_log_storage
+    for run in (killed, finished):
+        storage.claim_concurrency_slot("fmp", run.run_id, "_fetch_something")
+    assert storage.get_concurrency_run_ids() == {killed.run_id, finished.run_id}
+
+    done = cli(tmp_path, "sync")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Marked 1 run(s) of killed processes as failed" in done.stdout
+    assert "Freed the concurrency slots still held by" in done.stdout
+    assert storage.get_concurrency_run_ids() == set()
+    assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.FAILURE
+
+
+def test_a_pool_full_of_live_runs_is_named_instead_of_waited_on(small, tmp_path):
+    instance = small.instance()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        holders = [_run_in_progress(instance, sleeper.pid) for _ in range(2)]
+        done = cli(tmp_path, "sync", timeout=120)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "`fmp` pool" in lines[0] and all(r.run_id[:8] in lines[0] for r in holders)
+    assert small.sim.requests() == []  # nothing was started
+    assert len(instance.get_runs()) == 2
+
+
+# -- readers -------------------------------------------------------------------------------
+
+READER = """
+import sys, time, duckdb
+conn = duckdb.connect(sys.argv[1], read_only=True)
+print("open", flush=True)
+answers = 0
+while True:
+    line = sys.stdin.readline()
+    if not line or line.strip() == "stop":
+        break
+    answers += conn.execute("SELECT count(*) FROM market.prices").fetchone()[0] >= 0
+    print(answers, flush=True)
+"""
+
+
+def test_a_reader_of_the_read_copy_never_holds_the_sync_back(small, tmp_path):
+    platform = small
+    first = cli(tmp_path, "sync")
+    assert first.returncode == 0, first.stdout + first.stderr
+    copy = platform.db.with_name("stocks-read.duckdb")
+    assert f"Read copy for queries published to {copy}" in first.stdout
+    (runs_before,), = duckdb.connect(str(copy), read_only=True).execute(
+        "SELECT count(*) FROM metrics.runs").fetchall()
+
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(copy)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        platform.sim.faults.latency_s = 0.05
+        second = subprocess.Popen(command("sync", "--date", _previous_session()), env=dict(os.environ),
+                                  cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        answers = 0
+        while second.poll() is None:  # the reader keeps asking while the sync writes
+            reader.stdin.write("ask\n")
+            reader.stdin.flush()
+            answers = int(reader.stdout.readline())
+            time.sleep(0.2)
+        output = second.stdout.read()
+        reader.stdin.write("stop\n")
+        reader.stdin.flush()
+        reader.wait(timeout=30)
+    finally:
+        reader.kill()
+    assert second.returncode == 0, output
+    assert answers > 0
+    # The new copy holds the second sync's figures: the warehouse and the copy agree.
+    (runs_after,), = duckdb.connect(str(copy), read_only=True).execute(
+        "SELECT count(*) FROM metrics.runs").fetchall()
+    assert runs_after > runs_before
+    assert platform.sql("SELECT count(*) FROM metrics.runs") == [(runs_after,)]
+
+
+def test_a_reader_of_the_warehouse_itself_makes_the_sync_wait_and_say_who(small, tmp_path):
+    platform = small
+    first = cli(tmp_path, "sync")
+    assert first.returncode == 0, first.stdout + first.stderr
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(platform.db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        second = subprocess.Popen(command("sync", "--date", _previous_session()), env=dict(os.environ),
+                                  cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        waiting = ""
+        while "Waiting" not in waiting:  # the sync says who holds the file...
+            line = second.stdout.readline()
+            assert line, "the sync ended without saying it waited"
+            waiting = line
+        reader.stdin.write("ask\n")
+        reader.stdin.flush()
+        assert int(reader.stdout.readline()) == 1  # ...while the reader's queries answer
+        reader.stdin.write("stop\n")  # the reader closes: the sync goes on
+        reader.stdin.flush()
+        reader.wait(timeout=30)
+        output = waiting + second.communicate(timeout=300)[0]
+    finally:
+        reader.kill()
+    assert f"PID {reader.pid}" in waiting and "read copy" in waiting
+    assert second.returncode == 0, output
+
+
+def _previous_session() -> str:
+    from stock_assets import trading
+    from stock_assets.partitions import latest_session_day
+
+    return trading.calendar().previous_session(latest_session_day().isoformat()).date().isoformat()
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+BAD_INPUT = [
+    (["sync", "--date", "2026-13-45"], {}, "is not a date"),
+    (["sync", "--date", "2025-06-07"], {}, "is a Saturday"),
+    (["sync", "--date", "2099-01-05"], {}, "no closed session yet"),
+    (["sync", "--date", "2024-12-31"], {}, "before the first trading-day partition"),
+    (["sync"], {"FMP_PLAN": "platinum"}, "FMP_PLAN='platinum' is not a plan"),
+    (["sync"], {"FMP_RATE_LIMIT_PER_MIN": "fast"}, "FMP_RATE_LIMIT_PER_MIN"),
+    (["sync"], {"FMP_BASE_URL": "financialmodelingprep.com"}, "not an http(s) URL"),
+    (["sync"], {"STOCK_ASSETS_START": "last year"}, "STOCK_ASSETS_START"),
+    (["sync"], {"DAGSTER_HOME": "{file}"}, "is a file, not a folder"),
+    (["sync"], {"STOCK_ASSETS_DB": "{folder}"}, "is a folder"),
+    (["backfill-failed", "--asset", "price_histroy"], {}, "price_history"),
+    (["report", "--history", "many"], {}, "invalid int value"),
+]
+
+
+@pytest.mark.parametrize("args, env, says", BAD_INPUT, ids=[" ".join(a) + " " + " ".join(e) for a, e, _ in BAD_INPUT])
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(small, tmp_path, args, env, says):
+    stray = tmp_path / "a-file"
+    stray.write_text("not a folder")
+    env = {k: v.format(file=stray, folder=tmp_path) for k, v in env.items()}
+    instance = small.instance()
+    runs_before = len(instance.get_runs())
+    done = cli(tmp_path, *args, env={**os.environ, **env}, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert says in lines[-1], done.stderr
+    assert len(lines) == 1 or lines[0].startswith("usage:"), done.stderr  # argparse adds its usage line
+    assert done.stdout == ""
+    assert len(instance.get_runs()) == runs_before
+    assert not small.db.exists()
+    assert small.sim.requests() == []
+
+
+def test_an_unknown_asset_lists_the_assets(small, tmp_path):
+    done = cli(tmp_path, "backfill-failed", "--asset", "price_histroy")
+    assert done.returncode == 2
+    for name in ("symbols", "daily_prices", "price_history", "dividends", "dividend_history", "company_profiles"):
+        assert name in done.stderr
+
+
+# -- two commands at once ------------------------------------------------------------------------
+
+
+def test_a_second_sync_refuses_at_once_while_the_first_runs(small, tmp_path):
+    platform = small
+    platform.sim.faults.latency_s = 0.2
+    # A fresh DAGSTER_HOME (no storage yet): the two must not race on setting it up.
+    syncs = [subprocess.Popen(command("sync"), env=dict(os.environ), cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        outputs = [proc.communicate(timeout=300) for proc in syncs]
+    finally:
+        for proc in syncs:
+            proc.kill()
+    codes = [proc.returncode for proc in syncs]
+    assert sorted(codes) == [0, 1], outputs
+    ran, refused = (0, 1) if codes[0] == 0 else (1, 0)
+    stderr = outputs[refused][1]
+    assert "is running on this Dagster instance" in stderr and f"pid {syncs[ran].pid}" in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert outputs[refused][0] == ""  # nothing started: not even the simulator switch spoke
+    assert "alembic" not in outputs[ran][1]
+    # One sync's worth of universe runs, and no duplicate rows.
+    universe_runs = [r for r in platform.instance().get_runs() if r.tags.get("dagster/partition") is None]
+    assert len(universe_runs) == 1
+    assert platform.sql("SELECT count(*) - count(DISTINCT (symbol, date)) FROM market.prices") == [(0,)]
