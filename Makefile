@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install sync test ui simulate report backfill-failed bench clean
+.PHONY: install chromium sync test ui simulate report backfill-failed bench clean
 
 install: $(VENV)/.installed
 
@@ -16,7 +16,20 @@ $(VENV)/.installed: pyproject.toml
 sync: install
 	$(BIN)/stock-assets sync
 
-test: install
+# The browser test drives Debian's Chromium: installed here when it is missing
+# (as root, through apt-get), else a one-line message says how.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the browser test..."; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The browser test needs Chromium: run 'sudo apt-get install chromium', then make test again." >&2; \
+	    exit 1; \
+	  fi; }
+
+test: install chromium
 	$(BIN)/python -m pytest -n 2
 
 ui: install

@@ -345,7 +345,7 @@ def test_lock_timeout_names_the_file_and_what_to_do(wh):
         start = time.monotonic()
         with pytest.raises(WarehouseLockedError) as info:
             short.write_rows("market.prices", prices_table(_bars(["AAA"], 1), "eod-bulk"))
-        assert 0.3 < time.monotonic() - start < 5
+        assert time.monotonic() - start > 0.3  # it waited before giving up
         with pytest.raises(WarehouseLockedError):
             with short.read():
                 pass

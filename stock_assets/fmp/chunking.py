@@ -69,6 +69,8 @@ class ChunkSizer:
     initial: int = 50
     smoothing: float = 0.5
     rate: float | None = None
+    # What chunks are timed by: the monotonic clock, or a clock a test controls.
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def __post_init__(self) -> None:
         self.size = max(self.min_size, min(self.max_size, self.initial))
@@ -124,7 +126,8 @@ def fetch_in_chunks(
     sizer = sizer or ChunkSizer()
     summary: FetchSummary[T] = FetchSummary(total=len(items))
     progress = Progress(label, len(items), log, progress_every_s)
-    started = time.monotonic()
+    clock = sizer.clock
+    started = clock()
     pending_items = iter(items)
 
     with _thread_pool(max_in_flight, label) as pool:
@@ -141,13 +144,13 @@ def fetch_in_chunks(
 
         results: list[tuple[T, V]] = []
         failures: list[ItemFailure[T]] = []
-        chunk_started = time.monotonic()
+        chunk_started = clock()
 
         def emit() -> None:
             nonlocal results, failures, chunk_started
             # The next chunk is timed from here: the workers go on fetching
             # while on_chunk writes this one.
-            boundary = time.monotonic()
+            boundary = clock()
             chunk = Chunk(len(summary.chunk_sizes), results, failures, boundary - chunk_started)
             summary.chunk_sizes.append(len(results) + len(failures))
             summary.succeeded += len(results)
@@ -175,7 +178,7 @@ def fetch_in_chunks(
             if not in_flight and (results or failures):
                 emit()
             progress.update(summary.succeeded + len(results), summary.failed + len(failures))
-    summary.elapsed_s = time.monotonic() - started
+    summary.elapsed_s = clock() - started
     progress.update(summary.succeeded, summary.failed, force=True)
     return summary
 

@@ -1,0 +1,111 @@
+"""The UI route recovers a killed sync too: the daemon's housekeeping reaps, the UI's backfill completes.
+
+`dagster dev` (webserver + daemon) runs on the test instance; a headless
+`stock-assets sync` is killed (SIGKILL to its whole process group, so its runs
+are left STARTED and nothing of it can clean up). Then, with no command of
+ours run again:
+  1. the `housekeeping` sensor, in the daemon, marks the killed runs FAILED;
+  2. a backfill of exactly the failed partitions, launched through the
+     webserver's GraphQL API (what the UI's "Materialize… → Failed" sends),
+     is run by the daemon, and every one of those partitions ends
+     MATERIALIZED.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import dagster as dg
+import pytest
+from dagster import AssetPartitionStatus, DagsterRunStatus
+
+from stock_assets.partitions import SHARD_KEYS, symbol_shards
+from stock_assets_tests.test_interruptions import start_sync, wait_until_mid_shard
+from stock_assets_tests.ui_support import dagster_dev
+
+SHARD_ASSETS = ["company_profiles", "price_history", "dividend_history"]
+
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status }
+  }
+}
+"""
+
+
+def wait_for(what: str, check, timeout: float, log=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1.0)
+    raise AssertionError(f"{what} within {timeout:.0f} s\n{log()}")
+
+
+@pytest.mark.timeout(600)
+def test_after_a_killed_sync_the_daemon_reaps_and_the_ui_backfill_completes(platform, tmp_path):
+    platform.instance()
+    with dagster_dev(tmp_path) as ui:
+        platform.sim.faults.latency_s = 1.0
+        proc, log = start_sync(platform, tmp_path)
+        try:
+            wait_until_mid_shard(platform, proc, log)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the sync and its workers: nothing of it cleans up
+            proc.wait(timeout=30)
+        platform.sim.faults.latency_s = 0.0
+        instance = platform.instance()
+        stuck = [r for r in instance.get_runs(dg.RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+                 if r.tags.get("dagster/partition") in SHARD_KEYS]
+        assert stuck, "the kill left no shard run in progress"
+
+        # 1. The daemon's housekeeping marks them failed (it runs every 30 s).
+        def reaped():
+            statuses = {platform.instance().get_run_by_id(r.run_id).status for r in stuck}
+            return statuses == {DagsterRunStatus.FAILURE}
+        wait_for("the housekeeping sensor did not reap the killed runs", reaped, 180, ui.log_tail)
+
+        instance = platform.instance()
+        failed = sorted({r.tags["dagster/partition"] for r in stuck})
+        statuses = {asset: instance.get_status_by_partition(dg.AssetKey(asset), failed, symbol_shards)
+                    for asset in SHARD_ASSETS}
+        for shard in failed:  # the step the kill cut short shows FAILED
+            assert AssetPartitionStatus.FAILED in {statuses[a][shard] for a in SHARD_ASSETS}, statuses
+
+        # 2. The UI's backfill of the failed partitions: launched through the webserver, run by the daemon.
+        answer = ui.graphql(LAUNCH_BACKFILL, {"params": {
+            "assetSelection": [{"path": [name]} for name in SHARD_ASSETS], "partitionNames": failed}})
+        launched = answer["data"]["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill_id = launched["backfillId"]
+
+        def completed():
+            state = ui.graphql(BACKFILL_STATUS, {"id": backfill_id})["data"]["partitionBackfillOrError"]
+            assert state["status"] not in ("FAILED", "CANCELED", "COMPLETED_FAILED"), state
+            return state["status"] in ("COMPLETED", "COMPLETED_SUCCESS")
+        wait_for("the backfill did not complete", completed, 300, ui.log_tail)
+
+    instance = platform.instance()
+    for asset in SHARD_ASSETS:
+        status = instance.get_status_by_partition(dg.AssetKey(asset), failed, symbol_shards)
+        assert set(status.values()) == {AssetPartitionStatus.MATERIALIZED}, (asset, status)
+    symbols = {s for (s,) in platform.sql("SELECT symbol FROM market.symbols WHERE shard IN "
+                                         f"({', '.join(repr(p) for p in failed)})")}
+    profiled = {s for (s,) in platform.sql("SELECT symbol FROM market.company_profiles")}
+    assert symbols <= profiled
