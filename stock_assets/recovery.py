@@ -105,4 +105,4 @@ def relaunch(instance: dg.DagsterInstance, planned: list[PlannedRun], reporter: 
     reporter = reporter or PlainReporter(write=log)
     reporter.planned(len(planned))
     tags = {BACKFILL_TAG: backfill_id or new_backfill_id()}
-    return list(execute_all(instance, planned, tags, reporter, runs_at_once))
+    return execute_all(instance, planned, tags, reporter, runs_at_once)

@@ -242,12 +242,10 @@ class Workers:
     """Worker processes executing planned runs, one at a time each.
 
     Use as a context manager: leaving it (normally or by an exception) stops
-    every worker; `map` yields each run's outcome as it ends.
+    every worker; `map` yields each run with its outcome as it ends.
     """
 
     def __init__(self, instance: dg.DagsterInstance, count: int):
-        # The workers' turns at the warehouse file are not an outside holder's.
-        os.environ[COMMAND_ENV] = str(os.getpid())
         self._instance = instance
         self._context = multiprocessing.get_context("spawn")
         self._count = count
@@ -259,7 +257,7 @@ class Workers:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.stop(graceful=exc_type is None)
 
-    def map(self, planned: Sequence[PlannedRun], tags: dict[str, str]) -> Iterator[RunOutcome]:
+    def map(self, planned: Sequence[PlannedRun], tags: dict[str, str]) -> Iterator[tuple[PlannedRun, RunOutcome]]:
         todo = deque(planned)
         busy: dict[_Worker, PlannedRun] = {}
         while todo or busy:
@@ -270,10 +268,10 @@ class Workers:
             ready = wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy])
             for worker in list(busy):
                 if worker.conn in ready and worker.conn.poll():
-                    yield worker.conn.recv()
-                    del busy[worker]
+                    yield busy.pop(worker), worker.conn.recv()
                 elif worker.process.sentinel in ready:
-                    yield self._died(worker, busy.pop(worker))
+                    run = busy.pop(worker)
+                    yield run, self._died(worker, run)
 
     def _idle_worker(self, busy: dict) -> _Worker:
         for worker in self._workers:
@@ -313,7 +311,13 @@ class _Worker:
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_worker_main, args=(child, os.getpid()), daemon=False,
                                        name="stock-assets-worker")
-        self.process.start()
+        # Marked as this command's, so that its turns at the warehouse file are
+        # never taken for an outside holder's (by it, its siblings or this process).
+        os.environ[COMMAND_ENV] = str(os.getpid())
+        try:
+            self.process.start()
+        finally:
+            del os.environ[COMMAND_ENV]
         child.close()
 
     def send(self, message) -> None:
@@ -423,20 +427,23 @@ def raise_if_interrupted() -> None:
 
 
 def execute_all(instance: dg.DagsterInstance, planned: Sequence[PlannedRun], tags: dict[str, str],
-                reporter, runs_at_once: int = RUNS_AT_ONCE) -> Iterator[RunOutcome]:
-    """Execute runs, unpartitioned ones (the universe) first in this process, the rest on workers."""
-    first = [p for p in planned if p.partition_key is None]
-    rest = [p for p in planned if p.partition_key is not None]
-    for p in first:
-        outcome = execute(instance, p, tags)
+                reporter, runs_at_once: int = RUNS_AT_ONCE) -> list[RunOutcome]:
+    """Execute runs, unpartitioned ones (the universe) first in this process, the rest on workers.
+
+    Each outcome is reported as its run ends; they are returned in planned order.
+    """
+    outcomes: dict[PlannedRun, RunOutcome] = {}
+    for p in [p for p in planned if p.partition_key is None]:
+        outcomes[p] = execute(instance, p, tags)
         raise_if_interrupted()
-        report_outcome(outcome, reporter)
-        yield outcome
+        report_outcome(outcomes[p], reporter)
+    rest = [p for p in planned if p.partition_key is not None]
     if rest:
         with Workers(instance, min(runs_at_once, len(rest))) as workers:
-            for outcome in workers.map(rest, tags):
+            for p, outcome in workers.map(rest, tags):
+                outcomes[p] = outcome
                 report_outcome(outcome, reporter)
-                yield outcome
+    return [outcomes[p] for p in planned]
 
 
 def report_outcome(outcome: RunOutcome, reporter) -> None:

@@ -192,16 +192,14 @@ def describe_process(pid: int) -> str:
     return f"PID {pid}: {command[:120]}" if command else f"PID {pid}"
 
 
-# Set by a command for the worker processes it starts: how a process tells its
-# siblings from an outside holder of the file.
+# Set by a command in the environment of the worker processes it starts (to its
+# pid): how a process tells its parent and siblings from an outside holder.
 COMMAND_ENV = "STOCK_ASSETS_COMMAND_PID"
 
 
 def _same_command(pid: int) -> bool:
     """A process of the command this one belongs to: its parent, or a sibling worker."""
-    ours = os.environ.get(COMMAND_ENV)
-    if ours is None:
-        return False
+    ours = os.environ.get(COMMAND_ENV) or str(os.getpid())  # a worker's command, or this one
     if pid == int(ours):
         return True
     try:
