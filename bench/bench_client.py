@@ -11,7 +11,7 @@ with the configured pace (limit x pace_fraction); every 429 is counted.
 
 Part B, chunking: the same profile fetches through the same client, limiter
 and max concurrency, 5% of symbols 10x slower: the adaptive, barrier-free
-`fetch_many` against fixed chunks with a barrier (the old script: submit a
+`fetch_chunks` against fixed chunks with a barrier (the old script: submit a
 chunk of N to a thread pool, wait for all of it, write, next chunk).
 
 The simulator runs in its own process so that its work does not share the
@@ -54,7 +54,7 @@ class Simulator:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stock_assets.simulator", "--port", str(self.port), "--plan", "ultimate",
+            [sys.executable, "-m", "fmp_simulator", "--port", str(self.port), "--plan", "ultimate",
              "--symbols", str(n_symbols), "--api-key", KEY, "--rate-limit-per-min", str(LIMIT),
              "--now", "2024-07-10T18:00:00"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -175,8 +175,9 @@ def fixed_with_barrier(r: FMPResource, items: list[str], size: int, out) -> floa
 
 def adaptive(r: FMPResource, items: list[str], out) -> tuple[float, list[int]]:
     started = time.monotonic()
-    summary = r.fetch_many(items, r.profile, lambda chunk: write(chunk.results, out), label="bench",
-                           log=lambda message: None)
+    for chunk in r.fetch_chunks(items, r.profile, label="bench", log=lambda message: None):
+        write(chunk.results, out)
+    summary = chunk.summary
     assert summary.succeeded == len(items), summary.failures[:3]
     return time.monotonic() - started, summary.chunk_sizes
 

@@ -13,7 +13,7 @@ import datetime as dt
 import dagster as dg
 
 from stock_assets.run_stats import RunStats
-from stock_assets.warehouse import TABLES, WarehouseResource
+from stock_assets.warehouse import WarehouseResource
 
 MIN_COVERAGE = 0.98
 MIN_FRESH_SHARE = 0.99
@@ -23,9 +23,6 @@ NO_DUPLICATES = "no_duplicate_keys"
 COVERAGE = "coverage"
 PROFILES_FRESH = "profiles_fresh"
 ITEM_SUCCESS = "item_success_rate"
-
-_INSANE_PRICE = """(close <= 0 OR open <= 0 OR high <= 0 OR low <= 0 OR volume < 0
-    OR low > least(open, close) OR high < greatest(open, close))"""
 
 
 def specs(asset: str, *names: str) -> list[dg.AssetCheckSpec]:
@@ -46,11 +43,10 @@ def item_success(stats: RunStats, max_failed_share: float) -> dg.AssetCheckResul
                   "items_attempted": stats.items_succeeded + stats.items_failed})
 
 
-def prices_sane(warehouse: WarehouseResource, where: str, params: list) -> dg.AssetCheckResult:
-    (rows, bad), = _rows(warehouse, f"SELECT count(*), count(*) FILTER (WHERE {_INSANE_PRICE}) "
-                                    f"FROM market.prices WHERE {where}", params)
-    examples = _rows(warehouse, f"SELECT symbol, date FROM market.prices WHERE {where} AND {_INSANE_PRICE} "
-                                f"LIMIT 5", params) if bad else []
+def prices_sane(warehouse: WarehouseResource, *, day: dt.date | None = None,
+                shard: str | None = None) -> dg.AssetCheckResult:
+    """Over one day's bars, or one shard's."""
+    rows, bad, examples = warehouse.price_sanity(day=day, shard=shard)
     return dg.AssetCheckResult(
         check_name=PRICES_SANE, passed=bad == 0,
         metadata={"rows_checked": rows, "insane_rows": bad,
@@ -58,9 +54,7 @@ def prices_sane(warehouse: WarehouseResource, where: str, params: list) -> dg.As
 
 
 def no_duplicates(warehouse: WarehouseResource, table: str) -> dg.AssetCheckResult:
-    key = ", ".join(TABLES[table].key)
-    (dupes,), = _rows(warehouse, f"SELECT count(*) FROM (SELECT {key} FROM {table} "
-                                 f"GROUP BY ALL HAVING count(*) > 1)", [])
+    dupes = warehouse.duplicated_keys(table)
     return dg.AssetCheckResult(check_name=NO_DUPLICATES, passed=dupes == 0,
                                metadata={"table": table, "duplicated_keys": dupes})
 
@@ -68,24 +62,14 @@ def no_duplicates(warehouse: WarehouseResource, table: str) -> dg.AssetCheckResu
 def coverage(warehouse: WarehouseResource, day: dt.date, session: bool) -> dg.AssetCheckResult:
     if not session:
         return dg.AssetCheckResult(check_name=COVERAGE, passed=True, metadata={"market": "closed"})
-    (active, covered), = _rows(warehouse, """
-        SELECT count(*), count(p.symbol) FROM market.symbols s
-        LEFT JOIN market.prices p ON p.symbol = s.symbol AND p.date = ?
-        WHERE coalesce(s.is_actively_trading, TRUE)""", [day])
+    active, covered = warehouse.day_coverage(day)
     share = covered / active if active else 1.0
     return dg.AssetCheckResult(check_name=COVERAGE, passed=share >= MIN_COVERAGE,
                                metadata={"active_symbols": active, "with_bar": covered, "coverage": share})
 
 
 def profiles_fresh(warehouse: WarehouseResource, shard: str, max_age_days: int) -> dg.AssetCheckResult:
-    (total, fresh), = _rows(warehouse, """
-        SELECT count(*), count(*) FILTER (WHERE p.fetched_at >= (now() AT TIME ZONE 'UTC') - to_days(CAST(? AS INTEGER)))
-        FROM market.symbols s LEFT JOIN market.company_profiles p USING (symbol)
-        WHERE s.shard = ?""", [max_age_days, shard])
+    total, fresh = warehouse.profile_freshness(shard, max_age_days)
     share = fresh / total if total else 1.0
     return dg.AssetCheckResult(check_name=PROFILES_FRESH, passed=share >= MIN_FRESH_SHARE,
                                metadata={"symbols": total, "fresh": fresh, "fresh_share": share})
-
-
-def _rows(warehouse: WarehouseResource, sql: str, params: list) -> list[tuple]:
-    return [tuple(row.values()) for row in warehouse.query(sql, params)]

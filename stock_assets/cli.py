@@ -23,7 +23,7 @@ BACKFILL_ADVICE = "Run `stock-assets backfill-failed` to fetch only what is miss
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from stock_assets.simulator import config_from_args, serve
+    from fmp_simulator import config_from_args, serve
 
     config, host, port = config_from_args(args)
     print(f"FMP simulator on http://{host}:{port}/stable ({config.n_symbols} symbols, "
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stock-assets", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from stock_assets.simulator import add_arguments
+    from fmp_simulator import add_arguments
 
     simulate = sub.add_parser("simulate", help="serve the FMP simulator")
     add_arguments(simulate)

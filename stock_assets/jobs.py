@@ -73,10 +73,8 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
 
 def _shards_with_due_profiles(warehouse: WarehouseResource, settings: SyncSettings) -> set[str]:
     today = dt.datetime.now(dt.timezone.utc).date()
-    rows = warehouse.query("SELECT s.shard, s.symbol, p.fetched_at FROM market.symbols s "
-                           "LEFT JOIN market.company_profiles p USING (symbol)")
-    return {r["shard"] for r in rows
-            if is_due(r["symbol"], r["fetched_at"], today, settings.profile_max_age_days)}
+    return {shard for shard, symbol, fetched_at in warehouse.profile_ages()
+            if is_due(symbol, fetched_at, today, settings.profile_max_age_days)}
 
 
 def _never_materialized(instance: dg.DagsterInstance, assets) -> set[str]:

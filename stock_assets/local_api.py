@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from stock_assets.config import Config
-from stock_assets.simulator import Faults, SimConfig, SimulatorServer
+from fmp_simulator import Faults, SimConfig, SimulatorServer
 
 DEMO_KEY = "demo"
 

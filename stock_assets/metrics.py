@@ -77,9 +77,5 @@ def metrics_tables(stats: RunStats, run_id: str, tags: dict[str, str], status: s
 def record(warehouse: WarehouseResource, stats: RunStats, run_id: str, tags: dict[str, str],
            status: str, error: str | None = None) -> None:
     """One short transaction; re-recording the same step replaces its rows."""
-    tables = metrics_tables(stats, run_id, tags, status, error)
-    step = [run_id, stats.asset, stats.partition or ""]
-    with warehouse.write() as conn:
-        for name, table in tables.items():
-            warehouse.upsert(conn, name, table, delete_where="run_id = ? AND asset = ? AND partition = ?",
-                             params=step)
+    warehouse.write_metrics((run_id, stats.asset, stats.partition or ""),
+                            metrics_tables(stats, run_id, tags, status, error))

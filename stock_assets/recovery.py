@@ -22,6 +22,7 @@ from dagster import AssetPartitionStatus, DagsterRunStatus
 from stock_assets.assets import ALL_ASSETS
 from stock_assets.errors import ConfigError
 from stock_assets.jobs import PlannedRun
+from stock_assets.partitions import latest_session_day
 from stock_assets.progress import PlainReporter, Reporter
 from stock_assets.runner import RUNS_AT_ONCE, RunOutcome, execute_all
 from stock_assets.tags import BACKFILL_TAG
@@ -90,7 +91,11 @@ def _partitions_to_run(instance: dg.DagsterInstance, asset: dg.AssetsDefinition,
         missing = [k for k in keys if status.get(k) is None and k in shards_present]
     else:
         touched = [i for i, k in enumerate(keys) if status.get(k) is not None]
-        first = 0 if all_missing else (touched[0] if touched else len(keys))
+        # A sync always runs the latest session: once there is a universe, that day
+        # is due even if the sync that planned it was stopped before its run began.
+        latest = latest_session_day().isoformat()
+        due_from = keys.index(latest) if shards_present and latest in keys else len(keys)
+        first = 0 if all_missing else min(touched[:1] + [due_from])
         missing = [k for i, k in enumerate(keys) if i >= first and status.get(k) is None]
     return [k for k in keys if k in set(failed) | set(missing)]
 

@@ -17,7 +17,7 @@ import pytest
 
 from stock_assets.fmp import FMPResource
 from stock_assets.resources import SyncSettings
-from stock_assets.simulator import Faults, SimConfig, SimulatorServer
+from fmp_simulator import Faults, SimConfig, SimulatorServer
 from stock_assets.warehouse import WarehouseResource
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -27,12 +27,12 @@ import pytest
 from stock_assets.fmp import (
     FMPAuthError, FMPError, FMPForbiddenError, FMPPlanError, FMPQueryError, FMPResource, FMPTransientError)
 from stock_assets.fmp import redaction
-from stock_assets.fmp.chunking import ChunkSizer, fetch_in_chunks
+from stock_assets.fmp.chunking import ChunkSizer, FetchSummary, fetch_chunks
 from stock_assets.fmp.limiter import SharedRateLimiter, pace_rates
 from stock_assets.fmp.records import Dividend, HistoricalBar, Profile, Quote, ScreenerRow
-from stock_assets.simulator import SimConfig, SimulatorServer
-from stock_assets.simulator.calendar import ET
-from stock_assets.simulator.truth import ExpFloat
+from fmp_simulator import SimConfig, SimulatorServer
+from fmp_simulator.calendar import ET
+from fmp_simulator.truth import ExpFloat
 
 # A distinctive key: any leak of it anywhere is unambiguous.
 KEY = "sk-LEAKCANARY-7f3a9c2e51d84b06"
@@ -514,6 +514,15 @@ def test_limiter_blocks_at_the_per_second_cap(tmp_path):
 
 
 # =========================================================================== adaptive chunks
+def fetch_all(chunks, on_chunk=lambda chunk: None) -> FetchSummary:
+    """Take every chunk (as an asset writes them), then the fetch's summary."""
+    summary = FetchSummary(total=0)
+    for chunk in chunks:
+        on_chunk(chunk)
+        summary = chunk.summary
+    return summary
+
+
 class WorkClock:
     """Time as the workload sets it: every finished fetch adds its cost, however fast the machine.
 
@@ -541,8 +550,8 @@ def test_chunks_grow_on_a_fast_workload(sim, make):
     items = [symbols[i % 100] for i in range(800)]
     clock = WorkClock(0.005)  # 200 items/s
     sizer = ChunkSizer(target_s=1.0, min_size=5, max_size=2000, initial=10, clock=clock)
-    summary = fetch_in_chunks(items, lambda s: clock.fetched(r.profile(s).records[0]), lambda c: None,
-                              max_in_flight=8, sizer=sizer)
+    summary = fetch_all(fetch_chunks(items, lambda s: clock.fetched(r.profile(s).records[0]), max_in_flight=8,
+                                     sizer=sizer))
     assert summary.succeeded == 800 and not summary.failures
     sizes = summary.chunk_sizes
     assert sizes[0] == 10
@@ -556,8 +565,7 @@ def test_chunks_shrink_on_a_slow_workload(sim, make):
     symbols = some_symbols(sim, 100)
     clock = WorkClock(0.025)  # 40 items/s: 4 in flight, 0.1 s each
     sizer = ChunkSizer(target_s=0.25, min_size=2, max_size=2000, initial=40, clock=clock)
-    summary = fetch_in_chunks(symbols, lambda s: clock.fetched(r.profile(s)), lambda c: None, max_in_flight=4,
-                              sizer=sizer)
+    summary = fetch_all(fetch_chunks(symbols, lambda s: clock.fetched(r.profile(s)), max_in_flight=4, sizer=sizer))
     assert summary.succeeded == 100
     sizes = summary.chunk_sizes
     assert sizes[0] == 40
@@ -572,9 +580,9 @@ def test_no_barrier_a_slow_symbol_holds_back_only_itself(sim, make):
     sim.faults.update({"slow_symbols": [slow], "slow_symbol_factor": 40})  # 4 s for the slow one
     arrivals: list[tuple[float, list[str]]] = []
     started = time.monotonic()
-    summary = fetch_in_chunks(symbols, lambda s: r.profile(s), lambda c: arrivals.append(
-        (time.monotonic() - started, [item for item, _ in c.results])), max_in_flight=4,
-        sizer=ChunkSizer(min_size=10, max_size=10, initial=10))
+    summary = fetch_all(fetch_chunks(symbols, lambda s: r.profile(s), max_in_flight=4,
+                                     sizer=ChunkSizer(min_size=10, max_size=10, initial=10)),
+                        lambda c: arrivals.append((time.monotonic() - started, [item for item, _ in c.results])))
     assert summary.succeeded == 60
     slow_at = next(t for t, items in arrivals if slow in items)
     assert slow_at >= 3.5  # its 4 s of latency: a floor, whatever the machine
@@ -589,19 +597,20 @@ def test_failing_symbol_is_reported_while_the_others_succeed(sim, make):
     bad = symbols[7]
     sim.faults.update({"failing_symbols": [bad]})
     delivered: dict[str, Profile] = {}
-    summary = r.fetch_many(symbols, lambda s: r.profile(s).records[0],
-                           lambda c: delivered.update(dict(c.results)), label="profiles")
+    summary = fetch_all(r.fetch_chunks(symbols, lambda s: r.profile(s).records[0], label="profiles"),
+                        lambda c: delivered.update(dict(c.results)))
     assert summary.succeeded == 29 and [f.item for f in summary.failures] == [bad]
     assert summary.failures[0].error.startswith("FMPTransientError") and "3 attempts" in summary.failures[0].error
     assert set(delivered) == set(symbols) - {bad}
     assert all(p == Profile.model_validate(sim.truth.profile(s)) for s, p in delivered.items())
 
 
-def test_fatal_error_stops_fetch_many_at_once(sim, make):
+def test_fatal_error_stops_fetch_chunks_at_once(sim, make):
     r = make(api_key=WRONG_KEY, max_in_flight=4)
     delivered = []
     with pytest.raises(FMPAuthError):
-        r.fetch_many(some_symbols(sim, 300), lambda s: r.profile(s), delivered.append, label="profiles")
+        fetch_all(r.fetch_chunks(some_symbols(sim, 300), lambda s: r.profile(s), label="profiles"),
+                  delivered.append)
     assert len(settled(sim, r)) <= 2 * 4  # at most what was in flight, not one call per item
     assert not delivered
 
@@ -621,8 +630,8 @@ def test_the_key_never_leaks(sim, make, caplog, tmp_path):
 
     good.profile(symbols[0])
     good.eod_bulk(date(2024, 7, 9))
-    good.fetch_many(symbols, lambda s: good.profile(s), lambda c: None, label="profiles",
-                    log=logging.getLogger("stock_assets.test").info)
+    fetch_all(good.fetch_chunks(symbols, lambda s: good.profile(s), label="profiles",
+                                log=logging.getLogger("stock_assets.test").info))
     sim.faults.update({"error_rate": 0.3, "reset_p": 0.2, "malformed_p": 0.2, "stall_p": 0.1, "stall_s": 1.0,
                        "limit_reach_p": 0.1})
     for s in symbols:  # retried calls (some may give up: that is another forced failure)
@@ -633,12 +642,12 @@ def test_the_key_never_leaks(sim, make, caplog, tmp_path):
     sim.faults.reset()
     sim.faults.update({"failing_symbols": [symbols[1]]})
     for call in (lambda: bad.profile(symbols[0]), lambda: good.profile(symbols[1]), lambda: good.dividends(""),
-                 lambda: bad.fetch_many(symbols, bad.profile, lambda c: None, label="x")):
+                 lambda: fetch_all(bad.fetch_chunks(symbols, bad.profile, label="x"))):
         try:
             call()
         except Exception as error:  # noqa: BLE001 - every exception is inspected
             raised.append(error)
-    summary = good.fetch_many(symbols, lambda s: good.profile(s), lambda c: None, label="profiles")
+    summary = fetch_all(good.fetch_chunks(symbols, lambda s: good.profile(s), label="profiles"))
     assert summary.failures  # the failing symbol, with its error text
 
     assert {type(e) for e in raised} >= {FMPAuthError, FMPTransientError, FMPQueryError}

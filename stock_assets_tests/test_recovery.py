@@ -188,3 +188,17 @@ def _noop() -> None:
 @dg.job
 def _noop_job() -> None:
     _noop()
+
+
+def test_the_latest_session_is_due_once_there_is_a_universe(platform):
+    """A sync stopped after its universe run but before its session run began leaves that day to do."""
+    from stock_assets.jobs import PlannedRun
+    from stock_assets.runner import execute
+
+    instance = platform.instance()
+    assert failed_and_missing(instance) == [PlannedRun(("symbols",))]  # nothing else before a universe
+    assert execute(instance, PlannedRun(("symbols",)), {}).success
+    day = latest_session_day().isoformat()
+    todo = {p.partition_key: p.assets for p in failed_and_missing(instance)}
+    assert todo[day] == ("daily_prices", "dividends")
+    assert [k for k in todo if k is not None and k not in SHARD_KEYS] == [day]  # and no older day

@@ -12,9 +12,9 @@ from datetime import date, datetime, timedelta
 import httpx
 import pytest
 
-from stock_assets.simulator import Faults, GroundTruth, SimConfig, SimulatorServer
-from stock_assets.simulator.app import SlidingWindowLimiter
-from stock_assets.simulator.calendar import ET
+from fmp_simulator import Faults, GroundTruth, SimConfig, SimulatorServer
+from fmp_simulator.app import SlidingWindowLimiter
+from fmp_simulator.calendar import ET
 
 KEY = "test-key-0123456789"
 NOW = datetime(2024, 7, 10, 18, 0, tzinfo=ET)  # a Wednesday, after the close
@@ -515,7 +515,7 @@ def test_latency_and_stall(sim, client):
 def test_cli_options_build_config():
     import argparse
 
-    from stock_assets.simulator import add_arguments, config_from_args
+    from fmp_simulator import add_arguments, config_from_args
 
     p = argparse.ArgumentParser()
     add_arguments(p)
@@ -538,3 +538,14 @@ def test_full_size_universe_is_unique_and_every_symbol_has_a_bulk_bar():
     assert len(syms) == len(set(syms)) == 19205
     rows = t.bulk_eod(LAST)
     assert len(rows) == 19205
+
+
+def test_the_simulator_stands_alone():
+    """It imports nothing of the product: a fake sharing the client's code could not catch its mistakes."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, fmp_simulator, fmp_simulator.server, fmp_simulator.app; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'stock_assets'))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -27,8 +27,9 @@ from stock_assets.warehouse import (
     profiles_table,
     quotes_as_prices,
     symbols_table,
+    upsert,
 )
-from stock_assets.warehouse import resource as resource_module
+from stock_assets.warehouse import duckdb_file as resource_module
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = dt.date(2024, 3, 1)
@@ -155,7 +156,7 @@ def test_delete_then_insert_same_keys_in_one_transaction(wh):
     data = prices_table(_bars(["AAA", "BBB"], 3), "eod-bulk")
     with wh.write() as conn:
         for _ in range(3):
-            wh.upsert(conn, "market.prices", data, ["symbol", "date"])
+            upsert(conn, "market.prices", data, ["symbol", "date"])
     assert wh.query("SELECT count(*) AS n FROM market.prices") == [{"n": 6}]
 
 
@@ -163,7 +164,7 @@ def test_failed_write_rolls_back(wh):
     wh.write_rows("market.prices", prices_table(_bars(["AAA"], 2), "eod-bulk"))
     with pytest.raises(RuntimeError):
         with wh.write() as conn:
-            wh.upsert(conn, "market.prices", prices_table(_bars(["AAA", "ZZZ"], 2, close=9.0), "eod-bulk"))
+            upsert(conn, "market.prices", prices_table(_bars(["AAA", "ZZZ"], 2, close=9.0), "eod-bulk"))
             raise RuntimeError("boom")
     assert wh.query("SELECT symbol, max(close) AS c FROM market.prices GROUP BY ALL") == [
         {"symbol": "AAA", "c": 2.0}]
@@ -285,8 +286,7 @@ def test_rejects_and_history_loads_are_idempotent(wh):
     assert json.loads(rows[0]["raw"]) == {"symbol": "AAA", "close": ""}
 
     assert wh.symbols_needing_history("dividends", ["KO", "PEP", "T"]) == ["KO", "PEP", "T"]
-    with wh.write() as conn:  # data and its bookkeeping in one transaction
-        wh.mark_history_loaded("dividends", ["KO", "PEP"], dt.date(2000, 1, 1), DAY, conn=conn)
+    wh.write_dividend_history(["KO", "PEP"], DAY, [])  # data and its bookkeeping in one transaction
     wh.mark_history_loaded("dividends", ["PEP"], dt.date(2000, 1, 1), DAY)
     wh.mark_history_loaded("prices", ["T"], dt.date(2010, 1, 1), DAY)
     assert wh.symbols_needing_history("dividends", ["KO", "PEP", "T"]) == ["T"]

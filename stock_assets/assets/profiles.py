@@ -22,16 +22,13 @@ import pyarrow.parquet as pq
 from filelock import FileLock
 
 from stock_assets import checks as checks_mod
-from stock_assets.assets.common import (
-    FMP_POOL, FetchConfig, count_items, fetch_and_write, observe, verdict)
+from stock_assets.assets.common import FMP_POOL, FetchConfig
+from stock_assets.assets.materialization import Materialization
 from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPPlanError, FMPResource, get_plan
 from stock_assets.partitions import symbol_shards
 from stock_assets.resources import SyncSettings
-from stock_assets.run_stats import RunStats
 from stock_assets.warehouse import WarehouseResource, profiles_table
-
-PROFILE_KEY = ("symbol",)
 MAX_BULK_PARTS = 50  # FMP gives no part count; stop well past any real one
 
 
@@ -55,65 +52,43 @@ def is_due(symbol: str, fetched_at: dt.datetime | None, today: dt.date, max_age_
                       "refresh (each on its own day of the cache age): market.company_profiles.")
 def company_profiles(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,
                      warehouse: WarehouseResource, settings: SyncSettings) -> dg.MaterializeResult:
-    with observe(context, fmp, warehouse) as stats:
-        result = _company_profiles(context, config, fmp, warehouse, settings, stats)
-    return result
+    with Materialization(context, fmp, warehouse, settings) as m:
+        today = dt.datetime.now(dt.timezone.utc).date()
+        with m.stats.phase("plan"):
+            shard_symbols = sorted(warehouse.universe_symbols(shard=m.partition_key))
+            fetched = warehouse.profiles_fetched_at(shard_symbols)
+            due = shard_symbols if config.refresh else [
+                s for s in shard_symbols if is_due(s, fetched.get(s), today, settings.profile_max_age_days)]
+        fresh = len(shard_symbols) - len(due)
+        m.stats.items_skipped = fresh
+        if fresh:
+            m.stats.optimized("company cache", len(shard_symbols), fresh, fresh)
+        if not (due and get_plan(fmp.plan).serves("profile-bulk") and from_bulk(m, due, today)):
+            m.stats.route = "profile"
+            summary = m.fetch_and_write(due, fmp.profile, lambda got: warehouse.write_profiles(
+                got.records, rejects=got.rejects, run_id=m.run_id), label=f"profiles {m.partition_key}")
+            m.count_items(summary.total, [f.item for f in summary.failures])
+        return m.result([checks_mod.profiles_fresh(warehouse, m.partition_key, settings.profile_max_age_days)])
 
 
-def _fresh_check(context, warehouse: WarehouseResource, settings: SyncSettings) -> list[dg.AssetCheckResult]:
-    return [checks_mod.profiles_fresh(warehouse, context.partition_key, settings.profile_max_age_days)]
-
-
-def _company_profiles(context, config: FetchConfig, fmp: FMPResource, warehouse: WarehouseResource,
-                      settings: SyncSettings, stats: RunStats) -> dg.MaterializeResult:
-    today = dt.datetime.now(dt.timezone.utc).date()
-    max_age = settings.profile_max_age_days
-    with stats.phase("plan"):
-        shard_symbols = sorted(warehouse.universe_symbols(shard=context.partition_key))
-        fetched = warehouse.profiles_fetched_at(shard_symbols)
-        due = shard_symbols if config.refresh else [
-            s for s in shard_symbols if is_due(s, fetched.get(s), today, max_age)]
-    fresh = len(shard_symbols) - len(due)
-    stats.items_skipped = fresh
-    if fresh:
-        stats.optimized("company cache", len(shard_symbols), fresh, fresh)
-    if due and get_plan(fmp.plan).serves("profile-bulk"):
-        try:
-            _from_bulk(context, fmp, warehouse, stats, due, today)
-            return verdict(context, stats, settings, _fresh_check(context, warehouse, settings))
-        except FMPPlanError as error:
-            note = "profile-bulk is not in the plan (402); falling back to per-symbol profile calls"
-            stats.notes.append(note)
-            context.log.warning(f"{note}: {error}")
-    stats.route = "profile"
-
-    def write(conn, results) -> int:
-        now = dt.datetime.now(dt.timezone.utc)
-        profiles = [p for _, parsed in results for p in parsed.records]
-        warehouse.upsert(conn, "market.company_profiles", profiles_table(profiles, now), PROFILE_KEY)
-        return len(profiles)
-
-    summary = fetch_and_write(context, fmp, warehouse, stats, due, fmp.profile, write,
-                              label=f"profiles {context.partition_key}")
-    count_items(stats, summary.total, [f.item for f in summary.failures])
-    return verdict(context, stats, settings, _fresh_check(context, warehouse, settings))
-
-
-def _from_bulk(context, fmp: FMPResource, warehouse: WarehouseResource, stats: RunStats,
-               due: list[str], today: dt.date) -> None:
-    stats.route = "profile-bulk"
-    with stats.phase("fetch") as phase:
-        table = bulk_profiles(fmp, Path(warehouse.database).parent / "cache" / "profile-bulk", today,
-                              context.log.info)
-        table = table.filter(pc.is_in(table["symbol"], value_set=pa.array(due)))
-        phase.items = phase.succeeded = table.num_rows
-    with stats.phase("write") as phase:
-        with warehouse.write() as conn:
-            warehouse.upsert(conn, "market.company_profiles", table, PROFILE_KEY)
-        phase.items = phase.succeeded = table.num_rows
-    stats.rows_written = table.num_rows
-    count_items(stats, len(due), [])
-    stats.optimized("bulk profiles", len(due), len(due), max(0, len(due) - stats.api_calls))
+def from_bulk(m: Materialization, due: list[str], today: dt.date) -> bool:
+    """The due profiles from today's cached `profile-bulk`; False when the plan refuses it (402)."""
+    try:
+        with m.stats.phase("fetch") as phase:
+            table = bulk_profiles(m.fmp, Path(m.warehouse.database).parent / "cache" / "profile-bulk", today,
+                                  m.log)
+            table = table.filter(pc.is_in(table["symbol"], value_set=pa.array(due)))
+            phase.items = phase.succeeded = table.num_rows
+    except FMPPlanError as error:
+        note = "profile-bulk is not in the plan (402); falling back to per-symbol profile calls"
+        m.stats.notes.append(note)
+        m.warn(f"{note}: {error}")
+        return False
+    m.stats.route = "profile-bulk"
+    m.write(lambda: m.warehouse.write_profiles(table), table.num_rows)
+    m.count_items(len(due))
+    m.stats.optimized("bulk profiles", len(due), len(due), max(0, len(due) - m.stats.api_calls))
+    return True
 
 
 def bulk_profiles(fmp: FMPResource, cache_dir: Path, today: dt.date, log) -> pa.Table:

@@ -6,13 +6,12 @@ from pathlib import Path
 import dagster as dg
 
 from stock_assets import checks as checks_mod
-from stock_assets.assets.common import FMP_POOL, observe
-from stock_assets.fmp import FMPResource
-from stock_assets.fmp.records import ScreenerRow
+from stock_assets.assets.common import FMP_POOL
+from stock_assets.assets.materialization import Materialization
+from stock_assets.fmp import FMPResource, ScreenerRow
 from stock_assets.partitions import shard_of
 from stock_assets.resources import SyncSettings
-from stock_assets.run_stats import RunStats
-from stock_assets.warehouse import WarehouseResource, symbols_table
+from stock_assets.warehouse import WarehouseResource
 
 SCREENER_PAGE = 10_000
 
@@ -44,34 +43,23 @@ def _wanted(settings: SyncSettings) -> set[str] | None:
                       "from FMP's company screener, each symbol with its shard: market.symbols.")
 def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: WarehouseResource,
             settings: SyncSettings) -> dg.MaterializeResult:
-    with observe(context, fmp, warehouse) as stats:
-        result = _symbols(context, fmp, warehouse, settings, stats)
-    return result
-
-
-def _symbols(context, fmp: FMPResource, warehouse: WarehouseResource, settings: SyncSettings,
-             stats: RunStats) -> dg.MaterializeResult:
-    stats.route = "company-screener"
-    wanted = _wanted(settings)
-    by_symbol: dict[str, ScreenerRow] = {}
-    with stats.phase("fetch") as phase:
-        for exchange in settings.exchanges:
-            rows, rejects = screen_exchange(fmp, exchange, settings.include_etfs)
-            stats.rejects += rejects
-            by_symbol.update((row.symbol, row) for row in rows
-                             if wanted is None or row.symbol.upper() in wanted)
-        phase.items = phase.succeeded = len(by_symbol)
-    if not by_symbol:
-        raise dg.Failure(f"The screener returned no symbols for {settings.exchanges}: check the "
-                         f"exchange names (NYSE, NASDAQ, AMEX) or the symbol file.")
-    with stats.phase("write") as phase:
-        table = symbols_table(sorted(by_symbol.values(), key=lambda r: r.symbol), shard_of)
-        warehouse.replace_symbols(table)
-        phase.items = phase.succeeded = table.num_rows
-    stats.items_total = stats.items_succeeded = stats.rows_written = table.num_rows
-    shards = {shard_of(s) for s in by_symbol}
-    context.log.info(f"Universe: {table.num_rows} symbols in {len(shards)} shards "
-                     f"from {', '.join(settings.exchanges)}.")
-    return dg.MaterializeResult(metadata={**stats.metadata(), "dagster/row_count": table.num_rows,
-                                          "shards": len(shards)},
-                                check_results=[checks_mod.no_duplicates(warehouse, "market.symbols")])
+    with Materialization(context, fmp, warehouse, settings) as m:
+        m.stats.route = "company-screener"
+        wanted = _wanted(settings)
+        by_symbol: dict[str, ScreenerRow] = {}
+        with m.stats.phase("fetch") as phase:
+            for exchange in settings.exchanges:
+                rows, rejects = screen_exchange(fmp, exchange, settings.include_etfs)
+                m.stats.rejects += rejects
+                by_symbol.update((row.symbol, row) for row in rows
+                                 if wanted is None or row.symbol.upper() in wanted)
+            phase.items = phase.succeeded = len(by_symbol)
+        if not by_symbol:
+            raise dg.Failure(f"The screener returned no symbols for {settings.exchanges}: check the "
+                             f"exchange names (NYSE, NASDAQ, AMEX) or the symbol file.")
+        rows = sorted(by_symbol.values(), key=lambda r: r.symbol)
+        m.write(lambda: warehouse.write_universe(rows, shard_of), len(rows))
+        m.count_items(len(rows))
+        shards = {shard_of(s) for s in by_symbol}
+        m.log(f"Universe: {len(rows)} symbols in {len(shards)} shards from {', '.join(settings.exchanges)}.")
+        return m.result([checks_mod.no_duplicates(warehouse, "market.symbols")], shards=len(shards))

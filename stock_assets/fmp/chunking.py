@@ -17,29 +17,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from stock_assets.fmp.errors import FMPAuthError, FMPBandwidthError, FMPForbiddenError, FMPPlanError
+from stock_assets.fmp.errors import FMPError
 
 T = TypeVar("T")  # an item
 V = TypeVar("V")  # what fetching it returned
 
-# Errors that will be the same for every item: stop at once rather than
-# spending thousands of calls to learn it thousands of times. A 402 (the plan
-# lacks the endpoint) goes up too, so the caller can take a cheaper route.
-FATAL_ERRORS = (FMPAuthError, FMPForbiddenError, FMPBandwidthError, FMPPlanError)
 
 
 @dataclass(frozen=True)
 class ItemFailure(Generic[T]):
     item: T
     error: str
-
-
-@dataclass
-class Chunk(Generic[T, V]):
-    index: int
-    results: list[tuple[T, V]]
-    failures: list[ItemFailure[T]]
-    elapsed_s: float  # time the chunk took to fill
 
 
 @dataclass
@@ -53,6 +41,15 @@ class FetchSummary(Generic[T]):
     @property
     def failed(self) -> int:
         return len(self.failures)
+
+
+@dataclass
+class Chunk(Generic[T, V]):
+    index: int
+    results: list[tuple[T, V]]
+    failures: list[ItemFailure[T]]
+    elapsed_s: float  # time the chunk took to fill
+    summary: FetchSummary[T]  # the whole fetch so far, this chunk included
 
 
 @dataclass
@@ -104,83 +101,90 @@ class Progress:
                  f"{rate:.1f} items/s, ETA {eta_text}")
 
 
-def fetch_in_chunks(
+def fetch_chunks(
     items: Sequence[T] | Iterable[T],
     fetch_one: Callable[[T], V],
-    on_chunk: Callable[[Chunk[T, V]], Any],
     *,
     max_in_flight: int = 8,
     sizer: ChunkSizer | None = None,
     label: str = "fetch",
     log: Callable[[str], None] = lambda message: None,
     progress_every_s: float = 10.0,
-) -> FetchSummary[T]:
-    """Fetch every item; hand results back in adaptive chunks through `on_chunk`.
+) -> Iterator[Chunk[T, V]]:
+    """Fetch every item; yield the results in adaptive chunks as they complete.
 
-    `on_chunk` runs in the calling thread (where writes belong: DuckDB allows
-    one writer) while the workers keep fetching. Items whose fetch still fails
-    after the client's retries are reported in the chunk and the summary, not
-    raised; errors that would fail every item (a bad key) stop the fetch.
+    The caller writes each chunk while the workers keep fetching (in the
+    caller's thread, where writes belong: DuckDB allows one writer). Items
+    whose fetch still fails after the client's retries are reported in the
+    chunk and in `chunk.summary`, not raised; an error that would fail every
+    item (`FMPError.stops_fetch`: a bad key) stops the fetch at once.
     """
     items = list(items)
-    sizer = sizer or ChunkSizer()
-    summary: FetchSummary[T] = FetchSummary(total=len(items))
+    cutter = _ChunkCutter(FetchSummary(total=len(items)), sizer or ChunkSizer())
     progress = Progress(label, len(items), log, progress_every_s)
-    clock = sizer.clock
-    started = clock()
     pending_items = iter(items)
-
     with _thread_pool(max_in_flight, label) as pool:
         in_flight: dict[Future, T] = {}
-
-        def top_up() -> None:
+        while True:
             # Keep the pool a little more than busy; never queue all items at
-            # once, so a fatal error leaves nothing queued to cancel.
-            while len(in_flight) < 2 * max_in_flight:
-                item = next(pending_items, _END)
-                if item is _END:
-                    return
+            # once, so a fatal error leaves little queued to cancel.
+            while len(in_flight) < 2 * max_in_flight and (item := next(pending_items, _END)) is not _END:
                 in_flight[pool.submit(fetch_one, item)] = item
-
-        results: list[tuple[T, V]] = []
-        failures: list[ItemFailure[T]] = []
-        chunk_started = clock()
-
-        def emit() -> None:
-            nonlocal results, failures, chunk_started
-            # The next chunk is timed from here: the workers go on fetching
-            # while on_chunk writes this one.
-            boundary = clock()
-            chunk = Chunk(len(summary.chunk_sizes), results, failures, boundary - chunk_started)
-            summary.chunk_sizes.append(len(results) + len(failures))
-            summary.succeeded += len(results)
-            summary.failures.extend(failures)
-            sizer.observe(len(results) + len(failures), chunk.elapsed_s)
-            results, failures, chunk_started = [], [], boundary
-            on_chunk(chunk)
-
-        top_up()
-        while in_flight:
+            if not in_flight:
+                break
             done, _ = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
             for future in done:
                 item = in_flight.pop(future)
                 error = future.exception()
-                if error is None:
-                    results.append((item, future.result()))
-                elif isinstance(error, FATAL_ERRORS):
-                    _cancel(in_flight)
+                if isinstance(error, FMPError) and error.stops_fetch:
                     raise error
-                else:
-                    failures.append(ItemFailure(item, _describe(error)))
-                if len(results) + len(failures) >= sizer.size:
-                    emit()
-            top_up()
-            if not in_flight and (results or failures):
-                emit()
-            progress.update(summary.succeeded + len(results), summary.failed + len(failures))
-    summary.elapsed_s = clock() - started
-    progress.update(summary.succeeded, summary.failed, force=True)
-    return summary
+                cutter.add(item, future.result() if error is None else None, error)
+                if cutter.full():  # cut at exactly the size, however many completed together
+                    yield cutter.cut()
+            progress.update(*cutter.done())
+    if cutter.pending():
+        yield cutter.cut()
+    progress.update(*cutter.done(), force=True)
+
+
+class _ChunkCutter(Generic[T, V]):
+    """Results gathered into chunks of the sizer's size, each timed for the sizer."""
+
+    def __init__(self, summary: FetchSummary[T], sizer: ChunkSizer):
+        self.summary, self.sizer = summary, sizer
+        self.started = self.chunk_started = sizer.clock()
+        self.results: list[tuple[T, V]] = []
+        self.failures: list[ItemFailure[T]] = []
+
+    def add(self, item: T, value: V | None, error: BaseException | None) -> None:
+        if error is None:
+            self.results.append((item, value))
+        else:
+            self.failures.append(ItemFailure(item, _describe(error)))
+
+    def pending(self) -> int:
+        return len(self.results) + len(self.failures)
+
+    def full(self) -> bool:
+        return self.pending() >= self.sizer.size
+
+    def done(self) -> tuple[int, int]:
+        return self.summary.succeeded + len(self.results), self.summary.failed + len(self.failures)
+
+    def cut(self) -> Chunk:
+        # The next chunk is timed from here: the workers go on fetching while
+        # the caller writes this one.
+        boundary = self.sizer.clock()
+        summary = self.summary
+        chunk = Chunk(len(summary.chunk_sizes), self.results, self.failures, boundary - self.chunk_started,
+                      summary)
+        summary.chunk_sizes.append(self.pending())
+        summary.succeeded += len(self.results)
+        summary.failures.extend(self.failures)
+        summary.elapsed_s = boundary - self.started
+        self.sizer.observe(self.pending(), chunk.elapsed_s)
+        self.results, self.failures, self.chunk_started = [], [], boundary
+        return chunk
 
 
 _END: Any = object()
@@ -198,11 +202,6 @@ def _thread_pool(workers: int, label: str) -> Iterator[ThreadPoolExecutor]:
         yield pool
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _cancel(in_flight: dict[Future, Any]) -> None:
-    for future in in_flight:
-        future.cancel()
 
 
 def _describe(error: BaseException) -> str:

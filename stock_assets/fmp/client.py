@@ -24,7 +24,7 @@ from pydantic import Field, PrivateAttr
 
 from stock_assets.fmp import errors
 from stock_assets.fmp.accounting import CallLog, CallRecord
-from stock_assets.fmp.chunking import Chunk, ChunkSizer, FetchSummary, fetch_in_chunks
+from stock_assets.fmp.chunking import Chunk, ChunkSizer, fetch_chunks
 from stock_assets.fmp.limiter import SharedRateLimiter, interval_rates, pace_rates
 from stock_assets.fmp.plans import get_plan
 from stock_assets.fmp.records import (
@@ -301,14 +301,13 @@ class FMPResource(ConfigurableResource):
         return _parse_csv(Profile, rows, "profile-bulk", f"part {part}")
 
     # ---- many items --------------------------------------------------------
-    def fetch_many(self, items: Sequence[T], fetch_one: Callable[[T], V],
-                   on_chunk: Callable[[Chunk[T, V]], Any], *, label: str,
-                   log: Callable[[str], None] | None = None) -> FetchSummary[T]:
-        """Fetch items concurrently under the shared limit; results arrive in adaptive chunks."""
+    def fetch_chunks(self, items: Sequence[T], fetch_one: Callable[[T], V], *, label: str,
+                     log: Callable[[str], None] | None = None) -> Iterator[Chunk[T, V]]:
+        """Fetch items concurrently under the shared limit; the results come in adaptive chunks."""
         self._ensure_started()
         sizer = ChunkSizer(target_s=self.chunk_target_s, min_size=self.chunk_min, max_size=self.chunk_max)
-        return fetch_in_chunks(items, fetch_one, on_chunk, max_in_flight=self.max_in_flight,
-                               sizer=sizer, label=label, log=log or self._log or logger.info)
+        return fetch_chunks(items, fetch_one, max_in_flight=self.max_in_flight, sizer=sizer, label=label,
+                            log=log or self._log or logger.info)
 
 
 # ---- helpers ---------------------------------------------------------------

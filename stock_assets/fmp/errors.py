@@ -8,9 +8,16 @@ from __future__ import annotations
 
 
 class FMPError(Exception):
-    """Base of every error the FMP client raises."""
+    """Base of every error the FMP client raises.
 
-    retryable = False
+    `stops_fetch`: the error would be the same for every item (a rejected key,
+    a plan without the endpoint, a spent bandwidth cap), so a fetch of many
+    items stops at once rather than spending thousands of calls to learn it
+    thousands of times. A 402 goes up too, so the caller can take a cheaper
+    route.
+    """
+
+    stops_fetch = False
 
     def __init__(self, message: str, *, endpoint: str = "", status: int | None = None):
         super().__init__(message)
@@ -21,13 +28,19 @@ class FMPError(Exception):
 class FMPAuthError(FMPError):
     """401: the key is missing or invalid. Never retried."""
 
+    stops_fetch = True
+
 
 class FMPForbiddenError(FMPError):
     """403: a legacy path, or a key FMP has restricted. Never retried."""
 
+    stops_fetch = True
+
 
 class FMPPlanError(FMPError):
     """402: the plan lacks this endpoint or parameter. Callers fall back to a cheaper route."""
+
+    stops_fetch = True
 
 
 class FMPQueryError(FMPError):
@@ -37,17 +50,15 @@ class FMPQueryError(FMPError):
 class FMPRateLimitError(FMPError):
     """429 (or a 200 carrying `Limit Reach`) that persisted through every retry."""
 
-    retryable = True
-
 
 class FMPBandwidthError(FMPError):
     """The trailing 30-day bandwidth cap: waiting minutes will not help."""
 
+    stops_fetch = True
+
 
 class FMPTransientError(FMPError):
     """5xx, timeouts, resets, truncated or malformed bodies that persisted through every retry."""
-
-    retryable = True
 
 
 def error_for_status(status: int, endpoint: str, fmp_message: str) -> FMPError:

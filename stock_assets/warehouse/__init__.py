@@ -1,4 +1,5 @@
-"""The DuckDB warehouse: schema, Arrow table builders and the Dagster resource."""
+"""The DuckDB warehouse: its schema, the Dagster resource with typed reads and writes, and the
+file layer beneath it (short connections shared by processes, lock waits, bulk upserts)."""
 
 from .arrow import (
     SOURCE_BATCH_QUOTE,
@@ -13,19 +14,21 @@ from .arrow import (
     symbols_table,
     utc_naive,
 )
-from .resource import (
+from .duckdb_file import (
     COMMAND_ENV,
     DEFAULT_DATABASE,
+    DuckDBFile,
     WarehouseLockedError,
-    WarehouseResource,
     lock_wait_stats,
     upsert,
 )
+from .resource import WarehouseResource
 from .schema import TABLES, arrow_schema, ensure_schema
 
 __all__ = [
     "COMMAND_ENV",
     "DEFAULT_DATABASE",
+    "DuckDBFile",
     "SOURCE_BATCH_QUOTE",
     "SOURCE_EOD_BULK",
     "SOURCE_HISTORICAL",

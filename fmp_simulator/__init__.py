@@ -2,7 +2,7 @@
 Financial Modeling Prep's ``/stable/`` API, with seeded deterministic data,
 plan gating, limits, injectable faults and a ground-truth API.
 
-    from stock_assets.simulator import SimConfig, Faults, SimulatorServer, GroundTruth
+    from fmp_simulator import SimConfig, Faults, SimulatorServer, GroundTruth
     with SimulatorServer(SimConfig(n_symbols=200, api_keys=("k",))) as sim:
         sim.base_url, sim.control_url, sim.faults, sim.requests(), sim.truth
 """

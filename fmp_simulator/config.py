@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any, Callable
 
-from stock_assets.fmp.plans import get_plan
+from .plans import get_plan
 
 
 @dataclass

@@ -232,8 +232,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[SimConfig, str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m stock_assets.simulator``: the same options as ``stock-assets simulate``."""
-    parser = argparse.ArgumentParser(prog="python -m stock_assets.simulator", description="Serve the FMP simulator.")
+    """``python -m fmp_simulator``: the same options as ``stock-assets simulate``."""
+    parser = argparse.ArgumentParser(prog="python -m fmp_simulator", description="Serve the FMP simulator.")
     add_arguments(parser)
     cfg, host, port = config_from_args(parser.parse_args(argv))
     serve(cfg, host, port)
