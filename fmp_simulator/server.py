@@ -124,6 +124,24 @@ class SimulatorServer:
     def requests(self, path: str | None = None) -> list[dict]:
         return self.state.log.list(path)
 
+    def settled_requests(self, path: str | None = None, *, at_least: int = 0, quiet_s: float = 0.2,
+                         timeout_s: float = 15.0) -> list[dict]:
+        """The request log once it holds `at_least` entries and nothing was added for `quiet_s`.
+
+        An entry lands as its response completes (a stalled one only when its
+        stall ends), which can be just after the client has what it needed.
+        """
+        deadline = time.monotonic() + timeout_s
+        log, stable_since = self.requests(path), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            now = self.requests(path)
+            if len(now) != len(log):
+                log, stable_since = now, time.monotonic()
+            elif len(log) >= at_least and time.monotonic() - stable_since >= quiet_s:
+                break
+        return log
+
     def clear_requests(self) -> None:
         self.state.log.clear()
 

@@ -87,7 +87,8 @@ def session_day(text: str | None) -> dt.date | None:
 def _interrupted(stop, config: Config, command: str, batch_id: str) -> int:
     """After Ctrl-C or SIGTERM: mark what was left in progress, say what happened and what next."""
     from stock_assets.home import open_instance
-    from stock_assets.runner import reap_dead_runs, runs_of_batch
+    from stock_assets.instance_health import reap_dead_runs
+    from stock_assets.runner import runs_of_batch
 
     instance = open_instance(config.dagster_home)
     reap_dead_runs(instance)
@@ -147,16 +148,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_backfill_failed(args: argparse.Namespace) -> int:
     config = Config.from_env()
-    from stock_assets.recovery import check_asset_names
+    from stock_assets.plan import check_asset_names
 
     only = check_asset_names(args.asset) if args.asset else None
     from stock_assets.assets.common import FMP_POOL
     from stock_assets.home import command_lock, open_instance
     from stock_assets.local_api import fmp_environment
     from stock_assets.progress import reporter_for
-    from stock_assets.recovery import failed_and_missing, new_backfill_id, relaunch
+    from stock_assets.instance_health import prepare
+    from stock_assets.plan import failed_and_missing
+    from stock_assets.recovery import new_backfill_id, relaunch
     from stock_assets.resources import warehouse_resource
-    from stock_assets.runner import Interrupted, interruptible, prepare
+    from stock_assets.runner import Interrupted, interruptible
 
     backfill_id = new_backfill_id()
     with command_lock(config.dagster_home, "backfill-failed"), fmp_environment(config):
@@ -197,7 +200,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     with fmp_environment(config):
         command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",
                    "-h", args.host, "-p", str(args.port)]
-        return subprocess.call(command, env=os.environ.copy())
+        return subprocess.call(command, env={**os.environ, "DAGSTER_HOME": str(config.dagster_home)})
 
 
 def build_parser() -> argparse.ArgumentParser:

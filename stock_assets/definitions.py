@@ -1,17 +1,28 @@
-"""The code location: `dagster dev` and `dg` load `defs` from here."""
+"""The code location: `dagster dev` and `dg` load `defs` from here.
+
+`defs` is a `@dg.definitions` function: the configuration is read when
+Dagster loads the code location, not when this module is imported. The key
+reaches the FMP resource as `EnvVar("FMP_API_KEY")`, resolved by Dagster in
+each step process, so the UI and run config show the variable's name, never
+its value.
+"""
 
 import dagster as dg
 
 from stock_assets.assets import ALL_ASSETS
+from stock_assets.config import Config
 from stock_assets.housekeeping import housekeeping
 from stock_assets.jobs import session_job, shards_job, universe_job
 from stock_assets.resources import all_resources
 from stock_assets.schedules import daily_sync_schedule, sync_after_universe
 
-defs = dg.Definitions(
-    assets=ALL_ASSETS,
-    jobs=[universe_job, session_job, shards_job],
-    schedules=[daily_sync_schedule],
-    sensors=[sync_after_universe, housekeeping],
-    resources=all_resources(),
-)
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        jobs=[universe_job, session_job, shards_job],
+        schedules=[daily_sync_schedule],
+        sensors=[sync_after_universe, housekeeping],
+        resources=all_resources(Config.from_env()),
+    )

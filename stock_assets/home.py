@@ -36,9 +36,8 @@ class InstanceBusy(CommandError):
 def open_instance(home: Path) -> dg.DagsterInstance:
     """The persistent instance at `home` (created if missing), its storage set up by one process."""
     home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)  # what Dagster and the worker processes read
     with FileLock(home / SETUP_LOCK):
-        return dg.DagsterInstance.get()
+        return dg.DagsterInstance.from_config(str(home))
 
 
 @contextmanager

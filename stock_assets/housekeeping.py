@@ -18,7 +18,7 @@ import time
 
 import dagster as dg
 
-from stock_assets.runner import IN_PROGRESS, free_stale_slots, reap_dead_runs
+from stock_assets.instance_health import IN_PROGRESS, free_stale_slots, reap_dead_runs
 from stock_assets.warehouse import WarehouseResource
 
 REPUBLISH_DURING_RUNS_S = 15 * 60

@@ -18,8 +18,8 @@ However the command ends, its workers end with it:
   (`Workers.stop`) and marks any run they left in progress as failed.
 
 A run whose process was killed (SIGKILL, a crash, a power cut) stays STARTED
-in the instance: `reap_dead_runs` finds such runs by their pid tag and marks
-them FAILED, and frees any concurrency slot they held.
+in the instance: `instance_health.reap_dead_runs` finds such runs by their
+pid tag and marks them FAILED, and frees any concurrency slot they held.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import multiprocessing
 import os
 import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -40,16 +39,11 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 
 import dagster as dg
-from dagster import DagsterRunStatus
 
-from stock_assets.errors import CommandError
-from stock_assets.jobs import PlannedRun
-from stock_assets.tags import BACKFILL_TAG, HOST_TAG, PID_TAG, SYNC_TAG
-from stock_assets.warehouse import COMMAND_ENV
+from stock_assets.instance_health import RUNS_AT_ONCE, process_tags, reap_dead_runs
+from stock_assets.plan import PlannedRun
+from stock_assets.tags import BACKFILL_TAG, SYNC_TAG
 
-RUNS_AT_ONCE = 2
-IN_PROGRESS = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED,
-               DagsterRunStatus.QUEUED, DagsterRunStatus.CANCELING]
 # The terminal shows the command's own lines; Dagster's step-by-step events stay
 # in the instance (the UI shows them), and its console stays quiet: a failure is
 # summed up by the command in a few lines.
@@ -82,50 +76,7 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
-# -- processes and their runs ---------------------------------------------------
-
-def process_tags() -> dict[str, str]:
-    """Tags that let a later process tell whether this one is still alive."""
-    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A killed process nobody has collected yet still answers kill(0); Linux says it is a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
-    """Mark FAILED the in-progress runs of this host whose process no longer exists.
-
-    Their concurrency slots are freed too: without the daemon, nothing else would.
-    """
-    reaped = []
-    for run in instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS)):
-        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
-        if pid is None or host != socket.gethostname() or int(pid) == os.getpid() or alive(int(pid)):
-            continue
-        instance.report_run_failed(
-            run, message=f"The process running this run (pid {pid}) is gone: it was killed or "
-                         f"crashed. Its partitions are marked failed; `stock-assets backfill-failed` "
-                         f"fetches what is missing.")
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        reaped.append(run.run_id)
-    return reaped
-
+# -- what became of a run -----------------------------------------------------------
 
 def runs_of_batch(instance: dg.DagsterInstance, batch_id: str) -> list[dg.DagsterRun]:
     """The runs of one sync or backfill, oldest first."""
@@ -159,65 +110,6 @@ def _first_line(error) -> str:
     line = message.splitlines()[0] if message else root.cls_name or "error"
     return line.split(": ", 1)[1] if line.startswith(f"{root.cls_name}: ") or re.match(
         rf"^[\w.]+\.{re.escape(root.cls_name or '-')}: ", line) else line
-
-
-# -- the fmp pool ------------------------------------------------------------------------
-
-class PoolBusy(CommandError):
-    """Live runs hold every slot of the pool the sync's runs need."""
-
-
-def free_stale_slots(instance: dg.DagsterInstance) -> list[str]:
-    """Free the concurrency slots (claimed or queued for) of runs no longer in progress.
-
-    A step whose process was killed never gives its slot back, and only the
-    daemon's run monitoring would free it; every later step of the pool would
-    wait for it forever.
-    """
-    storage = instance.event_log_storage
-    freed = []
-    for run_id in sorted(storage.get_concurrency_run_ids()):
-        run = instance.get_run_by_id(run_id)
-        if run is None or run.status not in IN_PROGRESS:
-            storage.free_concurrency_slots_for_run(run_id)
-            freed.append(run_id)
-    return freed
-
-
-def pool_holders(instance: dg.DagsterInstance, pool: str) -> list[dg.DagsterRun]:
-    """Runs in progress that use the pool: each takes one of its slots (run granularity)."""
-    running = instance.get_runs(dg.RunsFilter(statuses=[
-        DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]))
-    return [r for r in running if r.run_op_concurrency and pool in (r.run_op_concurrency.all_pools or ())]
-
-
-def runs_the_pool_admits(instance: dg.DagsterInstance, pool: str, wanted: int = RUNS_AT_ONCE) -> int:
-    """How many runs may start now; `PoolBusy` names the runs that hold the pool when none may."""
-    limit = instance.event_log_storage.get_concurrency_info(pool).limit
-    if limit is None:
-        limit = instance.global_op_concurrency_default_limit
-    if limit is None:
-        return wanted
-    holders = pool_holders(instance, pool)
-    if len(holders) >= limit:
-        names = "; ".join(f"{r.run_id[:8]} ({r.job_name}"
-                          f"{', ' + r.tags['dagster/partition'] if 'dagster/partition' in r.tags else ''}"
-                          f", {r.status.value})" for r in holders)
-        raise PoolBusy(f"The `{pool}` pool admits {limit} run(s) at once and these hold it: {names}. "
-                       f"Wait for them to end, or terminate them in the Dagster UI (Runs), then run this again.")
-    return min(wanted, limit - len(holders))
-
-
-def prepare(instance: dg.DagsterInstance, pool: str, say) -> int:
-    """Before starting runs: reap dead runs, free stale slots; returns the runs the pool admits."""
-    reaped = reap_dead_runs(instance)
-    if reaped:
-        say(f"Marked {len(reaped)} run(s) of killed processes as failed: {', '.join(r[:8] for r in reaped)}")
-    freed = free_stale_slots(instance)
-    if freed:
-        say(f"Freed the concurrency slots still held by {len(freed)} finished run(s): "
-            f"{', '.join(r[:8] for r in freed)}")
-    return runs_the_pool_admits(instance, pool)
 
 
 # -- one run in this process ------------------------------------------------------
@@ -277,7 +169,7 @@ class Workers:
         for worker in self._workers:
             if worker not in busy and worker.process.is_alive():
                 return worker
-        worker = _Worker(self._context)
+        worker = _Worker(self._context, self._instance.root_directory)
         self._workers.append(worker)
         return worker
 
@@ -292,10 +184,12 @@ class Workers:
         """End every worker: ask nicely when all went well; else interrupt, wait, kill."""
         for worker in self._workers:
             if worker.process.is_alive():
-                if graceful:
-                    worker.send(None)
-                else:
-                    worker.process.terminate()  # SIGTERM: the worker fails its run and exits
+                if not graceful:
+                    # SIGTERM interrupts the run in progress (Dagster ends it FAILURE); Dagster
+                    # takes the signal over while it executes a run, so the worker may not see it
+                    # itself: the stop message below is what it reads once its run has ended.
+                    worker.process.terminate()
+                worker.send(None)
         deadline = time.monotonic() + STOP_GRACE_S
         for worker in self._workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
@@ -307,17 +201,11 @@ class Workers:
 
 
 class _Worker:
-    def __init__(self, context):
+    def __init__(self, context, home: str):
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, os.getpid()), daemon=False,
+        self.process = context.Process(target=_worker_main, args=(child, os.getpid(), home), daemon=False,
                                        name="stock-assets-worker")
-        # Marked as this command's, so that its turns at the warehouse file are
-        # never taken for an outside holder's (by it, its siblings or this process).
-        os.environ[COMMAND_ENV] = str(os.getpid())
-        try:
-            self.process.start()
-        finally:
-            del os.environ[COMMAND_ENV]
+        self.process.start()
         child.close()
 
     def send(self, message) -> None:
@@ -327,12 +215,12 @@ class _Worker:
             pass  # it died: `map` sees its sentinel
 
 
-def _worker_main(conn, parent_pid: int) -> None:
+def _worker_main(conn, parent_pid: int, home: str) -> None:
     """A worker: execute what the parent sends until told to stop, interrupted, or orphaned."""
     _end_with_parent(parent_pid)
     _interrupt_once_on(signal.SIGTERM, signal.SIGINT)
     try:
-        instance = dg.DagsterInstance.get()
+        instance = dg.DagsterInstance.from_config(home)
         while True:
             message = conn.recv()
             if message is None:

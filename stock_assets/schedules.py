@@ -10,7 +10,8 @@ runs the same plan headless.
 import dagster as dg
 
 from stock_assets.partitions import latest_session_day
-from stock_assets.jobs import plan_after_universe, session_job, shards_job, universe_job
+from stock_assets.jobs import session_job, shards_job, universe_job
+from stock_assets.plan import plan_after_universe
 from stock_assets.resources import SyncSettings
 from stock_assets.tags import SYNC_TAG
 from stock_assets.warehouse import WarehouseResource

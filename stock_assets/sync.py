@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from stock_assets.assets.common import FMP_POOL
 from stock_assets.config import Config
 from stock_assets.home import open_instance
-from stock_assets.jobs import PlannedRun, plan_after_universe
+from stock_assets.instance_health import prepare
+from stock_assets.plan import PlannedRun, plan_after_universe
 from stock_assets.partitions import latest_session_day
 from stock_assets.progress import PlainReporter, Reporter
 from stock_assets.resources import settings_resource, warehouse_resource
-from stock_assets.runner import RunOutcome, execute_all, prepare
+from stock_assets.runner import RunOutcome, execute_all
 from stock_assets.tags import SYNC_TAG
 
 

@@ -85,10 +85,7 @@ def settled(sim, *resources: FMPResource, path: str | None = None) -> list[dict]
     one only after its stall), which can be just after the client has it.
     """
     attempts = sum(len([c for c in r.calls.since() if path is None or c.endpoint == path]) for r in resources)
-    deadline = time.monotonic() + 10
-    while len(log := sim.requests(path)) < attempts and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return log
+    return sim.settled_requests(path, at_least=attempts)
 
 
 def faults_seen(sim, path: str | None = None) -> Counter:

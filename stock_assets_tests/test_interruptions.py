@@ -24,8 +24,8 @@ import pytest
 from dagster import DagsterRunStatus
 
 from stock_assets.partitions import SHARD_KEYS, shard_of
-from stock_assets.recovery import failed_and_missing
-from stock_assets.runner import alive
+from stock_assets.instance_health import alive
+from stock_assets.plan import failed_and_missing
 from stock_assets.tags import HOST_TAG, PID_TAG, SYNC_TAG
 from stock_assets_tests.conftest import assert_warehouse_matches_truth, make_platform
 
@@ -249,7 +249,7 @@ def test_a_reader_of_the_read_copy_never_holds_the_sync_back(small, tmp_path):
         "SELECT count(*) FROM metrics.runs").fetchall()
 
     reader = subprocess.Popen([sys.executable, "-c", READER, str(copy)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert reader.stdout.readline().strip() == "open"
         platform.sim.faults.latency_s = 0.05
@@ -281,7 +281,7 @@ def test_a_reader_of_the_warehouse_itself_makes_the_sync_wait_and_say_who(small,
     first = cli(tmp_path, "sync")
     assert first.returncode == 0, first.stdout + first.stderr
     reader = subprocess.Popen([sys.executable, "-c", READER, str(platform.db)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # another program
     try:
         assert reader.stdout.readline().strip() == "open"
         second = subprocess.Popen(command("sync", "--date", _previous_session()), env=dict(os.environ),

@@ -38,22 +38,6 @@ pytestmark = pytest.mark.timeout(1200)
 SYNC_TIMEOUT_S = 900  # a loaded 2-core machine; an idle one needs well under a minute
 
 
-def settled_requests(sim, quiet_s: float = 0.5, timeout_s: float = 15.0) -> list[dict]:
-    """The simulator's request log once nothing was appended for `quiet_s`
-    (it is appended just after each response is sent)."""
-    deadline = time.monotonic() + timeout_s
-    seen = len(sim.requests())
-    stable_since = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = len(sim.requests())
-        if now != seen:
-            seen, stable_since = now, time.monotonic()
-        elif time.monotonic() - stable_since >= quiet_s:
-            break
-    return sim.requests()
-
-
 def per_path(requests: list[dict]) -> dict[str, int]:
     return dict(collections.Counter(r["path"] for r in requests))
 
@@ -115,7 +99,7 @@ def synced(tmp_path_factory):
         (batch_id,) = {b for (b,) in platform.sql("SELECT DISTINCT batch_id FROM metrics.runs")}
         yield SimpleNamespace(platform=platform, returncode=sync.returncode, stdout=out, stderr=err,
                               reads=reads, report_reads=report_reads, batch_id=batch_id,
-                              requests=settled_requests(platform.sim))
+                              requests=platform.sim.settled_requests(quiet_s=0.5))
     finally:
         platform.sim.stop()
         monkeypatch.undo()
@@ -281,7 +265,7 @@ def test_failed_materialization_still_records_its_figures(synced):
     try:
         result = materialize(platform, "company_profiles", shard, tags={SYNC_TAG: "failing-batch"},
                              run_config=refresh)
-        requests = settled_requests(platform.sim)
+        requests = platform.sim.settled_requests(quiet_s=0.5)
     finally:
         platform.sim.faults.failing_symbols = frozenset()
     assert not result.success

@@ -19,8 +19,8 @@ import pytest
 from dagster import AssetPartitionStatus, DagsterRunStatus
 
 from stock_assets.partitions import SHARD_KEYS, latest_session_day, symbol_shards, trading_days
-from stock_assets.recovery import failed_and_missing
-from stock_assets.runner import reap_dead_runs
+from stock_assets.instance_health import reap_dead_runs
+from stock_assets.plan import failed_and_missing
 from stock_assets.tags import HOST_TAG, PID_TAG
 
 CLI = Path(sys.executable).with_name("stock-assets")
@@ -192,7 +192,7 @@ def _noop_job() -> None:
 
 def test_the_latest_session_is_due_once_there_is_a_universe(platform):
     """A sync stopped after its universe run but before its session run began leaves that day to do."""
-    from stock_assets.jobs import PlannedRun
+    from stock_assets.plan import PlannedRun
     from stock_assets.runner import execute
 
     instance = platform.instance()

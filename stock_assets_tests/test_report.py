@@ -25,18 +25,6 @@ pytestmark = pytest.mark.timeout(1200)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def settled_requests(sim, quiet_s: float = 0.5, timeout_s: float = 15.0) -> list[dict]:
-    """The request log once nothing was appended for `quiet_s` (entries land just after each response)."""
-    deadline = time.monotonic() + timeout_s
-    seen, stable_since = len(sim.requests()), time.monotonic()
-    while time.monotonic() < deadline and time.monotonic() - stable_since < quiet_s:
-        time.sleep(0.1)
-        now = len(sim.requests())
-        if now != seen:
-            seen, stable_since = now, time.monotonic()
-    return sim.requests()
-
-
 def report(capsys, *args: str) -> tuple[int, str]:
     capsys.readouterr()
     code = cli.main(["report", *args])
@@ -50,7 +38,7 @@ def synced(tmp_path_factory):
     try:
         outcome = run_sync(log=lambda line: None)
         assert outcome.success, [r.description for r in outcome.failed]
-        requests = settled_requests(platform.sim)
+        requests = platform.sim.settled_requests(quiet_s=0.5)
         yield SimpleNamespace(platform=platform, first=outcome, requests=requests)
     finally:
         platform.sim.stop()

@@ -30,17 +30,9 @@ PER_SYMBOL = ("historical-price-eod/full", "profile", "dividends")
 
 
 # ----------------------------------------------------------------------------- helpers
-def requests(platform, settle_s: float = 0.15, timeout_s: float = 5.0) -> list[dict]:
-    """The simulator's request log once it has stopped growing (it is appended after each response)."""
-    deadline = time.monotonic() + timeout_s
-    seen = platform.sim.requests()
-    while time.monotonic() < deadline:
-        time.sleep(settle_s)
-        now = platform.sim.requests()
-        if len(now) == len(seen):
-            return now
-        seen = now
-    return seen
+def requests(platform) -> list[dict]:
+    """The simulator's request log once it has stopped growing."""
+    return platform.sim.settled_requests(quiet_s=0.15, timeout_s=5.0)
 
 
 def calls(platform, path: str | None = None) -> int:

@@ -11,7 +11,8 @@ from stock_assets import trading
 from stock_assets.assets import ALL_ASSETS
 from stock_assets.assets.prices import history_start
 from stock_assets.partitions import SHARD_KEYS, shard_of, symbol_shards
-from stock_assets.recovery import failed_and_missing, relaunch
+from stock_assets.plan import failed_and_missing
+from stock_assets.recovery import relaunch
 from stock_assets.resources import SyncSettings
 from stock_assets.sync import run_sync
 

@@ -58,6 +58,7 @@ def _spawn(script: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT),
+        start_new_session=True,  # another program, as a user's notebook or SQL client is
     )
 
 

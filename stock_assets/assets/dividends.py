@@ -77,6 +77,6 @@ def dividend_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp
             return warehouse.write_dividend_history(fetched.items, end, fetched.records,
                                                     rejects=fetched.rejects, run_id=m.run_id)
 
-        summary = m.fetch_and_write(todo, fmp.dividends, write, label=f"dividend history {m.partition_key}")
+        summary = m.fetch_and_write(todo, fmp.dividends, write)
         m.count_items(summary.total, [f.item for f in summary.failures])
         return m.result()

@@ -5,7 +5,7 @@ An asset body reads top to bottom:
     with Materialization(context, fmp, warehouse, settings) as m:
         todo = ...                                   # plan: what the warehouse lacks
         m.fetch_and_write(todo, fmp.profile, lambda got: warehouse.write_profiles(
-            got.records, rejects=got.rejects, run_id=m.run_id), label="profiles")
+            got.records, rejects=got.rejects, run_id=m.run_id))
         return m.result(checks)                      # the verdict, with its checks
 
 It holds the Dagster context, the FMP resource, the warehouse, the settings
@@ -85,7 +85,7 @@ class Materialization:
     # -- fetching and writing ----------------------------------------------------------------
 
     def fetch_and_write(self, items: Sequence[T], fetch_one: Callable[[T], Parsed[Any]],
-                        write: Callable[[Fetched[T]], int], label: str,
+                        write: Callable[[Fetched[T]], int],
                         weight: Callable[[T], int] = lambda item: 1) -> FetchSummary[T]:
         """Fetch items in adaptive chunks; each chunk is written (and so checkpointed) at once.
 
@@ -95,6 +95,7 @@ class Materialization:
         phase throughput is always in symbols. Items that still fail after the
         client's retries are counted as failed items; the rest are counted too.
         """
+        label = f"{self.stats.route} {self.partition_key}"  # e.g. "profile A1" in the progress lines
         write_s = 0.0
         started = time.monotonic()
         for chunk in self.fmp.fetch_chunks(items, fetch_one, label=label, log=self.log):

@@ -87,9 +87,9 @@ def fetch_day(m: Materialization, missing: list[str]) -> None:
     """The day's missing bars by the cheapest route that the plan really serves."""
     by_route = {"eod-bulk": via_bulk, "batch-quote": via_quotes, "historical-price-eod/full": via_history}
     for route in routes(m.fmp, m.day):
+        m.stats.route = route
         try:
             by_route[route](m, missing)
-            m.stats.route = route
             return
         except FMPPlanError as error:
             note = f"{route} is not in the plan (402); falling back to the next cheaper route"
@@ -128,7 +128,7 @@ def via_quotes(m: Materialization, missing: list[str]) -> None:
 
     # A 402 stops the fetch (it would answer every batch alike) and reaches
     # fetch_day, which takes the next route.
-    summary = m.fetch_and_write(batches, fetch, write, label=f"batch-quote {m.day}", weight=len)
+    summary = m.fetch_and_write(batches, fetch, write, weight=len)
     # Count symbols, not batches, so that shares mean the same on every route.
     m.count_items(len(missing), [s for f in summary.failures for s in f.item])
     note_no_bar(m, missing, got)
@@ -140,8 +140,7 @@ def via_history(m: Materialization, missing: list[str]) -> None:
         return m.warehouse.write_prices(fetched.records, "historical-price-eod/full", rejects=fetched.rejects,
                                         run_id=m.run_id)
 
-    summary = m.fetch_and_write(missing, lambda symbol: m.fmp.historical_prices(symbol, m.day, m.day), write,
-                                label=f"daily prices {m.day}")
+    summary = m.fetch_and_write(missing, lambda symbol: m.fmp.historical_prices(symbol, m.day, m.day), write)
     m.count_items(summary.total, [f.item for f in summary.failures])
 
 
@@ -178,8 +177,7 @@ def price_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp: F
             return warehouse.write_price_history(fetched.items, (start, end), fetched.records,
                                                  rejects=fetched.rejects, run_id=m.run_id)
 
-        summary = m.fetch_and_write(todo, lambda symbol: fmp.price_history(symbol, start, end), write,
-                                    label=f"price history {m.partition_key}")
+        summary = m.fetch_and_write(todo, lambda symbol: fmp.price_history(symbol, start, end), write)
         m.count_items(summary.total, [f.item for f in summary.failures])
         return m.result([checks_mod.prices_sane(warehouse, shard=m.partition_key)])
 

@@ -66,7 +66,7 @@ def company_profiles(context: dg.AssetExecutionContext, config: FetchConfig, fmp
         if not (due and get_plan(fmp.plan).serves("profile-bulk") and from_bulk(m, due, today)):
             m.stats.route = "profile"
             summary = m.fetch_and_write(due, fmp.profile, lambda got: warehouse.write_profiles(
-                got.records, rejects=got.rejects, run_id=m.run_id), label=f"profiles {m.partition_key}")
+                got.records, rejects=got.rejects, run_id=m.run_id))
             m.count_items(summary.total, [f.item for f in summary.failures])
         return m.result([checks_mod.profiles_fresh(warehouse, m.partition_key, settings.profile_max_age_days)])
 

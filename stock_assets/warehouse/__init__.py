@@ -15,7 +15,6 @@ from .arrow import (
     utc_naive,
 )
 from .duckdb_file import (
-    COMMAND_ENV,
     DEFAULT_DATABASE,
     DuckDBFile,
     WarehouseLockedError,
@@ -26,7 +25,6 @@ from .resource import WarehouseResource
 from .schema import TABLES, arrow_schema, ensure_schema
 
 __all__ = [
-    "COMMAND_ENV",
     "DEFAULT_DATABASE",
     "DuckDBFile",
     "SOURCE_BATCH_QUOTE",

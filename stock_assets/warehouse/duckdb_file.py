@@ -188,19 +188,11 @@ def describe_process(pid: int) -> str:
     return f"PID {pid}: {command[:120]}" if command else f"PID {pid}"
 
 
-# Set by a command in the environment of the worker processes it starts (to its
-# pid): how a process tells its parent and siblings from an outside holder.
-COMMAND_ENV = "STOCK_ASSETS_COMMAND_PID"
-
-
 def _same_command(pid: int) -> bool:
-    """A process of the command this one belongs to: its parent, or a sibling worker."""
-    ours = os.environ.get(COMMAND_ENV) or str(os.getpid())  # a worker's command, or this one
-    if pid == int(ours):
-        return True
+    """A process of the command this one belongs to: the command and its workers share a
+    process group (a shell gives each command its own; a notebook or a SQL client is in another)."""
     try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f"{COMMAND_ENV}={ours}".encode() in f.read().split(b"\0")
+        return os.getpgid(pid) == os.getpgid(0)
     except OSError:
         return False
 
@@ -239,6 +231,20 @@ class _LockWait:
         log.warning("Waiting %.0fs so far for the DuckDB warehouse %s: it is held by %s. Readers should "
                     "open the read copy (see the README), not the warehouse itself.",
                     self.total_s(), path, holder)
+
+
+@contextmanager
+def _interrupts_stay_interrupts() -> Iterator[None]:
+    """Ctrl-C (or SIGTERM turned into KeyboardInterrupt) during a query stays an interruption.
+
+    DuckDB notices the signal mid-query and raises its own `InterruptException`
+    ("Query interrupted") in place of the KeyboardInterrupt: Dagster would take
+    that for an ordinary step failure and go on to the run's next step.
+    """
+    try:
+        yield
+    except duckdb.InterruptException as error:
+        raise KeyboardInterrupt(str(error)) from error
 
 
 class DuckDBFile(DuckDBResource):
@@ -372,14 +378,16 @@ class DuckDBFile(DuckDBResource):
             self._ensure_schema_once(conn)
             conn.execute("BEGIN TRANSACTION")
             try:
-                yield conn
+                with _interrupts_stay_interrupts():
+                    yield conn
             except BaseException:
                 try:
                     conn.execute("ROLLBACK")
                 except duckdb.Error:
                     pass
                 raise
-            conn.execute("COMMIT")
+            with _interrupts_stay_interrupts():
+                conn.execute("COMMIT")
         finally:
             self._close(conn)
 
@@ -409,7 +417,8 @@ class DuckDBFile(DuckDBResource):
                         S.ensure_schema(conn)
                 with _STATE_LOCK:
                     _SCHEMA_READY.add(key)
-            yield conn
+            with _interrupts_stay_interrupts():
+                yield conn
         finally:
             if conn is not None:
                 self._close(conn)

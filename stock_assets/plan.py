@@ -1,0 +1,159 @@
+"""Planning: which runs a daily sync, or a backfill of what failed, needs.
+
+Dagster runs one partitions definition per run, so a sync is several runs:
+the universe first, then the day's session (prices and dividends), then one
+run per symbol shard that has work (profiles due, history not loaded). A
+backfill is one run per partition key that is FAILED or missing. The plans
+are plain names (`PlannedRun`), so a run can be planned in one process and
+executed in another; `runner` executes them, the sensor requests them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster import AssetPartitionStatus, DagsterRunStatus
+
+from stock_assets.assets import ALL_ASSETS, DAILY_ASSETS, HISTORY_ASSETS, company_profiles
+from stock_assets.assets.profiles import is_due
+from stock_assets.errors import ConfigError
+from stock_assets.partitions import SHARD_KEYS, latest_session_day
+from stock_assets.resources import SyncSettings, warehouse_resource
+from stock_assets.warehouse import WarehouseResource
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """Plain names, so a run can be planned in one process and executed in another."""
+
+    assets: tuple[str, ...]
+    partition_key: str | None = None
+
+    @property
+    def asset_keys(self) -> list[dg.AssetKey]:
+        return [dg.AssetKey(name) for name in self.assets]
+
+    def describe(self) -> str:
+        names = ", ".join(self.assets)
+        return f"{names} [{self.partition_key}]" if self.partition_key else names
+
+
+def _names(assets) -> tuple[str, ...]:
+    return tuple(a.key.to_user_string() for a in assets)
+
+
+# -- a daily sync, after its universe run ----------------------------------------------
+
+def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstance,
+                        day: dt.date, settings: SyncSettings | None = None) -> list[PlannedRun]:
+    """The runs that follow a fresh universe: the session, then each shard with work to do.
+
+    A shard runs `company_profiles` when some of its profiles are due (or it
+    never ran), and the history assets when it holds symbols whose history is
+    not loaded (or they never ran for it). A shard with nothing to do costs no
+    run, and an empty shard has nothing to materialize.
+    """
+    settings = settings or SyncSettings()
+    runs = [PlannedRun(_names(DAILY_ASSETS), day.isoformat())]
+    present = warehouse.shards_present()
+    history = warehouse.shards_needing_history() | _never_materialized(instance, HISTORY_ASSETS)
+    profiles = _shards_with_due_profiles(warehouse, settings) | _never_materialized(instance, [company_profiles])
+    for shard in SHARD_KEYS:
+        if shard not in present:
+            continue
+        assets = ((company_profiles,) if shard in profiles else ()) + (
+            tuple(HISTORY_ASSETS) if shard in history else ())
+        if assets:
+            runs.append(PlannedRun(_names(assets), shard))
+    return runs
+
+
+def _shards_with_due_profiles(warehouse: WarehouseResource, settings: SyncSettings) -> set[str]:
+    today = dt.datetime.now(dt.timezone.utc).date()
+    return {shard for shard, symbol, fetched_at in warehouse.profile_ages()
+            if is_due(symbol, fetched_at, today, settings.profile_max_age_days)}
+
+
+def _never_materialized(instance: dg.DagsterInstance, assets) -> set[str]:
+    shards: set[str] = set()
+    for asset in assets:
+        done = instance.get_materialized_partitions(asset.key)
+        shards |= set(SHARD_KEYS) - set(done)
+    return shards
+
+
+# -- a backfill: what failed, and what is missing -------------------------------------
+
+ASSET_NAMES = [asset.key.to_user_string() for asset in ALL_ASSETS]
+
+
+def check_asset_names(names: Iterable[str]) -> set[str]:
+    """The names, if each is an asset; else a `ConfigError` that lists the assets."""
+    unknown = sorted(set(names) - set(ASSET_NAMES))
+    if unknown:
+        raise ConfigError(f"Unknown asset {', '.join(map(repr, unknown))}: use one of {', '.join(ASSET_NAMES)}.")
+    return set(names)
+
+
+def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = None,
+                       all_missing: bool = False, warehouse=None) -> list[PlannedRun]:
+    """What to run again: FAILED partitions, and missing ones.
+
+    Missing means: a shard that holds symbols but was never materialized; a
+    trading day in a gap after the first day ever run (or, with all_missing,
+    any day since the partitions' start). An empty shard has nothing to
+    materialize, so it is never missing.
+    """
+    warehouse = warehouse or warehouse_resource()
+    shards_present = warehouse.shards_present() if os.path.exists(warehouse.database) else set()
+    by_partition: dict[str | None, list[str]] = defaultdict(list)
+    for asset in ALL_ASSETS:
+        key = asset.key
+        if only and key.to_user_string() not in only:
+            continue
+        if asset.partitions_def is None:
+            if _unpartitioned_needs_run(instance, key):
+                by_partition[None].append(key.to_user_string())
+            continue
+        for partition in _partitions_to_run(instance, asset, all_missing, shards_present):
+            by_partition[partition].append(key.to_user_string())
+    planned = [PlannedRun(tuple(names), p) for p, names in by_partition.items()]
+    # The universe first: every partitioned asset reads it.
+    return sorted(planned, key=lambda r: (r.partition_key is not None, r.partition_key or ""))
+
+
+def _unpartitioned_needs_run(instance: dg.DagsterInstance, key: dg.AssetKey) -> bool:
+    """Never materialized, or the last run that planned it failed."""
+    records = instance.get_asset_records([key])
+    entry = records[0].asset_entry if records else None
+    if entry is None or entry.last_materialization is None:
+        return True
+    last_run = entry.last_run_id
+    if last_run and last_run != entry.last_materialization.run_id:
+        run = instance.get_run_by_id(last_run)
+        return run is not None and run.status == DagsterRunStatus.FAILURE
+    return False
+
+
+def _partitions_to_run(instance: dg.DagsterInstance, asset: dg.AssetsDefinition,
+                       all_missing: bool, shards_present: set[str]) -> list[str]:
+    partitions_def = asset.partitions_def
+    keys = list(partitions_def.get_partition_keys())
+    status = instance.get_status_by_partition(asset.key, keys, partitions_def) or {}
+    failed = [k for k in keys if status.get(k) == AssetPartitionStatus.FAILED]
+    if isinstance(partitions_def, dg.StaticPartitionsDefinition):
+        missing = [k for k in keys if status.get(k) is None and k in shards_present]
+    else:
+        touched = [i for i, k in enumerate(keys) if status.get(k) is not None]
+        # A sync always runs the latest session: once there is a universe, that day
+        # is due even if the sync that planned it was stopped before its run began.
+        latest = latest_session_day().isoformat()
+        due_from = keys.index(latest) if shards_present and latest in keys else len(keys)
+        first = 0 if all_missing else min(touched[:1] + [due_from])
+        missing = [k for i, k in enumerate(keys) if i >= first and status.get(k) is None]
+    return [k for k in keys if k in set(failed) | set(missing)]
