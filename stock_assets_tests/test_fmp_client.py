@@ -294,7 +294,6 @@ def test_profile_bulk_parts_until_the_400_past_the_end(tmp_path):
 # =========================================================================== errors
 def test_invalid_key_fails_fast_without_retry(sim, make):
     r = make(api_key=WRONG_KEY, max_retries=6, backoff_base_s=1.0)
-    started = time.monotonic()
     with pytest.raises(FMPAuthError) as info:
         r.profile("BRK-B")
     assert "FMP_API_KEY" in str(info.value) and info.value.status == 401

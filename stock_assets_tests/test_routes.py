@@ -11,7 +11,6 @@ import datetime as dt
 import math
 import random
 import string
-import time
 from zoneinfo import ZoneInfo
 
 import dagster as dg

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 import httpx
 import pytest
 
-from fmp_simulator import Faults, GroundTruth, SimConfig, SimulatorServer
+from fmp_simulator import GroundTruth, SimConfig, SimulatorServer
 from fmp_simulator.app import SlidingWindowLimiter
 from fmp_simulator.calendar import ET
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 
 import dagster as dg
-import pytest
 
 from stock_assets import trading
-from stock_assets.assets import ALL_ASSETS
 from stock_assets.assets.prices import history_start
 from stock_assets.partitions import SHARD_KEYS, shard_of, symbol_shards
 from stock_assets.plan import failed_and_missing

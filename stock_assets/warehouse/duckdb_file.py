@@ -37,18 +37,16 @@ same primary keys in one transaction works in DuckDB 2.0 (tested in
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import random
 import re
-import shutil
 import threading
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
