@@ -108,8 +108,9 @@ def _first_line(error) -> str:
         root = root.cause
     message = (root.message or error.message).strip()
     line = message.splitlines()[0] if message else root.cls_name or "error"
-    return line.split(": ", 1)[1] if line.startswith(f"{root.cls_name}: ") or re.match(
-        rf"^[\w.]+\.{re.escape(root.cls_name or '-')}: ", line) else line
+    # Dagster starts the text with the class's dotted path: "stock_assets.fmp.errors.FMPAuthError: ..."
+    prefix = re.match(rf"^(?:[\w.]+\.)?{re.escape(root.cls_name)}: ", line) if root.cls_name else None
+    return line[prefix.end():] if prefix else line
 
 
 # -- one run in this process ------------------------------------------------------
