@@ -25,6 +25,7 @@ pid tag and marks them FAILED, and frees any concurrency slot they held.
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing
 import os
 import re
@@ -220,6 +221,7 @@ def _worker_main(conn, parent_pid: int, home: str) -> None:
     """A worker: execute what the parent sends until told to stop, interrupted, or orphaned."""
     _end_with_parent(parent_pid)
     _interrupt_once_on(signal.SIGTERM, signal.SIGINT)
+    _quiet_interruptions_in_cleanup()
     try:
         instance = dg.DagsterInstance.from_config(home)
         while True:
@@ -258,6 +260,32 @@ def _interrupt_once_on(*signums: int) -> None:
 
     for signum in signums:
         signal.signal(signum, handler)
+
+
+def _quiet_interruptions_in_cleanup() -> None:
+    """No traceback on the terminal for an interruption that lands in someone's cleanup.
+
+    A signal that arrives while Python runs a destructor is printed as "Exception
+    ignored in ..." with a traceback, and one that arrives while a library closes
+    a connection is logged by it with one ("Exception closing connection"): on a
+    Ctrl-C that is noise. Any other error is printed as before.
+    """
+    from dagster._core.errors import DagsterExecutionInterruptedError  # what Dagster raises for a signal
+
+    interruptions = (KeyboardInterrupt, DagsterExecutionInterruptedError)
+    default = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, interruptions):
+            default(unraisable)
+
+    def not_an_interruption(record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], interruptions))
+
+    sys.unraisablehook = hook
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(not_an_interruption)
 
 
 def _end_with_parent(parent_pid: int) -> None:
@@ -301,6 +329,7 @@ def interruptible() -> Iterator[None]:
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     _SIGNALLED.clear()
+    _quiet_interruptions_in_cleanup()
     for signum in saved:
         signal.signal(signum, interrupt)
     try:
