@@ -32,6 +32,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "stock_assets.cli"]
 sys.path.insert(0, str(PROJECT))
 
+from stock_assets.instance_health import alive, descendants  # noqa: E402 - after the path is set
+
 
 def environment(work: Path, symbols: int, latency_ms: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FMP_", "STOCK_ASSETS_"))}
@@ -41,31 +43,6 @@ def environment(work: Path, symbols: int, latency_ms: int) -> dict[str, str]:
     return {**env, "DAGSTER_HOME": str(home), "STOCK_ASSETS_DB": str(work / "data" / "stocks.duckdb"),
             "FMP_LIMITER_STATE": str(work / "data" / "limit.sqlite"), "STOCK_ASSETS_SIM_SYMBOLS": str(symbols),
             "STOCK_ASSETS_SIM_LATENCY_S": str(latency_ms / 1000)}
-
-
-def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def timed(env: dict, *args: str) -> tuple[float, subprocess.CompletedProcess]:

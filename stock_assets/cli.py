@@ -37,21 +37,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
     day = session_day(args.date)
     from stock_assets.home import command_lock
     from stock_assets.local_api import fmp_environment
-    from stock_assets.progress import reporter_for
-    from stock_assets.runner import Interrupted, interruptible
     from stock_assets.sync import new_sync_id, run_sync
 
     sync_id = new_sync_id()
     with command_lock(config.dagster_home, "sync"), fmp_environment(config):
-        reporter = reporter_for()
-        try:
-            with interruptible():
-                outcome = run_sync(day, reporter, sync_id=sync_id)
-        except Interrupted as stop:
-            reporter.close()
-            return _interrupted(stop, config, "sync", sync_id)
-        finally:
-            reporter.close()
+        outcome, stopped = _with_progress(lambda reporter: run_sync(day, reporter, sync_id=sync_id),
+                                          config, "sync", sync_id)
+        if stopped is not None:
+            return stopped
         _publish_read_copy(config)
     if any(run.success for run in outcome.runs):  # else there are no figures worth a table
         _print_report(outcome.sync_id)
@@ -82,6 +75,26 @@ def session_day(text: str | None) -> dt.date | None:
     if day > latest:
         raise ConfigError(f"--date {day} has no closed session yet: the latest is {latest}.")
     return day
+
+
+def _with_progress(work, config: Config, command: str, batch_id: str):
+    """`work(reporter)` under a progress reporter, with Ctrl-C and SIGTERM as a clean stop.
+
+    Returns (what work returned, None), or (None, the exit code) after an
+    interruption, whose summary has been printed.
+    """
+    from stock_assets.progress import reporter_for
+    from stock_assets.runner import Interrupted, interruptible
+
+    reporter = reporter_for()
+    try:
+        with interruptible():
+            return work(reporter), None
+    except Interrupted as stop:
+        interruption = stop
+    finally:
+        reporter.close()  # the progress bar goes before any summary
+    return None, _interrupted(interruption, config, command, batch_id)
 
 
 def _interrupted(stop, config: Config, command: str, batch_id: str) -> int:
@@ -154,12 +167,10 @@ def cmd_backfill_failed(args: argparse.Namespace) -> int:
     from stock_assets.assets.common import FMP_POOL
     from stock_assets.home import command_lock, open_instance
     from stock_assets.local_api import fmp_environment
-    from stock_assets.progress import reporter_for
     from stock_assets.instance_health import prepare
     from stock_assets.plan import failed_and_missing
     from stock_assets.recovery import new_backfill_id, relaunch
     from stock_assets.resources import warehouse_resource
-    from stock_assets.runner import Interrupted, interruptible
 
     backfill_id = new_backfill_id()
     with command_lock(config.dagster_home, "backfill-failed"), fmp_environment(config):
@@ -174,15 +185,11 @@ def cmd_backfill_failed(args: argparse.Namespace) -> int:
             print(f"  {item.describe()}")
         if args.dry_run:
             return 0
-        reporter = reporter_for()
-        try:
-            with interruptible():
-                outcomes = relaunch(instance, todo, reporter, runs_at_once, backfill_id=backfill_id)
-        except Interrupted as stop:
-            reporter.close()
-            return _interrupted(stop, config, "backfill", backfill_id)
-        finally:
-            reporter.close()
+        outcomes, stopped = _with_progress(
+            lambda reporter: relaunch(instance, todo, reporter, runs_at_once, backfill_id=backfill_id),
+            config, "backfill", backfill_id)
+        if stopped is not None:
+            return stopped
         _publish_read_copy(config)
     failed = [o for o in outcomes if not o.success]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs succeeded.")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import dagster as dg
 from dagster import DagsterRunStatus
@@ -44,6 +45,24 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return not _zombie(pid)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (a command's workers and theirs), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
 
 
 def _zombie(pid: int) -> bool:

@@ -24,7 +24,7 @@ import pytest
 from dagster import DagsterRunStatus
 
 from stock_assets.partitions import SHARD_KEYS, shard_of
-from stock_assets.instance_health import alive
+from stock_assets.instance_health import alive, descendants
 from stock_assets.plan import failed_and_missing
 from stock_assets.tags import HOST_TAG, PID_TAG, SYNC_TAG
 from stock_assets_tests.conftest import assert_warehouse_matches_truth, make_platform
@@ -50,24 +50,6 @@ def small(tmp_path, monkeypatch):
     platform = make_platform(tmp_path, monkeypatch, symbols=24)
     yield platform
     platform.sim.stop()
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below `pid`, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def start_sync(platform, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
