@@ -62,9 +62,9 @@ def session_day(text: str | None) -> dt.date | None:
         day = dt.date.fromisoformat(text)
     except ValueError:
         raise ConfigError(f"--date {text!r} is not a date: use YYYY-MM-DD.") from None
-    from stock_assets.partitions import latest_session_day, trading_days
+    from stock_assets.partitions import latest_session_day
 
-    first = dt.date.fromisoformat(trading_days.get_first_partition_key())
+    first = Config.from_env().trading_days_start
     latest = latest_session_day()
     if day.weekday() >= 5:
         raise ConfigError(f"--date {day} is a {day:%A}, not a trading day: pick a weekday "

@@ -19,11 +19,11 @@ from urllib.parse import urlparse
 from stock_assets.errors import ConfigError
 from stock_assets.fmp import DEFAULT_BASE_URL
 from stock_assets.fmp.plans import PLANS
+from stock_assets.partitions import DEFAULT_TRADING_DAYS_START
 from stock_assets.warehouse import DEFAULT_DATABASE
 
 DEFAULT_PLAN = "premium"
 DEFAULT_LIMITER_STATE = "data/fmp-rate-limit.sqlite"
-DEFAULT_TRADING_DAYS_START = "2025-01-02"
 DEFAULT_HOME = "dagster_home"
 # The built-in simulator: a demo-sized universe and a generous limit, so a first
 # sync takes a minute; STOCK_ASSETS_SIM_SYMBOLS=19205 and

@@ -9,7 +9,7 @@ its value.
 
 import dagster as dg
 
-from stock_assets.assets import ALL_ASSETS
+from stock_assets.assets import assets_for
 from stock_assets.config import Config
 from stock_assets.housekeeping import housekeeping
 from stock_assets.jobs import session_job, shards_job, universe_job
@@ -19,10 +19,11 @@ from stock_assets.schedules import daily_sync_schedule, sync_after_universe
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    config = Config.from_env()
     return dg.Definitions(
-        assets=ALL_ASSETS,
+        assets=assets_for(config),
         jobs=[universe_job, session_job, shards_job],
         schedules=[daily_sync_schedule],
         sensors=[sync_after_universe, housekeeping],
-        resources=all_resources(Config.from_env()),
+        resources=all_resources(config),
     )

@@ -13,13 +13,12 @@ grows or shrinks, and no shard of the US universe holds much over 1,000 symbols.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import string
 import zlib
 
 import dagster as dg
 
-TRADING_DAYS_START_DEFAULT = "2025-01-02"
+DEFAULT_TRADING_DAYS_START = "2025-01-02"
 
 # Buckets per first letter, sized from the first-letter mix of US tickers so
 # that ~19,000 symbols give shards of a few hundred, none over ~1,000.
@@ -50,17 +49,20 @@ def shard_of(symbol: str) -> str:
     return f"{first}{zlib.crc32(symbol.upper().encode()) % buckets + 1}"
 
 
-def trading_days_start() -> str:
-    return os.environ.get("STOCK_ASSETS_START", TRADING_DAYS_START_DEFAULT)
+def trading_days_from(start: dt.date) -> dg.TimeWindowPartitionsDefinition:
+    """The trading-day partitions from `start` (STOCK_ASSETS_START) to the latest closed session."""
+    return dg.TimeWindowPartitionsDefinition(
+        cron_schedule="0 17 * * 1-5",
+        fmt="%Y-%m-%d",
+        start=start.isoformat(),
+        timezone="America/New_York",
+        end_offset=1,  # the window opened at 17:00 ET holds today's closed session
+    )
 
 
-trading_days = dg.TimeWindowPartitionsDefinition(
-    cron_schedule="0 17 * * 1-5",
-    fmt="%Y-%m-%d",
-    start=trading_days_start(),
-    timezone="America/New_York",
-    end_offset=1,  # the window opened at 17:00 ET holds today's closed session
-)
+# The assets are declared on the default start; `assets.assets_for(config)`
+# moves them to the configured one when the definitions are built.
+trading_days = trading_days_from(dt.date.fromisoformat(DEFAULT_TRADING_DAYS_START))
 
 symbol_shards = dg.StaticPartitionsDefinition(SHARD_KEYS)
 

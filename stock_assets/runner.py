@@ -118,13 +118,15 @@ def _first_line(error) -> str:
 
 def execute(instance: dg.DagsterInstance, planned: PlannedRun, tags: dict[str, str]) -> RunOutcome:
     """Materialize one planned run in this process."""
-    from stock_assets.assets import ALL_ASSETS
+    from stock_assets.assets import assets_for
+    from stock_assets.config import Config
     from stock_assets.resources import all_resources
 
+    config = Config.from_env()
     started = time.monotonic()
     result = dg.materialize(
-        ALL_ASSETS, selection=planned.asset_keys, partition_key=planned.partition_key,
-        instance=instance, resources=all_resources(), raise_on_error=False, run_config=QUIET_CONSOLE,
+        assets_for(config), selection=planned.asset_keys, partition_key=planned.partition_key,
+        instance=instance, resources=all_resources(config), raise_on_error=False, run_config=QUIET_CONSOLE,
         tags={**tags, **process_tags()})
     error = None if result.success else failed_runs_message(instance, result.run_id)
     return RunOutcome(planned.describe(), result.run_id, result.success, time.monotonic() - started, error)

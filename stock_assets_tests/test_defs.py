@@ -27,3 +27,42 @@ def test_defs_load_and_everything_resolves(platform):
     fmp = definitions.resources["fmp"]
     assert isinstance(fmp.api_key, dg.EnvVar) and fmp.api_key.env_var_name == "FMP_API_KEY"
     assert "test-key" not in repr(fmp)
+
+
+def test_trading_days_start_where_the_configuration_says(platform, monkeypatch):
+    """STOCK_ASSETS_START is read when the definitions are built, not when a module is imported."""
+    monkeypatch.setenv("STOCK_ASSETS_START", "2024-06-03")
+    graph = defs().get_repository_def().asset_graph
+    for asset in ("daily_prices", "dividends"):
+        assert graph.get(dg.AssetKey(asset)).partitions_def.get_first_partition_key() == "2024-06-03"
+    assert graph.get(dg.AssetKey("price_history")).partitions_def.get_first_partition_key() == "A1"
+
+
+def test_importing_the_package_reads_no_environment():
+    """No module of ours reads one of our variables when it is imported (they are read in `config`)."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib, os, pkgutil
+class Watched(dict):
+    def _seen(self, key):
+        if str(key).startswith(("FMP_", "STOCK_ASSETS_")):
+            raise SystemExit(f"{key} read at import")
+    def __getitem__(self, key):
+        self._seen(key); return super().__getitem__(key)
+    def get(self, key, default=None):
+        self._seen(key); return super().get(key, default)
+    def __contains__(self, key):
+        self._seen(key); return super().__contains__(key)
+os.environ = Watched(os.environ)
+import stock_assets, fmp_simulator
+for package in (stock_assets, fmp_simulator):
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+print("imported")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "STOCK_ASSETS_START": "2024-06-03"})
+    assert result.returncode == 0 and "imported" in result.stdout, result.stderr
