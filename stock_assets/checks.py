@@ -9,6 +9,7 @@ and the partition's item success rate.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 
 import dagster as dg
 
@@ -25,7 +26,8 @@ PROFILES_FRESH = "profiles_fresh"
 ITEM_SUCCESS = "item_success_rate"
 
 
-def specs(asset: str, *names: str) -> list[dg.AssetCheckSpec]:
+def specs(asset: str, partitions: dg.PartitionsDefinition | None, *names: str) -> list[dg.AssetCheckSpec]:
+    """The asset's checks, partitioned like it, so each result names its shard or day."""
     descriptions = {
         PRICES_SANE: "Prices positive, low ≤ open, close ≤ high, volume ≥ 0 in what this run covers.",
         NO_DUPLICATES: "No key appears twice in the asset's table.",
@@ -33,7 +35,10 @@ def specs(asset: str, *names: str) -> list[dg.AssetCheckSpec]:
         PROFILES_FRESH: f"At least {MIN_FRESH_SHARE:.0%} of the shard's profiles are within the cache age.",
         ITEM_SUCCESS: "The share of the partition's items fetched is within the allowed failure share.",
     }
-    return [dg.AssetCheckSpec(name, asset=asset, description=descriptions[name]) for name in names]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned checks: preview in 1.13
+        return [dg.AssetCheckSpec(name, asset=asset, description=descriptions[name], partitions_def=partitions)
+                for name in names]
 
 
 def item_success(stats: RunStats, max_failed_share: float) -> dg.AssetCheckResult:

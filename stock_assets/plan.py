@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster import AssetPartitionStatus, DagsterRunStatus
 
-from stock_assets.assets import ALL_ASSETS, DAILY_ASSETS, HISTORY_ASSETS, company_profiles
+from stock_assets.assets import ASSET_NAMES, DAILY_ASSETS, HISTORY_ASSETS, assets_for
 from stock_assets.assets.profiles import is_due
+from stock_assets.config import Config
 from stock_assets.errors import ConfigError
 from stock_assets.partitions import SHARD_KEYS, latest_session_day
 from stock_assets.resources import SyncSettings, warehouse_resource
@@ -43,8 +44,11 @@ class PlannedRun:
         return f"{names} [{self.partition_key}]" if self.partition_key else names
 
 
-def _names(assets) -> tuple[str, ...]:
-    return tuple(a.key.to_user_string() for a in assets)
+PROFILES = dg.AssetKey("company_profiles")
+
+
+def _names(keys: Iterable[dg.AssetKey]) -> tuple[str, ...]:
+    return tuple(key.to_user_string() for key in keys)
 
 
 # -- a daily sync, after its universe run ----------------------------------------------
@@ -62,11 +66,11 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
     runs = [PlannedRun(_names(DAILY_ASSETS), day.isoformat())]
     present = warehouse.shards_present()
     history = warehouse.shards_needing_history() | _never_materialized(instance, HISTORY_ASSETS)
-    profiles = _shards_with_due_profiles(warehouse, settings) | _never_materialized(instance, [company_profiles])
+    profiles = _shards_with_due_profiles(warehouse, settings) | _never_materialized(instance, [PROFILES])
     for shard in SHARD_KEYS:
         if shard not in present:
             continue
-        assets = ((company_profiles,) if shard in profiles else ()) + (
+        assets = ((PROFILES,) if shard in profiles else ()) + (
             tuple(HISTORY_ASSETS) if shard in history else ())
         if assets:
             runs.append(PlannedRun(_names(assets), shard))
@@ -79,18 +83,15 @@ def _shards_with_due_profiles(warehouse: WarehouseResource, settings: SyncSettin
             if is_due(symbol, fetched_at, today, settings.profile_max_age_days)}
 
 
-def _never_materialized(instance: dg.DagsterInstance, assets) -> set[str]:
+def _never_materialized(instance: dg.DagsterInstance, keys: Iterable[dg.AssetKey]) -> set[str]:
     shards: set[str] = set()
-    for asset in assets:
-        done = instance.get_materialized_partitions(asset.key)
+    for key in keys:
+        done = instance.get_materialized_partitions(key)
         shards |= set(SHARD_KEYS) - set(done)
     return shards
 
 
 # -- a backfill: what failed, and what is missing -------------------------------------
-
-ASSET_NAMES = [asset.key.to_user_string() for asset in ALL_ASSETS]
-
 
 def check_asset_names(names: Iterable[str]) -> set[str]:
     """The names, if each is an asset; else a `ConfigError` that lists the assets."""
@@ -112,7 +113,7 @@ def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = Non
     warehouse = warehouse or warehouse_resource()
     shards_present = warehouse.shards_present() if os.path.exists(warehouse.database) else set()
     by_partition: dict[str | None, list[str]] = defaultdict(list)
-    for asset in ALL_ASSETS:
+    for asset in assets_for(Config.from_env()):
         key = asset.key
         if only and key.to_user_string() not in only:
             continue

@@ -12,10 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-import dagster as dg
 
 from stock_assets.fmp.accounting import CallLog, EndpointStats
-from stock_assets.warehouse.schema import TABLES
 
 # The warehouse table each asset writes: its columns are the asset's schema in the UI.
 ASSET_TABLES = {
@@ -152,8 +150,6 @@ class RunStats:
         table = ASSET_TABLES.get(self.asset)
         if table:
             meta["table"] = table
-            meta["dagster/column_schema"] = dg.TableSchema(columns=[
-                dg.TableColumn(c.name, c.sql_type) for c in TABLES[table].columns])
         return meta
 
 

@@ -17,7 +17,8 @@ import dagster as dg
 import pytest
 
 from stock_assets import trading
-from stock_assets.assets import ALL_ASSETS
+from stock_assets.assets import assets_for
+from stock_assets.config import Config
 from stock_assets.assets.prices import history_start
 from stock_assets.assets.profiles import is_due
 from stock_assets.partitions import latest_session_day, shard_of, symbol_shards, trading_days
@@ -50,7 +51,7 @@ def run(platform, asset: str, partition: str | None = None, resources: dict | No
     """Materialize one asset (one partition) on the persistent instance; the request log starts empty."""
     platform.sim.clear_requests()
     run_config = {"ops": {asset: {"config": {"refresh": True}}}} if refresh else None
-    return dg.materialize(ALL_ASSETS, selection=[asset], partition_key=partition,
+    return dg.materialize(assets_for(Config.from_env()), selection=[asset], partition_key=partition,
                           instance=platform.instance(), resources=resources or platform.resources(),
                           run_config=run_config, raise_on_error=raise_on_error)
 

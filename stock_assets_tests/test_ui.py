@@ -22,7 +22,8 @@ import dagster as dg
 import pytest
 
 from stock_assets import trading
-from stock_assets.assets import ALL_ASSETS
+from stock_assets.assets import assets_for
+from stock_assets.config import Config
 from stock_assets.partitions import trading_days
 from stock_assets_tests.ui_support import ARTIFACTS, chromium_path, dagster_dev, launch_chromium
 
@@ -110,7 +111,7 @@ def _check(page, url: str, platform) -> None:
     # 3. One daily_prices partition materialized (in-process, on the same
     #    instance): the Partitions tab shows it materialized, the rest missing.
     day = trading.last_closed_session().isoformat()
-    result = dg.materialize(ALL_ASSETS, selection=["daily_prices"], partition_key=day,
+    result = dg.materialize(assets_for(Config.from_env()), selection=["daily_prices"], partition_key=day,
                             instance=platform.instance(), resources=platform.resources())
     assert result.success
     keys_before = len(trading_days.get_partition_keys())

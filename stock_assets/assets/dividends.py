@@ -8,16 +8,22 @@ from stock_assets.assets.common import FMP_POOL, FetchConfig, ensure_closed
 from stock_assets.assets.materialization import Fetched, Materialization
 from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPResource
-from stock_assets.partitions import symbol_shards, trading_days
+from stock_assets.partitions import symbol_shards
 from stock_assets.resources import SyncSettings
-from stock_assets.warehouse import WarehouseResource
+from stock_assets.warehouse import WarehouseResource, column_schema
 
 
-@dg.asset(group_name="dividends", partitions_def=trading_days, deps=[symbols], pool=FMP_POOL,
-          kinds={"duckdb"},
-          check_specs=checks_mod.specs("dividends", checks_mod.NO_DUPLICATES, checks_mod.ITEM_SUCCESS),
-          description="Dividends whose ex-date is this day, from the one-day dividend calendar, "
-                      "for symbols in the universe: market.dividends.")
+def dividends_asset(trading_days: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """`dividends` on the configured trading days (they start at STOCK_ASSETS_START)."""
+    return dg.asset(
+        name="dividends", group_name="dividends", partitions_def=trading_days, deps=[symbols], pool=FMP_POOL,
+        kinds={"duckdb"}, metadata={"dagster/column_schema": column_schema("dividends")},
+        check_specs=checks_mod.specs("dividends", trading_days, checks_mod.NO_DUPLICATES, checks_mod.ITEM_SUCCESS),
+        description="Dividends whose ex-date is this day, from the one-day dividend calendar, "
+                    "for symbols in the universe: market.dividends.",
+    )(dividends)
+
+
 def dividends(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,
               warehouse: WarehouseResource, settings: SyncSettings) -> dg.MaterializeResult:
     day = ensure_closed(context)
@@ -51,8 +57,8 @@ def dividends(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPRe
 
 
 @dg.asset(group_name="dividends", partitions_def=symbol_shards, deps=[symbols], pool=FMP_POOL,
-          kinds={"duckdb"},
-          check_specs=checks_mod.specs("dividend_history", checks_mod.ITEM_SUCCESS),
+          kinds={"duckdb"}, metadata={"dagster/column_schema": column_schema("dividends")},
+          check_specs=checks_mod.specs("dividend_history", symbol_shards, checks_mod.ITEM_SUCCESS),
           description="Full dividend history of the shard's dividend payers not yet loaded: "
                       "market.dividends.")
 def dividend_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,

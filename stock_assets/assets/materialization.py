@@ -10,15 +10,20 @@ An asset body reads top to bottom:
 
 It holds the Dagster context, the FMP resource, the warehouse, the settings
 and the figures (`RunStats`); leaving the `with` records those figures in
-`metrics.*` however the materialization ended (a failure, an interruption):
-that is when they matter most.
+`metrics.*` however the materialization ended (a failure, an interruption, a
+cancelled run): that is when they matter most. A failure also leaves its
+reason where the asset's partition view shows it: the checks' results and an
+observation naming the failed items, FMP's answer and what to do next.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -28,7 +33,7 @@ from stock_assets import metrics
 from stock_assets.checks import ITEM_SUCCESS, item_success
 from stock_assets.fmp import FetchSummary, FMPResource, Parsed, redact
 from stock_assets.resources import SyncSettings
-from stock_assets.run_stats import RunStats
+from stock_assets.run_stats import ASSET_TABLES, RunStats
 from stock_assets.warehouse import WarehouseResource
 
 T = TypeVar("T")
@@ -49,6 +54,7 @@ class Materialization:
         self.context, self.fmp, self.warehouse, self.settings = context, fmp, warehouse, settings
         partition = context.partition_key if context.has_partition_key else None
         self.stats = RunStats(context.asset_key.to_user_string(), partition, fmp.calls, fmp.pace_per_min)
+        self.failure_examples: list[str] = []  # "SYMBOL: what FMP answered", the first few
 
     @property
     def run_id(self) -> str:
@@ -75,12 +81,29 @@ class Materialization:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        status = "succeeded" if exc_type is None else "failed"
-        error = None if exc is None else redact(f"{type(exc).__name__}: {exc}")[:2000]
-        try:
-            metrics.record(self.warehouse, self.stats, self.run_id, dict(self.context.run.tags), status, error)
-        except Exception as failure:  # the figures must never fail the materialization
-            self.warn(f"Could not record metrics for this run: {type(failure).__name__}: {failure}")
+        status = "succeeded" if exc is None else "failed"
+        error = None if exc is None else describe_error(exc)
+        if exc is not None and not _is_interruption(exc):
+            self._report_failure(error)
+        with _signals_held():  # a cancel landing now must not cut the figures short
+            try:
+                metrics.record(self.warehouse, self.stats, self.run_id, dict(self.context.run.tags), status, error)
+            except Exception as failure:  # the figures must never fail the materialization
+                self.warn(f"Could not record metrics for this run: {type(failure).__name__}: {failure}")
+
+    def _report_failure(self, error: str) -> None:
+        """Why this partition failed, where the asset's partition view shows it."""
+        stats = self.stats
+        metadata = {"error": error, "next_action": next_action(error),
+                    "items_failed": stats.items_failed,
+                    "items_attempted": stats.items_succeeded + stats.items_failed}
+        if stats.failed_items:
+            metadata["failed_symbols"] = ", ".join(stats.failed_items[:50])
+        if self.failure_examples:
+            metadata["fmp_answers"] = " | ".join(self.failure_examples)
+        self.context.log_event(dg.AssetObservation(
+            asset_key=self.context.asset_key, partition=self.context.partition_key if self.context.has_partition_key
+            else None, description=f"Failed: {error} {next_action(error)}", metadata=metadata))
 
     # -- fetching and writing ----------------------------------------------------------------
 
@@ -115,6 +138,7 @@ class Materialization:
                                   sum(weight(i) for i in items), failed=sum(weight(i) for i in failed))
         for failure in summary.failures[:5]:
             self.warn(f"{label}: {failure.item} failed: {failure.error}")
+            self.failure_examples.append(redact(f"{failure.item}: {failure.error}")[:300])
         return summary
 
     def write(self, write: Callable[[], int], items: int) -> int:
@@ -134,33 +158,99 @@ class Materialization:
     # -- the verdict --------------------------------------------------------------------------
 
     def result(self, checks: Sequence[dg.AssetCheckResult] = (), **metadata: Any) -> dg.MaterializeResult:
-        """Succeed, naming failed items, unless more than the allowed share failed."""
+        """Succeed, naming failed items, unless more than the allowed share failed.
+
+        Failing, the checks are logged first, so `item_success_rate` shows as
+        failed with its figures in the check's history, not as "execution failed".
+        """
         stats, allowed = self.stats, self.settings.max_failed_share
+        check_results = [*checks, *self._item_success(allowed)]
         attempted = stats.items_succeeded + stats.items_failed
         if attempted and stats.items_failed > allowed * attempted:
+            for check in check_results:
+                self.context.log_event(self._evaluation(check))
             raise dg.Failure(
                 description=(
                     f"{stats.items_failed} of {attempted} items failed after retries "
-                    f"(more than {allowed:.1%}). What was fetched is stored; run this partition "
-                    f"again (or `stock-assets backfill-failed`) to fetch only the rest."),
+                    f"(more than {allowed:.1%}). What was fetched is stored. {next_action('')}"),
                 metadata=stats.metadata(),
             )
         if stats.items_failed:
             self.warn(f"{stats.items_failed} items failed and will be fetched next time: "
                       f"{', '.join(stats.failed_items[:20])}")
-        return dg.MaterializeResult(
-            metadata={**stats.metadata(), "dagster/row_count": stats.rows_written, **metadata},
-            check_results=[*checks, *self._item_success(allowed)])
+        return dg.MaterializeResult(metadata={**self._figures(), **metadata}, check_results=check_results)
 
     def market_closed(self, calls_saved: int, checks: Sequence[dg.AssetCheckResult] = ()) -> dg.MaterializeResult:
         """A weekday the market was closed: zero rows, zero calls, and it says so."""
         self.stats.route = "market closed"
         self.stats.optimized("holiday skip", considered=1, skipped=1, calls_saved=calls_saved)
         self.log(f"{self.partition_key}: the market was closed (NYSE holiday); nothing to fetch.")
-        return dg.MaterializeResult(metadata={**self.stats.metadata(), "market": "closed", "dagster/row_count": 0},
+        return dg.MaterializeResult(metadata={**self._figures(), "market": "closed"},
                                     check_results=[*checks, *self._item_success(1.0)])
+
+    def _figures(self) -> dict[str, Any]:
+        """The run's figures, and `dagster/row_count`: the rows the partition (or the asset) holds."""
+        return {**self.stats.metadata(), "dagster/row_count": self._rows_held()}
+
+    def _rows_held(self) -> int:
+        table = ASSET_TABLES[self.stats.asset]
+        if not self.context.has_partition_key:
+            return self.warehouse.rows_held(table)
+        if isinstance(self.context.assets_def.partitions_def, dg.TimeWindowPartitionsDefinition):
+            return self.warehouse.rows_held(table, day=self.day)
+        return self.warehouse.rows_held(table, shard=self.partition_key)
 
     def _item_success(self, allowed: float) -> list[dg.AssetCheckResult]:
         """The item success check, for the assets that declare it."""
         names = {spec.name for spec in self.context.assets_def.check_specs}
         return [item_success(self.stats, allowed)] if ITEM_SUCCESS in names else []
+
+    def _evaluation(self, check: dg.AssetCheckResult) -> dg.AssetCheckEvaluation:
+        """A check's result as an event of its own: for a materialization that will not complete."""
+        return dg.AssetCheckEvaluation(
+            asset_key=self.context.asset_key, check_name=check.check_name, passed=check.passed,
+            metadata=check.metadata, severity=check.severity, description=check.description,
+            partition=self.context.partition_key if self.context.has_partition_key else None)
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for metrics and the partition view: the error without the key, or 'interrupted'."""
+    if _is_interruption(error):
+        return "interrupted: the run was cancelled or stopped"
+    text = str(error.description) if isinstance(error, dg.Failure) and error.description else str(error)
+    return redact(f"{type(error).__name__}: {text}")[:2000]
+
+
+def next_action(error: str) -> str:
+    """What to do about a failure: its own advice when it names a setting, else run it again."""
+    if any(name in error for name in ("FMP_API_KEY", "FMP_PLAN", "FMP_BASE_URL")):
+        return "Fix the setting the error names, then materialize the failed partitions again."
+    return ("Materialize the failed partitions again (Materialize… → Failed in the asset's Partitions "
+            "view, or `stock-assets backfill-failed`): only what is not stored yet is fetched.")
+
+
+def _is_interruption(error: BaseException) -> bool:
+    return isinstance(error, (KeyboardInterrupt, dg.DagsterExecutionInterruptedError))
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT/SIGTERM wait until the block is done, then take their course.
+
+    Cancelling a run interrupts its step; the signal that follows must not cut
+    the recording of the figures short (DuckDB would answer "Query interrupted").
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in saved:
+        signal.signal(signum, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])

@@ -19,17 +19,23 @@ from stock_assets.assets.common import FMP_POOL, FetchConfig, ensure_closed
 from stock_assets.assets.materialization import Fetched, Materialization
 from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPPlanError, FMPResource, Parsed, get_plan
-from stock_assets.partitions import symbol_shards, trading_days
+from stock_assets.partitions import symbol_shards
 from stock_assets.resources import SyncSettings
 from stock_assets.run_stats import calls_for
-from stock_assets.warehouse import WarehouseResource
+from stock_assets.warehouse import WarehouseResource, column_schema
 
 
-@dg.asset(group_name="prices", partitions_def=trading_days, deps=[symbols], pool=FMP_POOL,
-          kinds={"duckdb"},
-          check_specs=checks_mod.specs("daily_prices", checks_mod.PRICES_SANE, checks_mod.COVERAGE,
-                                       checks_mod.NO_DUPLICATES, checks_mod.ITEM_SUCCESS),
-          description="One session's end-of-day bar for every symbol in the universe: market.prices.")
+def daily_prices_asset(trading_days: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """`daily_prices` on the configured trading days (they start at STOCK_ASSETS_START)."""
+    return dg.asset(
+        name="daily_prices", group_name="prices", partitions_def=trading_days, deps=[symbols], pool=FMP_POOL,
+        kinds={"duckdb"}, metadata={"dagster/column_schema": column_schema("prices")},
+        check_specs=checks_mod.specs("daily_prices", trading_days, checks_mod.PRICES_SANE, checks_mod.COVERAGE,
+                                     checks_mod.NO_DUPLICATES, checks_mod.ITEM_SUCCESS),
+        description="One session's end-of-day bar for every symbol in the universe: market.prices.",
+    )(daily_prices)
+
+
 def daily_prices(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,
                  warehouse: WarehouseResource, settings: SyncSettings) -> dg.MaterializeResult:
     day = ensure_closed(context)
@@ -152,8 +158,9 @@ def note_no_bar(m: Materialization, asked: list[str], got: set[str]) -> None:
 
 
 @dg.asset(group_name="prices", partitions_def=symbol_shards, deps=[symbols], pool=FMP_POOL,
-          kinds={"duckdb"},
-          check_specs=checks_mod.specs("price_history", checks_mod.PRICES_SANE, checks_mod.ITEM_SUCCESS),
+          kinds={"duckdb"}, metadata={"dagster/column_schema": column_schema("prices")},
+          check_specs=checks_mod.specs("price_history", symbol_shards, checks_mod.PRICES_SANE,
+                                       checks_mod.ITEM_SUCCESS),
           description="Full price history from the configured start for the shard's symbols "
                       "not yet covered: market.prices.")
 def price_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,

@@ -28,7 +28,8 @@ from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPPlanError, FMPResource, get_plan
 from stock_assets.partitions import symbol_shards
 from stock_assets.resources import SyncSettings
-from stock_assets.warehouse import WarehouseResource, profiles_table
+from stock_assets.warehouse import WarehouseResource, column_schema, profiles_table
+
 MAX_BULK_PARTS = 50  # FMP gives no part count; stop well past any real one
 
 
@@ -46,8 +47,9 @@ def is_due(symbol: str, fetched_at: dt.datetime | None, today: dt.date, max_age_
 
 
 @dg.asset(group_name="profiles", partitions_def=symbol_shards, deps=[symbols], pool=FMP_POOL,
-          kinds={"duckdb"},
-          check_specs=checks_mod.specs("company_profiles", checks_mod.PROFILES_FRESH, checks_mod.ITEM_SUCCESS),
+          kinds={"duckdb"}, metadata={"dagster/column_schema": column_schema("company_profiles")},
+          check_specs=checks_mod.specs("company_profiles", symbol_shards, checks_mod.PROFILES_FRESH,
+                                       checks_mod.ITEM_SUCCESS),
           description="Company profiles of the shard's symbols that are missing or due for "
                       "refresh (each on its own day of the cache age): market.company_profiles.")
 def company_profiles(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,

@@ -11,7 +11,7 @@ from stock_assets.assets.materialization import Materialization
 from stock_assets.fmp import FMPResource, ScreenerRow
 from stock_assets.partitions import shard_of
 from stock_assets.resources import SyncSettings
-from stock_assets.warehouse import WarehouseResource
+from stock_assets.warehouse import WarehouseResource, column_schema
 
 SCREENER_PAGE = 10_000
 
@@ -38,7 +38,8 @@ def _wanted(settings: SyncSettings) -> set[str] | None:
 
 
 @dg.asset(group_name="universe", pool=FMP_POOL, kinds={"duckdb"},
-          check_specs=checks_mod.specs("symbols", checks_mod.NO_DUPLICATES),
+          metadata={"dagster/column_schema": column_schema("symbols")},
+          check_specs=checks_mod.specs("symbols", None, checks_mod.NO_DUPLICATES),
           description="The US universe (NYSE, NASDAQ, AMEX common stocks and ETFs by default) "
                       "from FMP's company screener, each symbol with its shard: market.symbols.")
 def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: WarehouseResource,

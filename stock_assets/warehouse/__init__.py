@@ -22,7 +22,7 @@ from .duckdb_file import (
     upsert,
 )
 from .resource import WarehouseResource
-from .schema import TABLES, arrow_schema, ensure_schema
+from .schema import TABLES, arrow_schema, column_schema, ensure_schema
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -34,6 +34,7 @@ __all__ = [
     "WarehouseLockedError",
     "WarehouseResource",
     "arrow_schema",
+    "column_schema",
     "dividends_table",
     "ensure_schema",
     "history_loads_table",

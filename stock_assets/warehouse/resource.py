@@ -34,6 +34,9 @@ from .duckdb_file import DuckDBFile, upsert
 _INSANE_PRICE = """(close <= 0 OR open <= 0 OR high <= 0 OR low <= 0 OR volume < 0
     OR low > least(open, close) OR high < greatest(open, close))"""
 
+# The column that dates a row: a trading-day partition holds the rows of its day.
+_DAY_COLUMNS = {"market.prices": "date", "market.dividends": "ex_date"}
+
 class WarehouseResource(DuckDBFile):
     """The DuckDB warehouse (`STOCK_ASSETS_DB`): short, locked-retrying, bulk access.
 
@@ -242,6 +245,19 @@ class WarehouseResource(DuckDBFile):
         examples = self._rows(f"SELECT symbol, date FROM market.prices WHERE {where} AND {_INSANE_PRICE} "
                               f"LIMIT 5", params) if bad else []
         return rows, bad, examples
+
+    def rows_held(self, table: str, *, day: dt.date | None = None, shard: str | None = None) -> int:
+        """Rows `table` holds: all, one trading day's, or one shard's symbols' (the UI's row count)."""
+        name = S.table(table).name
+        if day is not None:
+            sql, params = f"SELECT count(*) FROM {name} WHERE {_DAY_COLUMNS[name]} = ?", [day]
+        elif shard is not None:
+            sql, params = (f"SELECT count(*) FROM {name} WHERE symbol IN "
+                           f"(SELECT symbol FROM market.symbols WHERE shard = ?)", [shard])
+        else:
+            sql, params = f"SELECT count(*) FROM {name}", []
+        (count,), = self._rows(sql, params)
+        return count
 
     def duplicated_keys(self, table: str) -> int:
         key = ", ".join(S.table(table).key)

@@ -1,10 +1,12 @@
 """The warehouse's `market` tables: one definition gives both the DDL and the Arrow schema.
 
-Each table is declared once as a list of `Column(name, duckdb_type, arrow_type)`.
+Each table is declared once as a list of `Column(name, duckdb_type, arrow_type,
+description)`.
 `ensure_schema(conn)` creates what is missing (`CREATE ... IF NOT EXISTS`, so it
 is idempotent and cheap), and `arrow_schema(table)` gives the `pyarrow.Schema`
 the builders in `warehouse.arrow` produce, so a batch always matches its table
-column for column.
+column for column, and `column_schema(table)` the column descriptions the Dagster
+UI shows in an asset's Columns table.
 
 Timestamps are stored as naive `TIMESTAMP` in UTC.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import dagster as dg
 import duckdb
 import pyarrow as pa
 
@@ -25,6 +28,7 @@ class Column:
     name: str
     sql_type: str
     arrow_type: pa.DataType
+    description: str
     nullable: bool = True
 
 
@@ -48,8 +52,15 @@ class Table:
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns])
 
+    def column_schema(self) -> dg.TableSchema:
+        """The columns as Dagster shows them: name, type, description, constraints."""
+        return dg.TableSchema(columns=[
+            dg.TableColumn(c.name, c.sql_type, description=c.description,
+                           constraints=dg.TableColumnConstraints(nullable=c.nullable, unique=self.key == (c.name,)))
+            for c in self.columns])
 
-def _c(name: str, kind: str, nullable: bool = True) -> Column:
+
+def _c(name: str, kind: str, description: str, nullable: bool = True) -> Column:
     types = {
         "text": ("VARCHAR", pa.string()),
         "double": ("DOUBLE", pa.float64()),
@@ -59,29 +70,29 @@ def _c(name: str, kind: str, nullable: bool = True) -> Column:
         "ts": ("TIMESTAMP", pa.timestamp("us")),
     }
     sql_type, arrow_type = types[kind]
-    return Column(name, sql_type, arrow_type, nullable)
+    return Column(name, sql_type, arrow_type, description, nullable)
 
 
 SYMBOLS = Table(
     f"{SCHEMA}.symbols",
     (
-        _c("symbol", "text", False),
-        _c("company_name", "text"),
-        _c("exchange", "text"),
-        _c("exchange_short_name", "text"),
-        _c("sector", "text"),
-        _c("industry", "text"),
-        _c("country", "text"),
-        _c("market_cap", "double"),
-        _c("beta", "double"),
-        _c("price", "double"),
-        _c("last_annual_dividend", "double"),
-        _c("volume", "bigint"),
-        _c("is_etf", "bool"),
-        _c("is_fund", "bool"),
-        _c("is_actively_trading", "bool"),
-        _c("shard", "text", False),
-        _c("updated_at", "ts", False),
+        _c("symbol", "text", 'Ticker as FMP lists it (e.g. BRK-B).', False),
+        _c("company_name", "text", 'Company name from the screener.'),
+        _c("exchange", "text", "Exchange's full name."),
+        _c("exchange_short_name", "text", 'Exchange code: NYSE, NASDAQ or AMEX.'),
+        _c("sector", "text", 'Sector from the screener.'),
+        _c("industry", "text", 'Industry from the screener.'),
+        _c("country", "text", 'Country of the listing company.'),
+        _c("market_cap", "double", 'Market capitalisation in USD at the last universe refresh.'),
+        _c("beta", "double", 'Beta against the market at the last universe refresh.'),
+        _c("price", "double", 'Last price at the last universe refresh (USD).'),
+        _c("last_annual_dividend", "double", 'Dividends per share over the last year (USD); 0 for non-payers.'),
+        _c("volume", "bigint", "Last session's volume at the last universe refresh."),
+        _c("is_etf", "bool", 'True for an ETF.'),
+        _c("is_fund", "bool", 'True for a fund.'),
+        _c("is_actively_trading", "bool", 'True while the symbol trades.'),
+        _c("shard", "text", 'Symbol shard (partition of the per-symbol assets); a pure function of the symbol.', False),
+        _c("updated_at", "ts", 'When the universe refresh last wrote this row (UTC).', False),
     ),
     ("symbol",),
 )
@@ -89,16 +100,16 @@ SYMBOLS = Table(
 PRICES = Table(
     f"{SCHEMA}.prices",
     (
-        _c("symbol", "text", False),
-        _c("date", "date", False),
-        _c("open", "double"),  # a batch-quote bar may lack open/high/low
-        _c("high", "double"),
-        _c("low", "double"),
-        _c("close", "double", False),
-        _c("adj_close", "double"),  # only eod-bulk carries it
-        _c("volume", "bigint"),
-        _c("source", "text", False),  # 'eod-bulk', 'batch-quote', 'historical-price-eod/full'
-        _c("loaded_at", "ts", False),
+        _c("symbol", "text", 'Ticker.', False),
+        _c("date", "date", 'Trading day of the bar (New York).', False),
+        _c("open", "double", 'Opening price (USD); NULL when the source bar lacks it.'),  # a batch-quote bar may lack open/high/low
+        _c("high", "double", 'Session high (USD); NULL when the source bar lacks it.'),
+        _c("low", "double", 'Session low (USD); NULL when the source bar lacks it.'),
+        _c("close", "double", 'Closing price (USD), split-adjusted as FMP served it.', False),
+        _c("adj_close", "double", 'Close adjusted for dividends as FMP gives it (eod-bulk only, else NULL).'),  # only eod-bulk carries it
+        _c("volume", "bigint", 'Shares traded in the session.'),
+        _c("source", "text", 'FMP route that delivered the bar: eod-bulk, batch-quote or historical-price-eod/full.', False),  # 'eod-bulk', 'batch-quote', 'historical-price-eod/full'
+        _c("loaded_at", "ts", 'When the bar was written (UTC).', False),
     ),
     ("symbol", "date"),
 )
@@ -106,17 +117,17 @@ PRICES = Table(
 DIVIDENDS = Table(
     f"{SCHEMA}.dividends",
     (
-        _c("symbol", "text", False),
-        _c("ex_date", "date", False),
-        _c("record_date", "date"),
-        _c("payment_date", "date"),
-        _c("declaration_date", "date"),
-        _c("dividend", "double"),
-        _c("adj_dividend", "double"),
-        _c("yield_pct", "double"),  # percent: 0.34 means 0.34%
-        _c("frequency", "text"),
-        _c("source", "text", False),
-        _c("loaded_at", "ts", False),
+        _c("symbol", "text", 'Ticker.', False),
+        _c("ex_date", "date", 'Ex-dividend date.', False),
+        _c("record_date", "date", 'Record date.'),
+        _c("payment_date", "date", 'Payment date.'),
+        _c("declaration_date", "date", 'Declaration date.'),
+        _c("dividend", "double", 'Dividend per share as declared (USD).'),
+        _c("adj_dividend", "double", 'Dividend per share adjusted for later splits (USD).'),
+        _c("yield_pct", "double", 'Dividend yield in percent (0.34 means 0.34%).'),  # percent: 0.34 means 0.34%
+        _c("frequency", "text", 'Payment frequency as FMP states it (Quarterly, Monthly...).'),
+        _c("source", "text", 'FMP route that delivered the row: dividends-calendar or dividends.', False),
+        _c("loaded_at", "ts", 'When the row was written (UTC).', False),
     ),
     ("symbol", "ex_date"),
 )
@@ -125,43 +136,43 @@ DIVIDENDS = Table(
 COMPANY_PROFILES = Table(
     f"{SCHEMA}.company_profiles",
     (
-        _c("symbol", "text", False),
-        _c("price", "double"),
-        _c("market_cap", "double"),
-        _c("beta", "double"),
-        _c("last_dividend", "double"),
-        _c("price_range", "text"),
-        _c("change", "double"),
-        _c("change_percentage", "double"),
-        _c("volume", "bigint"),
-        _c("average_volume", "bigint"),
-        _c("company_name", "text"),
-        _c("currency", "text"),
-        _c("cik", "text"),
-        _c("isin", "text"),
-        _c("cusip", "text"),
-        _c("exchange_full_name", "text"),
-        _c("exchange", "text"),
-        _c("industry", "text"),
-        _c("website", "text"),
-        _c("description", "text"),
-        _c("ceo", "text"),
-        _c("sector", "text"),
-        _c("country", "text"),
-        _c("full_time_employees", "bigint"),
-        _c("phone", "text"),
-        _c("address", "text"),
-        _c("city", "text"),
-        _c("state", "text"),
-        _c("zip", "text"),
-        _c("image", "text"),
-        _c("ipo_date", "date"),
-        _c("default_image", "bool"),
-        _c("is_etf", "bool"),
-        _c("is_actively_trading", "bool"),
-        _c("is_adr", "bool"),
-        _c("is_fund", "bool"),
-        _c("fetched_at", "ts", False),
+        _c("symbol", "text", 'Ticker.', False),
+        _c("price", "double", 'Price when the profile was fetched (USD).'),
+        _c("market_cap", "double", 'Market capitalisation in USD.'),
+        _c("beta", "double", 'Beta against the market.'),
+        _c("last_dividend", "double", 'Last annual dividend per share (USD).'),
+        _c("price_range", "text", '52-week range as text, low-high.'),
+        _c("change", "double", 'Price change on the day (USD).'),
+        _c("change_percentage", "double", 'Price change on the day in percent.'),
+        _c("volume", "bigint", 'Session volume.'),
+        _c("average_volume", "bigint", 'Average daily volume.'),
+        _c("company_name", "text", 'Company name.'),
+        _c("currency", "text", 'Trading currency.'),
+        _c("cik", "text", 'SEC Central Index Key.'),
+        _c("isin", "text", 'ISIN.'),
+        _c("cusip", "text", 'CUSIP.'),
+        _c("exchange_full_name", "text", "Exchange's full name."),
+        _c("exchange", "text", 'Exchange code.'),
+        _c("industry", "text", 'Industry.'),
+        _c("website", "text", 'Company website.'),
+        _c("description", "text", 'Business description.'),
+        _c("ceo", "text", 'Chief executive.'),
+        _c("sector", "text", 'Sector.'),
+        _c("country", "text", 'Country.'),
+        _c("full_time_employees", "bigint", 'Full-time employees.'),
+        _c("phone", "text", 'Phone number.'),
+        _c("address", "text", 'Street address.'),
+        _c("city", "text", 'City.'),
+        _c("state", "text", 'State.'),
+        _c("zip", "text", 'Postal code.'),
+        _c("image", "text", 'Logo URL.'),
+        _c("ipo_date", "date", 'IPO date.'),
+        _c("default_image", "bool", 'True when FMP has no logo of its own for the company.'),
+        _c("is_etf", "bool", 'True for an ETF.'),
+        _c("is_actively_trading", "bool", 'True while the symbol trades.'),
+        _c("is_adr", "bool", 'True for an American depositary receipt.'),
+        _c("is_fund", "bool", 'True for a fund.'),
+        _c("fetched_at", "ts", 'When the full profile was fetched (UTC).', False),
     ),
     ("symbol",),
 )
@@ -172,13 +183,13 @@ COMPANY_PROFILES = Table(
 REJECTED_ROWS = Table(
     f"{SCHEMA}.rejected_rows",
     (
-        _c("source", "text", False),
-        _c("key", "text", False),
-        _c("reason", "text", False),
-        _c("raw_hash", "text", False),
-        _c("raw", "text"),  # JSON text
-        _c("run_id", "text"),
-        _c("rejected_at", "ts", False),
+        _c("source", "text", 'FMP endpoint the row came from.', False),
+        _c("key", "text", 'What the row was about (symbol, symbol/date).', False),
+        _c("reason", "text", 'Why validation rejected it.', False),
+        _c("raw_hash", "text", 'Hash of the raw payload, so a re-run replaces rather than duplicates.', False),
+        _c("raw", "text", 'The raw row as FMP sent it (JSON).'),  # JSON text
+        _c("run_id", "text", 'Dagster run that fetched it.'),
+        _c("rejected_at", "ts", 'When it was rejected (UTC).', False),
     ),
     ("source", "key", "reason", "raw_hash"),
 )
@@ -188,38 +199,38 @@ REJECTED_ROWS = Table(
 HISTORY_LOADS = Table(
     f"{SCHEMA}.history_loads",
     (
-        _c("dataset", "text", False),
-        _c("symbol", "text", False),
-        _c("start_date", "date"),
-        _c("end_date", "date"),
-        _c("loaded_at", "ts", False),
+        _c("dataset", "text", 'Which history: prices or dividends.', False),
+        _c("symbol", "text", 'Ticker.', False),
+        _c("start_date", "date", 'First day the load asked for.'),
+        _c("end_date", "date", 'Last day the load covered.'),
+        _c("loaded_at", "ts", 'When the history was loaded (UTC).', False),
     ),
     ("dataset", "symbol"),
 )
 
 # ---- metrics: one row set per materialization (failed ones included) --------
 # `partition` is '' for the unpartitioned `symbols`, so it can be part of a key.
-_STEP = (_c("run_id", "text", False), _c("asset", "text", False), _c("partition", "text", False))
+_STEP = (_c("run_id", "text", 'Dagster run id.', False), _c("asset", "text", 'Asset materialized.', False), _c("partition", "text", "Partition materialized ('' when unpartitioned).", False))
 
 METRICS_RUNS = Table(
     "metrics.runs",
     (
         *_STEP,
-        _c("batch_id", "text"),  # the sync or backfill the run belongs to
-        _c("batch_kind", "text"),  # 'sync', 'backfill' or 'manual'
-        _c("route", "text"),
-        _c("started_at", "ts", False),
-        _c("ended_at", "ts", False),
-        _c("duration_s", "double", False),
-        _c("status", "text", False),  # 'succeeded' or 'failed'
-        _c("items_total", "bigint"),
-        _c("items_succeeded", "bigint"),
-        _c("items_failed", "bigint"),
-        _c("items_skipped", "bigint"),
-        _c("rows_written", "bigint"),
-        _c("rejected_rows", "bigint"),
-        _c("api_calls", "bigint"),
-        _c("error", "text"),
+        _c("batch_id", "text", 'The sync or backfill the run belongs to.'),  # the sync or backfill the run belongs to
+        _c("batch_kind", "text", 'sync, backfill or manual.'),  # 'sync', 'backfill' or 'manual'
+        _c("route", "text", 'FMP route the materialization took.'),
+        _c("started_at", "ts", 'Start (UTC).', False),
+        _c("ended_at", "ts", 'End (UTC).', False),
+        _c("duration_s", "double", 'Wall time in seconds.', False),
+        _c("status", "text", 'succeeded or failed.', False),  # 'succeeded' or 'failed'
+        _c("items_total", "bigint", 'Items (symbols, batches, days) planned.'),
+        _c("items_succeeded", "bigint", 'Items fetched.'),
+        _c("items_failed", "bigint", 'Items that failed after retries.'),
+        _c("items_skipped", "bigint", 'Items skipped because the warehouse already held them.'),
+        _c("rows_written", "bigint", 'Rows written by this materialization.'),
+        _c("rejected_rows", "bigint", 'Rows rejected by validation.'),
+        _c("api_calls", "bigint", 'FMP calls made.'),
+        _c("error", "text", 'The error that ended a failed materialization (key redacted).'),
     ),
     ("run_id", "asset", "partition"),
 )
@@ -228,13 +239,13 @@ METRICS_PHASES = Table(
     "metrics.phases",
     (
         *_STEP,
-        _c("phase", "text", False),
-        _c("started_at", "ts", False),
-        _c("duration_s", "double", False),
-        _c("items", "bigint"),
-        _c("items_succeeded", "bigint"),
-        _c("items_failed", "bigint"),
-        _c("items_per_s", "double"),
+        _c("phase", "text", 'plan, fetch or write.', False),
+        _c("started_at", "ts", 'Start of the phase (UTC).', False),
+        _c("duration_s", "double", 'Seconds spent in the phase.', False),
+        _c("items", "bigint", 'Items the phase handled.'),
+        _c("items_succeeded", "bigint", 'Items that succeeded.'),
+        _c("items_failed", "bigint", 'Items that failed.'),
+        _c("items_per_s", "double", 'Throughput in items (symbols) per second.'),
     ),
     ("run_id", "asset", "partition", "phase"),
 )
@@ -243,17 +254,17 @@ METRICS_API_CALLS = Table(
     "metrics.api_calls",
     (
         *_STEP,
-        _c("endpoint", "text", False),
-        _c("calls", "bigint", False),
-        _c("succeeded", "bigint"),
-        _c("failed", "bigint"),
-        _c("retries", "bigint"),
-        _c("rate_limited", "bigint"),  # 429s (and 200s carrying Limit Reach)
-        _c("bytes", "bigint"),
-        _c("latency_mean_s", "double"),
-        _c("latency_p50_s", "double"),
-        _c("latency_p95_s", "double"),
-        _c("limiter_wait_s", "double"),
+        _c("endpoint", "text", 'FMP endpoint.', False),
+        _c("calls", "bigint", 'HTTP calls made (retries included).', False),
+        _c("succeeded", "bigint", 'Calls answered with data.'),
+        _c("failed", "bigint", 'Calls that failed after retries.'),
+        _c("retries", "bigint", 'Retries made.'),
+        _c("rate_limited", "bigint", '429s and 200s carrying a limit message.'),  # 429s (and 200s carrying Limit Reach)
+        _c("bytes", "bigint", 'Response bytes received.'),
+        _c("latency_mean_s", "double", 'Mean latency in seconds.'),
+        _c("latency_p50_s", "double", 'Median latency in seconds.'),
+        _c("latency_p95_s", "double", '95th-percentile latency in seconds.'),
+        _c("limiter_wait_s", "double", 'Seconds waited on the shared rate limiter.'),
     ),
     ("run_id", "asset", "partition", "endpoint"),
 )
@@ -262,11 +273,11 @@ METRICS_OPTIMIZATIONS = Table(
     "metrics.optimizations",
     (
         *_STEP,
-        _c("name", "text", False),
-        _c("items_considered", "bigint"),
-        _c("items_skipped", "bigint"),
-        _c("calls_saved", "bigint"),
-        _c("seconds_saved", "double"),  # calls saved / the pace the key's limit allows
+        _c("name", "text", 'The optimization: staleness filter, batched quotes, bulk EOD, holiday skip...', False),
+        _c("items_considered", "bigint", 'Items it looked at.'),
+        _c("items_skipped", "bigint", 'Items it spared a call.'),
+        _c("calls_saved", "bigint", 'Calls it saved.'),
+        _c("seconds_saved", "double", "Calls saved divided by the key's pace."),  # calls saved / the pace the key's limit allows
     ),
     ("run_id", "asset", "partition", "name"),
 )
@@ -335,6 +346,10 @@ def table(name: str) -> Table:
 
 def arrow_schema(name: str) -> pa.Schema:
     return table(name).arrow_schema()
+
+
+def column_schema(name: str) -> dg.TableSchema:
+    return table(name).column_schema()
 
 
 def ddl_statements() -> list[str]:
