@@ -165,7 +165,9 @@ def cmd_backfill_failed(args: argparse.Namespace) -> int:
 
     only = check_asset_names(args.asset) if args.asset else None
     from stock_assets.assets.common import FMP_POOL
+    from stock_assets.held_partitions import report_held_partitions
     from stock_assets.home import command_lock, open_instance
+    from stock_assets.partitions import trading_days_from
     from stock_assets.local_api import fmp_environment
     from stock_assets.instance_health import prepare
     from stock_assets.plan import failed_and_missing
@@ -176,7 +178,11 @@ def cmd_backfill_failed(args: argparse.Namespace) -> int:
     with command_lock(config.dagster_home, "backfill-failed"), fmp_environment(config):
         instance = open_instance(config.dagster_home)
         runs_at_once = prepare(instance, FMP_POOL, print)
-        todo = failed_and_missing(instance, only, args.all_missing, warehouse_resource(config))
+        warehouse = warehouse_resource(config)
+        held_days = trading_days_from(config.trading_days_start)
+        if os.path.exists(warehouse.database):  # what the warehouse holds is not missing
+            report_held_partitions(instance, warehouse, held_days)
+        todo = failed_and_missing(instance, only, args.all_missing, warehouse)
         if not todo:
             print("Nothing failed or missing: every partition is materialized.")
             return 0
@@ -190,6 +196,7 @@ def cmd_backfill_failed(args: argparse.Namespace) -> int:
             config, "backfill", backfill_id)
         if stopped is not None:
             return stopped
+        report_held_partitions(instance, warehouse, held_days)
         _publish_read_copy(config)
     failed = [o for o in outcomes if not o.success]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs succeeded.")

@@ -6,6 +6,8 @@ Under `dagster dev` (or a deployed daemon) nothing else would:
   UI's "Materialize… → Failed" backfills them, and the run queue does not
   count them against the `fmp` pool forever;
 - free the concurrency slots of runs that are no longer in progress;
+- report the partitions the warehouse holds without a run of theirs
+  (`held_partitions`), as `stock-assets sync` does when it ends;
 - publish the warehouse's read copy once the runs that changed it are done
   (or every 15 minutes while a long load goes on), as `stock-assets sync`
   does when it ends.
@@ -18,6 +20,7 @@ import time
 
 import dagster as dg
 
+from stock_assets.held_partitions import held_partitions
 from stock_assets.instance_health import IN_PROGRESS, free_stale_slots, reap_dead_runs
 from stock_assets.warehouse import WarehouseResource
 
@@ -27,7 +30,7 @@ REPUBLISH_DURING_RUNS_S = 15 * 60
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Every 30 s: marks failed the runs whose process is gone (freeing their pool "
                        "slots), and publishes the warehouse's read copy when it changed.")
-def housekeeping(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SkipReason:
+def housekeeping(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     done = []
     reaped = reap_dead_runs(context.instance)
     if reaped:
@@ -35,9 +38,20 @@ def housekeeping(context: dg.SensorEvaluationContext, warehouse: WarehouseResour
     freed = free_stale_slots(context.instance)
     if freed:
         done.append(f"freed the pool slots of {len(freed)} finished run(s)")
+    held = _held(context, warehouse)
+    if held:
+        done.append(f"reported {len(held)} partition(s) the warehouse already holds as materialized")
     if _read_copy_due(context.instance, warehouse):
         done.append(f"published the read copy in {warehouse.publish_read_copy():.1f}s")
-    return dg.SkipReason("; ".join(done) or "nothing to do")
+    return dg.SensorResult(asset_events=held, skip_reason="; ".join(done) or "nothing to do")
+
+
+def _held(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> list[dg.AssetMaterialization]:
+    if not os.path.exists(warehouse.database) or context.instance.get_runs(
+            dg.RunsFilter(statuses=IN_PROGRESS), limit=1):
+        return []  # the runs in flight may be the ones that hold them
+    trading_days = context.repository_def.asset_graph.get(dg.AssetKey("daily_prices")).partitions_def
+    return held_partitions(context.instance, warehouse, trading_days)
 
 
 def _read_copy_due(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> bool:

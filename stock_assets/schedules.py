@@ -2,8 +2,16 @@
 
 The schedule refreshes the universe on weekdays after the close (New York
 time); when that run succeeds, the sensor requests the session's run and one
-run per shard, as `jobs.plan_after_universe` lays out. `stock-assets sync`
-runs the same plan headless.
+run per shard with work, as `plan.plan_after_universe` lays out.
+`stock-assets sync` runs the same plan headless.
+
+Both are on from the first `dagster dev` (a daily-sync platform whose daily
+sync waits for a switch surprises its users): the UI route to a full sync
+by hand is to materialize `symbols` alone (from the catalog, or by launching
+the `universe` job); the sensor follows any successful run of the universe
+alone, so the rest follows as it does after the schedule. Headless
+`stock-assets sync` runs belong to no code location, so the sensor never
+doubles them.
 """
 
 
@@ -16,22 +24,28 @@ from stock_assets.resources import SyncSettings
 from stock_assets.tags import SYNC_TAG
 from stock_assets.warehouse import WarehouseResource
 
+UNIVERSE = dg.AssetKey("symbols")
+
 
 @dg.schedule(job=universe_job, cron_schedule="30 17 * * 1-5", execution_timezone="America/New_York",
+             default_status=dg.DefaultScheduleStatus.RUNNING,
              description="Weekdays at 17:30 New York time: refresh the universe, which starts the daily sync.")
 def daily_sync_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     sync_id = f"scheduled-{context.scheduled_execution_time:%Y-%m-%d}"
     return dg.RunRequest(run_key=sync_id, tags={SYNC_TAG: sync_id})
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[universe_job],
-                      request_jobs=[session_job, shards_job],
-                      description="After the universe is refreshed: the session's run and one run per shard.")
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, request_jobs=[session_job, shards_job],
+                      default_status=dg.DefaultSensorStatus.RUNNING,
+                      description="After a run that refreshed the universe alone (the schedule's, or `symbols` "
+                                  "materialized by hand): the session's run and one run per shard with work.")
 def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: WarehouseResource,
                         settings: SyncSettings):
-    sync_id = context.dagster_run.tags.get(SYNC_TAG)
-    if not sync_id:
-        return dg.SkipReason("The universe run was not part of a daily sync.")
+    run = context.dagster_run
+    if set(run.asset_selection or ()) != {UNIVERSE} and run.job_name != universe_job.name:
+        yield dg.SkipReason(f"Run {run.run_id[:8]} did not refresh the universe alone.")
+        return
+    sync_id = run.tags.get(SYNC_TAG) or f"ui-{run.run_id[:8]}"
     day = latest_session_day()  # its partition exists (windows open at 17:00 ET)
     for planned in plan_after_universe(warehouse, context.instance, day, settings):
         job = session_job if planned.partition_key == day.isoformat() else shards_job

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 from stock_assets.assets.common import FMP_POOL
 from stock_assets.config import Config
+from stock_assets.held_partitions import report_held_partitions
 from stock_assets.home import open_instance
 from stock_assets.instance_health import prepare
 from stock_assets.plan import PlannedRun, plan_after_universe
-from stock_assets.partitions import latest_session_day
+from stock_assets.partitions import latest_session_day, trading_days_from
 from stock_assets.progress import PlainReporter, Reporter
 from stock_assets.resources import settings_resource, warehouse_resource
 from stock_assets.runner import RunOutcome, execute_all
@@ -70,5 +71,6 @@ def run_sync(day: dt.date | None = None, reporter: Reporter | None = None, log=N
         outcome.runs += execute_all(instance, planned, tags, reporter, runs_at_once)
     else:
         reporter.say("The universe could not be refreshed: nothing else was run.")
+    report_held_partitions(instance, warehouse_resource(config), trading_days_from(config.trading_days_start))
     outcome.seconds = time.monotonic() - started
     return outcome

@@ -66,3 +66,47 @@ print("imported")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={"PATH": "/usr/bin:/bin", "STOCK_ASSETS_START": "2024-06-03"})
     assert result.returncode == 0 and "imported" in result.stdout, result.stderr
+
+
+def test_the_daily_sync_is_on_from_the_start():
+    definitions = defs()
+    schedule = definitions.resolve_schedule_def("daily_sync_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    for sensor in ("sync_after_universe", "housekeeping"):
+        assert definitions.resolve_sensor_def(sensor).default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def _sensor_requests(platform, run_result) -> list:
+    from stock_assets.schedules import sync_after_universe
+
+    instance = platform.instance()
+    run = instance.get_run_by_id(run_result.run_id)
+    event = next(e for e in run_result.all_events if e.event_type == dg.DagsterEventType.RUN_SUCCESS)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="sync_after_universe", dagster_event=event, dagster_instance=instance, dagster_run=run,
+        resources={"warehouse": platform.resources()["warehouse"], "settings": platform.resources()["settings"]})
+    result = sync_after_universe(context)
+    return list(result) if result is not None and not isinstance(result, dg.SkipReason) else [result]
+
+
+def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform):
+    from stock_assets.assets import assets_for
+    from stock_assets.config import Config
+
+    # As the catalog launches it: the code location's asset job, the universe alone selected.
+    asset_job = dg.Definitions(assets=assets_for(Config.from_env()),
+                               resources=platform.resources()).resolve_implicit_global_asset_job_def()
+    universe = asset_job.execute_in_process(instance=platform.instance(), asset_selection=[dg.AssetKey("symbols")])
+    assert platform.instance().get_run_by_id(universe.run_id).asset_selection == {dg.AssetKey("symbols")}
+    requests = _sensor_requests(platform, universe)
+    assert requests and all(isinstance(r, dg.RunRequest) for r in requests)
+    assert {r.tags["stock_assets/sync"] for r in requests} == {f"ui-{universe.run_id[:8]}"}
+    present = {s for (s,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
+    assert {r.partition_key for r in requests} - present == {requests[0].partition_key}  # the session day
+
+    # A run that refreshed more than the universe is not the start of a sync.
+    shard = sorted(present)[0]
+    other = asset_job.execute_in_process(instance=platform.instance(), partition_key=shard,
+                                         asset_selection=[dg.AssetKey("company_profiles")])
+    (skip,) = _sensor_requests(platform, other)
+    assert isinstance(skip, dg.SkipReason) and "universe alone" in skip.skip_message

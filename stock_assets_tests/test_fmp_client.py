@@ -458,7 +458,9 @@ def test_four_processes_sharing_a_key_stay_under_its_limit(tmp_path):
                 assert time.monotonic() < deadline, "workers did not start"
                 time.sleep(0.02)
             start = time.time() + 1.0  # after the warm-up calls' second
-            go.write_text(repr(start))
+            # Written aside and renamed: a worker polling for `go` must never read it half-written.
+            (tmp_path / "go.tmp").write_text(repr(start))
+            (tmp_path / "go.tmp").rename(go)
             results = [w.communicate(timeout=60) for w in workers]
         finally:
             for w in workers:

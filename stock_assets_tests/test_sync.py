@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 
 import dagster as dg
 
 from stock_assets import trading
 from stock_assets.assets.prices import history_start
-from stock_assets.partitions import SHARD_KEYS, shard_of, symbol_shards
+from stock_assets.partitions import SHARD_KEYS, shard_of, symbol_shards, trading_days
 from stock_assets.plan import failed_and_missing
 from stock_assets.recovery import relaunch
 from stock_assets.resources import SyncSettings
@@ -105,3 +106,33 @@ def test_failed_shard_is_failed_and_backfill_fetches_only_what_is_missing(platfo
     status = platform.instance().get_status_by_partition(dg.AssetKey("company_profiles"), SHARD_KEYS, symbol_shards)
     assert status[shard] == dg.AssetPartitionStatus.MATERIALIZED
     assert failed_and_missing(platform.instance()) == []
+
+
+def test_after_a_sync_no_partition_the_warehouse_holds_is_missing(platform):
+    """Days the history load stored, holidays and empty shards show materialized, each saying why."""
+    assert run_sync(log=lambda line: None).success
+    instance = platform.instance()
+    days = trading_days.get_partition_keys()
+    present = {s for (s,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
+    assert set(SHARD_KEYS) - present  # 40 symbols leave shards empty
+    for asset in ("daily_prices", "dividends"):
+        status = instance.get_status_by_partition(dg.AssetKey(asset), days, trading_days)
+        assert [d for d in days if status.get(d) is None] == [], asset
+    for asset in ("company_profiles", "price_history", "dividend_history"):
+        status = instance.get_status_by_partition(dg.AssetKey(asset), SHARD_KEYS, symbol_shards)
+        assert all(status[s] == dg.AssetPartitionStatus.MATERIALIZED for s in SHARD_KEYS), asset
+
+    # Each says where its data came from, with the rows the day holds.
+    day = next(d for d in days if trading.is_session(dt.date.fromisoformat(d)))
+    record, = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("daily_prices"), asset_partitions=[day]), limit=1).records
+    assert "price_history" in record.asset_materialization.description
+    (rows,), = platform.sql("SELECT count(*) FROM market.prices WHERE date = ?", [day])
+    assert record.asset_materialization.metadata["dagster/row_count"].value == rows > 0
+    empty = sorted(set(SHARD_KEYS) - present)[0]
+    record, = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("company_profiles"), asset_partitions=[empty]), limit=1).records
+    assert record.asset_materialization.metadata["symbols"].value == 0
+
+    # So "failed and missing", even every missing day since the start, has nothing to run.
+    assert failed_and_missing(instance, all_missing=True) == []

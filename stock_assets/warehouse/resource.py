@@ -259,6 +259,28 @@ class WarehouseResource(DuckDBFile):
         (count,), = self._rows(sql, params)
         return count
 
+    def rows_by_day(self, table: str, first: dt.date, last: dt.date) -> dict[dt.date, int]:
+        """Rows per trading day of a dated table (prices, dividends) between two days."""
+        name = S.table(table).name
+        column = _DAY_COLUMNS[name]
+        rows = self._rows(f"SELECT {column}, count(*) FROM {name} WHERE {column} BETWEEN ? AND ? GROUP BY ALL",
+                          [first, last])
+        return dict(rows)
+
+    def history_span(self, dataset: str) -> tuple[bool, dt.date | None, dt.date | None]:
+        """(loaded for all, first day, last day) that every active symbol's `dataset` history covers.
+
+        Dividend histories concern the payers only, and cover all time back
+        (their first day is None).
+        """
+        payers = " AND s.last_annual_dividend > 0" if dataset == "dividends" else ""
+        (symbols, unloaded, first, last), = self._rows(f"""
+            SELECT count(*), count(*) FILTER (WHERE h.symbol IS NULL), max(h.start_date), min(h.end_date)
+            FROM market.symbols s
+            LEFT JOIN market.history_loads h ON h.dataset = ? AND h.symbol = s.symbol
+            WHERE coalesce(s.is_actively_trading, TRUE){payers}""", [dataset])
+        return symbols > 0 and unloaded == 0, first, last
+
     def duplicated_keys(self, table: str) -> int:
         key = ", ".join(S.table(table).key)
         (dupes,), = self._rows(f"SELECT count(*) FROM (SELECT {key} FROM {S.table(table).name} "
