@@ -26,4 +26,9 @@ def defs() -> dg.Definitions:
         schedules=[daily_sync_schedule],
         sensors=[sync_after_universe, housekeeping],
         resources=all_resources(config),
+        # Each run's steps in the run's own process, as `stock-assets sync` runs
+        # them: the default executor started a Python process per step, which
+        # loads the code again (seconds of CPU on every shard run) while the
+        # key's pace waited.
+        executor=dg.in_process_executor,
     )

@@ -36,7 +36,7 @@ def daily_sync_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, request_jobs=[session_job, shards_job],
-                      default_status=dg.DefaultSensorStatus.RUNNING,
+                      default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=5,
                       description="After a run that refreshed the universe alone (the schedule's, or `symbols` "
                                   "materialized by hand): the session's run and one run per shard with work.")
 def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: WarehouseResource,

@@ -1,15 +1,22 @@
-"""The Dagster UI in a real browser, as a user uses it.
+"""The Dagster UI in a real browser, as a user uses it: one journey on one `dagster dev`.
 
 `dagster dev` (webserver + daemon: the project's instance config queues runs,
 so the daemon must dequeue them) runs on a test instance in a temp
-DAGSTER_HOME, against the FMP simulator, on a free loopback port. Headless
-Chromium (Debian's package, driven by Playwright) then checks that:
-  1. the catalog lists all six assets;
-  2. clicking Materialize on `symbols` launches a run that the run page shows
-     succeeding, and that really ran: the simulator saw `company-screener`
-     requests and market.symbols has the universe;
-  3. after one `daily_prices` partition is materialized, the asset's
-     Partitions tab shows it materialized and every other one missing.
+DAGSTER_HOME, against the FMP simulator (40 symbols), on a free loopback
+port. Headless Chromium (Debian's package, driven by Playwright) then:
+  1. sees the catalog list all six assets;
+  2. clicks Materialize on `symbols`: the run page shows it succeed, and it
+     really ran (the simulator saw `company-screener`, market.symbols holds
+     the universe);
+  3. sees the `sync_after_universe` sensor (on by default) follow that run
+     with the rest of the daily sync, run by the daemon;
+  4. sees no Missing trading day in `daily_prices`: the history load holds them;
+  5. with one symbol's profile due and its calls failing, materializes all
+     shards of `company_profiles` (Materialize… → All → Launch backfill);
+  6. reads why the failed partition failed (the symbol, FMP's answer, the
+     next action); a shard that succeeded shows the row count it holds;
+  7. sees `item_success_rate` failed on that partition, with its figures;
+  8. with the fault gone, Materialize… → Failed runs that partition alone.
 Screenshots land in `test-artifacts/` (ui-*.png), with the dagster dev log.
 """
 
@@ -17,29 +24,23 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 
 import dagster as dg
+import duckdb
 import pytest
 
-from stock_assets import trading
-from stock_assets.assets import assets_for
-from stock_assets.config import Config
-from stock_assets.partitions import trading_days
+from stock_assets.tags import SYNC_TAG
 from stock_assets_tests.ui_support import ARTIFACTS, chromium_path, dagster_dev, launch_chromium
 
 ASSETS = ["symbols", "daily_prices", "price_history", "dividends", "dividend_history", "company_profiles"]
 TIMEOUT_MS = 60_000  # a 2-core machine running other tests beside this one
 RUN_TIMEOUT_MS = 180_000  # dequeue by the daemon, a new process that loads the code, the step
+RUNS_TIMEOUT_S = 480  # a sync's or a backfill's runs, each a new process, on a loaded 2-core machine
 
 
-def _count(page, label: str) -> int:
-    """The number in a partition-status filter such as `Missing (496)`."""
-    text = page.get_by_text(re.compile(rf"^{label} \(\d+\)$")).first.inner_text(timeout=TIMEOUT_MS)
-    return int(re.search(r"\((\d+)\)", text).group(1))
-
-
-@pytest.mark.timeout(290)
-def test_dagster_ui_shows_assets_materializes_symbols_and_partition_status(platform, tmp_path):
+@pytest.mark.timeout(1200)
+def test_a_user_journey_through_the_dagster_ui(platform, tmp_path):
     if chromium_path() is None:
         pytest.fail("Chromium is missing: `apt-get install chromium` (.ci/run does it)")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -54,9 +55,10 @@ def test_dagster_ui_shows_assets_materializes_symbols_and_partition_status(platf
             page.add_locator_handler(page.get_by_role("button", name="Skip", exact=True),
                                      lambda skip: skip.click())
             try:
-                _check(page, ui.url, platform)
+                _catalog_and_a_daily_sync(page, ui.url, platform)
+                _a_failed_partition(page, ui.url, platform)
             except BaseException:
-                page.screenshot(path=str(ARTIFACTS / "ui-failure.png"))
+                page.screenshot(path=str(ARTIFACTS / "ui-failure.png"), full_page=True)
                 raise
             finally:
                 context.close()
@@ -66,7 +68,7 @@ def test_dagster_ui_shows_assets_materializes_symbols_and_partition_status(platf
             shutil.copy(log, ARTIFACTS / "ui-dagster-dev.log")
 
 
-def _check(page, url: str, platform) -> None:
+def _catalog_and_a_daily_sync(page, url: str, platform) -> None:
     from playwright.sync_api import expect
 
     # 1. The catalog lists the six assets (and the code location loaded: no error banner).
@@ -108,24 +110,133 @@ def _check(page, url: str, platform) -> None:
     stored = {s for (s,) in platform.sql("SELECT symbol FROM market.symbols")}
     assert stored == truth and stored
 
-    # 3. One daily_prices partition materialized (in-process, on the same
-    #    instance): the Partitions tab shows it materialized, the rest missing.
-    day = trading.last_closed_session().isoformat()
-    result = dg.materialize(assets_for(Config.from_env()), selection=["daily_prices"], partition_key=day,
-                            instance=platform.instance(), resources=platform.resources())
-    assert result.success
-    keys_before = len(trading_days.get_partition_keys())
+    # 3. The sensor follows the universe run with the rest of the sync; the daemon runs it.
+    sync_id = f"ui-{run_id[:8]}"
+    runs = _wait_for_runs(platform, lambda: platform.instance().get_runs(dg.RunsFilter(tags={SYNC_TAG: sync_id})))
+    assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [(r.run_id, r.status) for r in runs]
+    present = {s for (s,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
+    assert {r.tags.get("dagster/partition") for r in runs} >= present
+    page.goto(f"{url}/runs")
+    expect(page.get_by_text(sync_id).first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "ui-sync-runs.png"))
+
+    # 4. No trading day the warehouse holds shows Missing (the housekeeping sensor reports them).
     page.goto(f"{url}/assets/daily_prices?view=partitions")
-    expect(page.get_by_text(re.compile(r"^Materialized \(1\)$"))).to_be_visible()
-    keys_after = len(trading_days.get_partition_keys())
-    selected = int(re.match(r"(\d+)", page.get_by_text(re.compile(r"^\d+ Partitions? Selected$")).inner_text()).group(1))
-    assert selected in {keys_before, keys_after}
-    assert _count(page, "Failed") == 0
-    assert _count(page, "Missing") == selected - 1
-    # The materialized partition, picked from the list, shows its materialization.
-    # (The timeline's end label also reads `day`: the list row is the last match.)
-    page.get_by_placeholder(re.compile("Filter by name")).fill(day)
-    page.get_by_text(day, exact=True).filter(visible=True).last.click()
+    expect(page.get_by_text(re.compile(r"^Missing \(0\)$"))).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    expect(page.get_by_text(re.compile(r"^Failed \(0\)$"))).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "ui-daily-prices-partitions.png"))
+
+
+def _shard_with_a_broken_symbol(platform) -> tuple[str, str]:
+    """A shard of two symbols or more; its first symbol's profile is made due, and its calls fail."""
+    shards = platform.sql("SELECT shard, min(symbol) FROM market.symbols GROUP BY shard HAVING count(*) > 1 "
+                          "ORDER BY shard")
+    shard, broken = shards[0]
+    with duckdb.connect(str(platform.db)) as conn:
+        conn.execute("DELETE FROM market.company_profiles WHERE symbol = ?", [broken])
+    platform.sim.faults.failing_symbols = frozenset({broken})
+    return shard, broken
+
+
+def _a_failed_partition(page, url: str, platform) -> None:
+    from playwright.sync_api import expect
+
+    shard, broken = _shard_with_a_broken_symbol(platform)
+    # 5. Every shard of company_profiles, from the UI.
+    before = {b.backfill_id for b in platform.instance().get_backfills()}
+    _launch_from_dialog(page, url, "All", expect)
+    backfill = _wait_for_backfill(platform, before)
+    statuses = {r.tags.get("dagster/partition"): r.status for r in _runs_of(platform, backfill)}
+    assert statuses[shard] == dg.DagsterRunStatus.FAILURE
+    assert [p for p, s in statuses.items() if s != dg.DagsterRunStatus.SUCCESS] == [shard]
+
+    # 6. The failed partition says why, and what to do.
+    _open_partition(page, url, shard, expect)
+    expect(page.get_by_text(re.compile(r"^Failed \(1\)$"))).to_be_visible()
+    for text in ("failed_symbols", "fmp_answers", "next_action"):
+        expect(page.get_by_text(text, exact=True).first).to_be_visible()
+    expect(page.get_by_text(broken, exact=True).first).to_be_visible()
+    expect(page.get_by_text(re.compile(rf"^{broken}: .*500")).first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Materialize… → Failed")).first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "ui-failed-partition.png"), full_page=True)
+
+    # ... and a shard that succeeded shows the rows its partition holds.
+    other, held = platform.sql("SELECT s.shard, count(*) FROM market.company_profiles p JOIN market.symbols s "
+                               "USING (symbol) WHERE s.shard <> ? GROUP BY 1 ORDER BY 2 DESC LIMIT 1", [shard])[0]
+    _open_partition(page, url, other, expect)
+    row = page.locator("tr").filter(has=page.get_by_text("dagster/row_count", exact=True)).first
+    expect(row.locator("td").nth(1)).to_have_text(str(held))
+    page.screenshot(path=str(ARTIFACTS / "ui-row-count.png"))
+
+    # 7. item_success_rate failed on that partition, with its figures.
+    page.goto(f"{url}/assets/company_profiles?view=checks&checkDetail=item_success_rate")
+    expect(page.get_by_text("Execution history", exact=True)).to_be_visible()  # the check's own tabs
+    page.get_by_text("Partitions", exact=True).last.click()
+    expect(page.get_by_text("Select a partition to view details")).to_be_visible()
+    page.get_by_text(shard, exact=True).filter(visible=True).last.click()
+    expect(page.get_by_text("Failed", exact=True).filter(visible=True).first).to_be_visible()
+    for text in ("items_failed", "items_attempted", "success_rate"):
+        expect(page.get_by_text(text, exact=True).filter(visible=True).first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "ui-check-failed.png"))
+
+    # 8. The fault gone, Materialize… → Failed runs that partition alone.
+    platform.sim.faults.failing_symbols = frozenset()
+    before = {b.backfill_id for b in platform.instance().get_backfills()}
+    runs_before = {r.run_id for r in platform.instance().get_runs()}
+    _launch_from_dialog(page, url, "Failed", expect, launch=re.compile(r"^Launch (1 run|backfill)$"))
+    new = _wait_for_runs(platform, lambda: [r for r in platform.instance().get_runs() if r.run_id not in runs_before])
+    assert [(r.tags.get("dagster/partition"), r.status) for r in new] == [(shard, dg.DagsterRunStatus.SUCCESS)]
+    page.goto(f"{url}/assets/company_profiles?view=partitions")
+    expect(page.get_by_text(re.compile(r"^Failed \(0\)$"))).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "ui-after-failed-rerun.png"))
+    (profiled,), = platform.sql("SELECT count(*) FROM market.company_profiles WHERE symbol = ?", [broken])
+    assert profiled == 1
+
+
+def _launch_from_dialog(page, url: str, choice: str, expect, launch=re.compile(r"^Launch backfill$")) -> None:
+    """Materialize… on company_profiles' partitions, pick the partitions, launch."""
+    page.goto(f"{url}/assets/company_profiles?view=partitions")
+    page.get_by_role("button").filter(has_text=re.compile(r"^Materialize…$")).first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("button", name=choice, exact=True).click()
+    if choice == "Failed":
+        expect(dialog.get_by_text(re.compile(r"^1 partition$"))).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / f"ui-dialog-{choice.lower()}.png"))
+    dialog.get_by_role("button", name=launch).click()
+    expect(dialog).to_have_count(0)
+
+
+def _open_partition(page, url: str, partition: str, expect) -> None:
+    page.goto(f"{url}/assets/company_profiles?view=partitions")
+    page.get_by_placeholder(re.compile("Filter by name")).fill(partition)
+    page.get_by_text(partition, exact=True).filter(visible=True).last.click()
     expect(page.get_by_text("No partition selected")).to_have_count(0)
-    expect(page.get_by_text(result.run_id[:8]).first).to_be_visible()
-    page.screenshot(path=str(ARTIFACTS / "ui-daily-prices-partitions.png"), full_page=True)
+
+
+def _wait_for_runs(platform, runs, quiet_s: float = 10) -> list:
+    """The runs `runs()` lists, once there are some, all finished, and no new one for `quiet_s`."""
+    deadline = time.monotonic() + RUNS_TIMEOUT_S
+    seen, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        found = runs()
+        if {r.run_id for r in found} != seen:
+            seen, since = {r.run_id for r in found}, time.monotonic()
+        if found and all(r.is_finished for r in found) and time.monotonic() - since >= quiet_s:
+            return found
+        time.sleep(2)
+    raise AssertionError(f"runs did not finish within {RUNS_TIMEOUT_S} s")
+
+
+def _wait_for_backfill(platform, before: set[str]):
+    deadline = time.monotonic() + RUNS_TIMEOUT_S
+    while time.monotonic() < deadline:
+        new = [b for b in platform.instance().get_backfills() if b.backfill_id not in before]
+        if new and new[0].status.value not in ("REQUESTED", "CANCELING") and all(
+                r.is_finished for r in _runs_of(platform, new[0])):
+            return new[0]
+        time.sleep(2)
+    raise AssertionError("the backfill launched from the UI did not finish")
+
+
+def _runs_of(platform, backfill) -> list:
+    return platform.instance().get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
