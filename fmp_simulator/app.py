@@ -384,11 +384,40 @@ class Handlers:
             return query_error("part")
         return StreamingResponse(profile_csv(rows), media_type="text/csv;charset=UTF-8")
 
+    def _symbol_rows(self, p, rows_of) -> Response:
+        """A per-symbol endpoint with optional from/to: `[]` for unknown or comma-separated symbols."""
+        sym = (p.get("symbol") or "").strip()
+        if not sym:
+            return query_error("symbol")
+        f, t, bad = _date_range(p)
+        if bad:
+            return bad
+        return json_rows([] if "," in sym else rows_of(sym.upper(), f, t))
+
+    def splits(self, p) -> Response:
+        return self._symbol_rows(p, lambda sym, f, t: self.t.splits(sym))
+
+    def splits_calendar(self, p) -> Response:
+        f, t, bad = _date_range(p)
+        if bad:
+            return bad
+        t = t or self.t.last_closed_session()
+        return json_rows(self.t.splits_calendar(f or date.fromordinal(t.toordinal() - 30), t))
+
+    def non_split_adjusted(self, p) -> Response:
+        return self._symbol_rows(p, self.t.non_split_adjusted)
+
+    def dividend_adjusted(self, p) -> Response:
+        return self._symbol_rows(p, self.t.dividend_adjusted)
+
     def table(self) -> dict[str, Callable]:
         return {
             "company-screener": self.screener, "stock-list": self.stock_list, "eod-bulk": self.eod_bulk,
             "historical-price-eod/full": self.history, "batch-quote": self.batch_quote, "dividends": self.dividends,
             "dividends-calendar": self.dividends_calendar, "profile": self.profile, "profile-bulk": self.profile_bulk,
+            "splits": self.splits, "splits-calendar": self.splits_calendar,
+            "historical-price-eod/non-split-adjusted": self.non_split_adjusted,
+            "historical-price-eod/dividend-adjusted": self.dividend_adjusted,
         }
 
 

@@ -79,6 +79,10 @@ class SimConfig:
     request_log_path: str | None = None
     profile_bulk_part_size: int = 5000
     fault_seed: int | None = None  # None = derived from seed
+    # Splits: seeded ones at this rate (per symbol per week: ~4 a week across 19,205
+    # symbols, forward and reverse), plus these (symbol, ex-date, numerator, denominator).
+    split_rate_per_symbol_week: float = 4 / 19205
+    splits: tuple[tuple[str, date | str, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         self.plan = get_plan(self.plan).name  # validates

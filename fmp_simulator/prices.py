@@ -3,7 +3,10 @@
 Every value is a pure function of ``(seed, symbol id, session index)`` through a
 counter-based hash (splitmix64), so any bar can be computed directly, for one
 symbol over a range or for every symbol on one day, without generating history
-first. A past bar therefore never changes as time advances.
+first. A past bar never changes as time advances, except as FMP's do: by a
+split. ``log_scale`` (per symbol, set by the ground truth for its clock) is
+the log of the splits still ahead of the clock, so every bar is adjusted for
+the splits up to "now", as `historical-price-eod/full` is.
 
 Model, in log-price ``x`` per symbol:
 * anchors every ``K`` sessions form a random walk (block increments drawn from the
@@ -95,6 +98,7 @@ class PriceModel:
         self.vol_base = np.asarray(vol_base, dtype=np.float64)
         self._anchors: np.ndarray | None = None
         self._lock = threading.Lock()
+        self.log_scale: np.ndarray | None = None  # log of the splits after "now", per symbol
 
     # -- anchors ----------------------------------------------------------
     def _anchor_rows(self, ids: np.ndarray) -> np.ndarray:
@@ -138,7 +142,10 @@ class PriceModel:
         ids = np.asarray(ids, dtype=np.int64)
         t = np.asarray(t, dtype=np.int64)
         x = self._walk(ids, t)
-        return self.base_lp[ids] + fold(x)
+        return self.base_lp[ids] + fold(x) + self._scale(ids)
+
+    def _scale(self, ids: np.ndarray) -> np.ndarray | float:
+        return 0.0 if self.log_scale is None else self.log_scale[ids]
 
     def close_raw(self, ids, t) -> np.ndarray:
         return np.exp(self.log_close(ids, t))
@@ -153,7 +160,7 @@ class PriceModel:
         o = prev * np.exp(0.35 * sd * normal(self.seed, S_GAP, ids, t))
         hi = np.maximum(o, c) * np.exp(0.6 * sd * np.abs(normal(self.seed, S_HIGH, ids, t)))
         lo = np.minimum(o, c) * np.exp(-0.6 * sd * np.abs(normal(self.seed, S_LOW, ids, t)))
-        vol = np.floor(self.vol_base[ids] * np.exp(0.45 * normal(self.seed, S_VOL, ids, t)))
+        vol = np.floor(self.vol_base[ids] * np.exp(0.45 * normal(self.seed, S_VOL, ids, t) - self._scale(ids)))
         o, c, hi, lo = round_price(o), round_price(c), round_price(hi), round_price(lo)
         hi = np.maximum(hi, np.maximum(o, c))
         lo = np.minimum(lo, np.minimum(o, c))
@@ -165,4 +172,5 @@ class PriceModel:
         ids = np.asarray(ids, dtype=np.int64)
         blocks = np.asarray(blocks, dtype=np.int64)
         x = self.anchors[ids[:, None], blocks[None, :]] if blocks.ndim == 1 else self.anchors[ids, blocks]
-        return np.exp(self.base_lp[ids][:, None] + fold(x))
+        scale = self._scale(ids)
+        return np.exp(self.base_lp[ids][:, None] + fold(x) + (scale[:, None] if np.ndim(scale) else scale))

@@ -50,6 +50,30 @@ def _r(x, nd: int):
 
 
 @dataclass
+class SplitTable:
+    """Split events sorted by (symbol id, session): ratio = numerator / denominator."""
+
+    sid: np.ndarray
+    sess: np.ndarray  # session index of the ex-date
+    num: np.ndarray
+    den: np.ndarray
+
+    @property
+    def log_ratio(self) -> np.ndarray:
+        return np.log(self.num / self.den)
+
+    def of(self, sid: int) -> np.ndarray:
+        """Row indices of one symbol's splits, oldest first."""
+        lo, hi = np.searchsorted(self.sid, [sid, sid + 1])
+        return np.arange(lo, hi)
+
+
+# Split ratios drawn for seeded splits: (numerator, denominator), forward and reverse.
+_SPLIT_RATIOS = ((2, 1), (3, 1), (3, 2), (4, 1), (1, 10), (1, 5), (1, 20))
+_SPLIT_P = (0.45, 0.15, 0.1, 0.05, 0.12, 0.08, 0.05)
+
+
+@dataclass
 class DivTable:
     """Dividend events (ex-dates on sessions), sorted by (key, ex_sess)."""
 
@@ -81,6 +105,8 @@ class GroundTruth:
         self._foreign_prices: PriceModel | None = None
         self._day_cache: OrderedDict = OrderedDict()
         self._snap_cache: OrderedDict = OrderedDict()
+        self._splits: SplitTable | None = None
+        self._scale_at: int | None = None  # the last close the prices' split scale is for
 
     def warm(self) -> None:
         """Build the lazy caches (anchors, dividends, today's snapshot) ahead of use."""
@@ -96,7 +122,10 @@ class GroundTruth:
         return resolve_now(self.config.now)
 
     def last_closed_index(self, now: datetime | None = None) -> int:
-        return self.cal.last_closed(now or self.now())
+        L = self.cal.last_closed(now or self.now())
+        if now is None and L != self._scale_at:
+            self._adjust_for_splits(L)
+        return L
 
     def last_closed_session(self) -> date:
         return self.cal.date(self.last_closed_index())
@@ -110,6 +139,122 @@ class GroundTruth:
     def sessions(self, from_date: date, to_date: date) -> list[date]:
         lo, hi = self.sessions_between(from_date, to_date)
         return [self.cal.date(i) for i in range(lo, hi)]
+
+    # ----------------------------------------------------------------- splits
+    @property
+    def split_table(self) -> SplitTable:
+        with self._lock:
+            if self._splits is None:
+                self._splits = self._build_splits()
+            return self._splits
+
+    def _build_splits(self) -> SplitTable:
+        cfg, n, sessions = self.config, self.uni.n, self.cal.n
+        rng = np.random.default_rng([cfg.seed, 11])
+        count = rng.poisson(cfg.split_rate_per_symbol_week * n * sessions / 5)
+        sid = rng.integers(0, max(n, 1), count)
+        sess = rng.integers(1, max(sessions, 2), count)
+        ratio = rng.choice(len(_SPLIT_RATIOS), size=count, p=_SPLIT_P)
+        num = np.array([_SPLIT_RATIOS[r][0] for r in ratio], dtype=np.float64)
+        den = np.array([_SPLIT_RATIOS[r][1] for r in ratio], dtype=np.float64)
+        listed = sess > self.uni.list_sess[sid]  # a split needs a history before it
+        sid, sess, num, den = sid[listed], sess[listed], num[listed], den[listed]
+        for symbol, day, numerator, denominator in cfg.splits:
+            i = self.symbol_id(symbol)
+            if i is None:
+                raise ValueError(f"split for unknown symbol {symbol!r}")
+            day = date.fromisoformat(day) if isinstance(day, str) else day
+            sid, sess = np.append(sid, i), np.append(sess, self.cal.on_or_after(day))
+            num, den = np.append(num, float(numerator)), np.append(den, float(denominator))
+        order = np.lexsort((sess, sid))
+        return SplitTable(sid[order].astype(np.int64), sess[order].astype(np.int64), num[order], den[order])
+
+    def _adjust_for_splits(self, L: int) -> None:
+        """Bars adjusted for every split up to session L, as FMP serves them on that day."""
+        with self._lock:
+            if self._scale_at == L:
+                return
+            sp = self.split_table
+            ahead = sp.sess > L
+            log_scale = np.zeros(self.uni.n)
+            np.add.at(log_scale, sp.sid[ahead], sp.log_ratio[ahead])
+            self.prices.log_scale = log_scale
+            self._day_cache.clear()
+            self._snap_cache.clear()
+            self._scale_at = L
+
+    def _split_factor(self, sid: int, after: int, upto: int) -> float:
+        """Product of split ratios with ex-date session in (after, upto]."""
+        sp = self.split_table
+        rows = sp.of(sid)
+        sel = rows[(sp.sess[rows] > after) & (sp.sess[rows] <= upto)]
+        return float(np.prod(sp.num[sel] / sp.den[sel])) if len(sel) else 1.0
+
+    def _split_rows(self, rows: np.ndarray) -> list[dict]:
+        sp, iso = self.split_table, self.cal.iso
+        return [{"symbol": self.uni.symbols[int(sp.sid[r])], "date": iso[int(sp.sess[r])],
+                 "numerator": int(sp.num[r]), "denominator": int(sp.den[r])} for r in rows.tolist()]
+
+    def splits(self, symbol: str) -> list[dict]:
+        """splits?symbol= : the symbol's splits up to the last close, newest first."""
+        sid = self.symbol_id(symbol)
+        if sid is None:
+            return []
+        L = self.last_closed_index()
+        rows = self.split_table.of(sid)
+        return self._split_rows(rows[self.split_table.sess[rows] <= L][::-1])
+
+    def splits_calendar(self, from_date: date, to_date: date) -> list[dict]:
+        """splits-calendar?from&to : every symbol's splits with ex-date in [from, to], up to the last close."""
+        lo, hi = self.sessions_between(from_date, to_date)
+        sp = self.split_table
+        rows = np.flatnonzero((sp.sess >= lo) & (sp.sess < hi))
+        return self._split_rows(rows[np.argsort(sp.sess[rows], kind="stable")][::-1])
+
+    def non_split_adjusted(self, symbol: str, from_date: date | None = None,
+                           to_date: date | None = None) -> list[dict]:
+        """historical-price-eod/non-split-adjusted: the bars as they traded (FMP names them adj*)."""
+        L = self.last_closed_index()
+        out = []
+        for bar in self.eod_bars(symbol, from_date, to_date):
+            t = self.cal.index_of(date.fromisoformat(bar["date"]))
+            k = self._split_factor(self.symbol_id(symbol), t, L)
+            out.append({"symbol": bar["symbol"], "date": bar["date"],
+                        "adjOpen": float(round_price(np.array(bar["open"] * k))),
+                        "adjHigh": float(round_price(np.array(bar["high"] * k))),
+                        "adjLow": float(round_price(np.array(bar["low"] * k))),
+                        "adjClose": float(round_price(np.array(bar["close"] * k))),
+                        "volume": int(bar["volume"] / k)})
+        return out
+
+    def dividend_adjusted(self, symbol: str, from_date: date | None = None,
+                          to_date: date | None = None) -> list[dict]:
+        """historical-price-eod/dividend-adjusted: split-adjusted bars times the backward dividend factor.
+
+        The factor of a bar is the product, over the dividends with ex-date
+        after it, of (1 - dividend / the close of the session before the ex-date).
+        """
+        bars = self.eod_bars(symbol, from_date, None)
+        if not bars:
+            return []
+        closes = {b["date"]: b["close"] for b in self.eod_bars(symbol, _years_before(date.fromisoformat(
+            bars[-1]["date"]), 1), None)}
+        sessions = self.cal.iso
+        events = []
+        for row in self.dividends(symbol):
+            t = self.cal.index_of(date.fromisoformat(row["date"]))
+            prev = closes.get(sessions[t - 1]) if t else None
+            if prev:
+                events.append((row["date"], 1.0 - row["adjDividend"] / prev))
+        out, factor, ahead = [], 1.0, sorted(events, reverse=True)
+        for bar in bars:  # newest first: a dividend's factor applies to every bar before its ex-date
+            while ahead and ahead[0][0] > bar["date"]:
+                factor *= ahead.pop(0)[1]
+            if to_date is None or bar["date"] <= to_date.isoformat():
+                out.append({"symbol": bar["symbol"], "date": bar["date"], "adjOpen": bar["open"] * factor,
+                            "adjHigh": bar["high"] * factor, "adjLow": bar["low"] * factor,
+                            "adjClose": bar["close"] * factor, "volume": bar["volume"]})
+        return out
 
     # ---------------------------------------------------------------- symbols
     def symbol_id(self, symbol: str) -> int | None:
@@ -372,14 +517,18 @@ class GroundTruth:
         blank = (h * 7919 % 1.0) < np.where(us, 0.15, 0.5)
         ex_s, rec_s, pay_s, dec_s = _iso(ex_ord), _iso(rec_ord), _iso(pay_ord), _iso(dec_ord)
         fsyms = u.foreign.symbols if (~us).any() else None
+        L = self.last_closed_index()
+        split_ids = set(self.split_table.sid.tolist())
         out = []
         for k in range(len(rows_idx)):
             kk = int(key[k])
             sym = u.symbols[kk] if us[k] else fsyms[int(u.foreign.div_ids[kk - u.n])]
             a = float(amount[k])
+            # As declared: in the shares of its day, before the splits that came after it.
+            declared = round(a * self._split_factor(kk, int(ex[k]), L), 4) if us[k] and kk in split_ids else a
             out.append({
                 "symbol": sym, "date": ex_s[k], "recordDate": rec_s[k], "paymentDate": pay_s[k],
-                "declarationDate": "" if blank[k] else dec_s[k], "adjDividend": a, "dividend": a,
+                "declarationDate": "" if blank[k] else dec_s[k], "adjDividend": a, "dividend": declared,
                 "yield": float(yld[k]), "frequency": FREQ_NAME[int(freq[k])],
             })
         return out

@@ -549,3 +549,58 @@ def test_the_simulator_stands_alone():
              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'stock_assets'))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- corporate actions
+def _split_config(now: datetime, symbol: str) -> SimConfig:
+    return cfg(now=now, split_rate_per_symbol_week=0.0, splits=((symbol, "2024-07-15", 2, 1),))
+
+
+def test_history_is_split_adjusted_as_of_now_and_the_split_is_served():
+    symbol = GroundTruth(cfg()).symbols()[5]
+    config = _split_config(NOW, symbol)
+    before, after = date(2024, 7, 1), datetime(2024, 7, 17, 18, 0, tzinfo=ET)
+    with SimulatorServer(config) as s, httpx.Client(base_url=s.base_url, headers={"apikey": KEY}) as c:
+        old = c.get("historical-price-eod/full", params={"symbol": symbol, "from": before, "to": before}).json()
+        assert c.get("splits", params={"symbol": symbol}).json() == []  # not yet
+        config.now = after  # the clock passes the 2-for-1 split's ex-date
+        new = c.get("historical-price-eod/full", params={"symbol": symbol, "from": before, "to": before}).json()
+        assert new[0]["close"] == pytest.approx(old[0]["close"] / 2, abs=0.01)
+        assert new[0]["volume"] == pytest.approx(old[0]["volume"] * 2, abs=2)
+        split = {"symbol": symbol, "date": "2024-07-15", "numerator": 2, "denominator": 1}
+        assert c.get("splits", params={"symbol": symbol}).json() == [split]
+        assert split in c.get("splits-calendar", params={"from": "2024-07-15", "to": "2024-07-15"}).json()
+        assert c.get("splits-calendar", params={"from": "2024-07-16", "to": "2024-07-16"}).json() == [
+            r for r in s.truth.splits_calendar(date(2024, 7, 16), date(2024, 7, 16))]
+        traded = c.get("historical-price-eod/non-split-adjusted",
+                       params={"symbol": symbol, "from": before, "to": before}).json()
+        assert set(traded[0]) == {"symbol", "date", "adjOpen", "adjHigh", "adjLow", "adjClose", "volume"}
+        assert traded[0]["adjClose"] == pytest.approx(old[0]["close"], abs=0.02)  # as it traded that day
+
+
+def test_dividend_adjusted_history_applies_every_later_dividend():
+    truth = GroundTruth(cfg())
+    symbol = next(r["symbol"] for r in truth.universe() if r["lastAnnualDividend"])
+    bars = {b["date"]: b for b in truth.eod_bars(symbol, date(2023, 1, 1), LAST)}
+    adjusted = {b["date"]: b for b in truth.dividend_adjusted(symbol, date(2023, 1, 1), LAST)}
+    assert adjusted.keys() == bars.keys()
+    newest = max(bars)
+    assert adjusted[newest]["adjClose"] == bars[newest]["close"]  # no dividend after the newest bar
+    oldest = min(bars)
+    dividends = [d for d in truth.dividends(symbol) if oldest < d["date"] <= newest]
+    assert dividends
+    sessions = sorted(bars)
+    factor = 1.0
+    for d in dividends:
+        prev = bars[sessions[sessions.index(d["date"]) - 1]]["close"]
+        factor *= 1 - d["adjDividend"] / prev
+    assert adjusted[oldest]["adjClose"] == pytest.approx(bars[oldest]["close"] * factor, rel=1e-12)
+
+
+def test_a_dividend_before_a_split_is_declared_in_the_old_shares():
+    truth = GroundTruth(cfg())
+    symbol = next(r["symbol"] for r in truth.universe() if r["lastAnnualDividend"])
+    config = _split_config(datetime(2024, 7, 17, 18, 0, tzinfo=ET), symbol)
+    rows = GroundTruth(config).dividends(symbol)
+    before = [r for r in rows if r["date"] < "2024-07-15"]
+    assert before and all(r["dividend"] == pytest.approx(2 * r["adjDividend"], abs=1e-4) for r in before)
