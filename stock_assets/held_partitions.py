@@ -3,7 +3,7 @@
 A first load stores years of bars and dividends through the shard assets
 (`price_history`, `dividend_history`), so the trading-day partitions of
 `daily_prices` and `dividends` for those days hold their data though no run
-of theirs ever made it; a shard that holds no symbol of the universe has
+of theirs ever made it (and `splits` fills its past in windows); a shard that holds no symbol of the universe has
 nothing to hold at all; a holiday has no session. Left "Missing", each would
 invite a run that fetches nothing ("Failed and missing" would launch
 hundreds). They are reported as runless materializations that say where
@@ -48,6 +48,7 @@ def held_partitions(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     events = []
     for day_asset in DAY_ASSETS:
         events += _days_held(instance, warehouse, trading_days, day_asset)
+    events += _splits_days_held(instance, warehouse, trading_days)
     for key in SHARD_ASSETS:
         for shard in _without_status(instance, key, sorted(set(SHARD_KEYS) - present)):
             events.append(dg.AssetMaterialization(
@@ -85,6 +86,24 @@ def _days_held(instance: dg.DagsterInstance, warehouse: WarehouseResource,
                 description=f"Stored by {held.history}: every active symbol's history covers this day.",
                 metadata={"dagster/row_count": rows.get(day, 0), "route": f"{held.dataset} history"}))
     return events
+
+
+def _splits_days_held(instance: dg.DagsterInstance, warehouse: WarehouseResource,
+                      trading_days: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetMaterialization]:
+    """The days the splits calendar's fill (or a gap's) fetched, though no run of their own did."""
+    span = warehouse.calendar_span("splits-calendar")
+    if span is None:
+        return []
+    key = dg.AssetKey("splits")
+    days = [k for k in _without_status(instance, key, trading_days.get_partition_keys(), trading_days)
+            if span[0].isoformat() <= k <= span[1].isoformat()]
+    if not days:
+        return []
+    rows = warehouse.rows_by_day("market.splits", dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1]))
+    return [dg.AssetMaterialization(
+        asset_key=key, partition=day, description="Stored by the splits calendar, fetched in windows.",
+        metadata={"dagster/row_count": rows.get(dt.date.fromisoformat(day), 0), "route": "splits-calendar window"})
+        for day in days]
 
 
 def _without_status(instance: dg.DagsterInstance, key: dg.AssetKey, partitions: list[str],

@@ -6,8 +6,9 @@ launch these jobs are in `schedules`.
 
 import dagster as dg
 
-from stock_assets.assets import DAILY_ASSETS, SHARD_ASSETS, symbols
+from stock_assets.assets import DAILY_ASSETS, SHARD_ASSETS, SPLITS, symbols
 
 universe_job = dg.define_asset_job("universe", selection=[symbols])
+splits_job = dg.define_asset_job("corporate_actions", selection=[SPLITS])
 session_job = dg.define_asset_job("session", selection=DAILY_ASSETS)
 shards_job = dg.define_asset_job("shards", selection=SHARD_ASSETS)

@@ -59,13 +59,15 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
 
     A shard runs `company_profiles` when some of its profiles are due (or it
     never ran), and the history assets when it holds symbols whose history is
-    not loaded (or they never ran for it). A shard with nothing to do costs no
+    not loaded, or predates a split (or they never ran for it). The day's
+    `splits` run comes before this plan. A shard with nothing to do costs no
     run, and an empty shard has nothing to materialize.
     """
     settings = settings or SyncSettings()
     runs = [PlannedRun(_names(DAILY_ASSETS), day.isoformat())]
     present = warehouse.shards_present()
-    history = warehouse.shards_needing_history() | _never_materialized(instance, HISTORY_ASSETS)
+    history = (warehouse.shards_needing_history() | warehouse.shards_needing_restatement()
+               | _never_materialized(instance, HISTORY_ASSETS))
     profiles = _shards_with_due_profiles(warehouse, settings) | _never_materialized(instance, [PROFILES])
     for shard in SHARD_KEYS:
         if shard not in present:

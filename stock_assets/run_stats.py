@@ -17,7 +17,7 @@ from stock_assets.fmp.accounting import CallLog, EndpointStats
 
 # The warehouse table each asset writes: its columns are the asset's schema in the UI.
 ASSET_TABLES = {
-    "symbols": "market.symbols", "daily_prices": "market.prices", "price_history": "market.prices",
+    "symbols": "market.symbols", "splits": "market.splits", "daily_prices": "market.prices", "price_history": "market.prices",
     "dividends": "market.dividends", "dividend_history": "market.dividends",
     "company_profiles": "market.company_profiles",
 }

@@ -1,8 +1,10 @@
 """The daily sync in the UI/daemon world: a schedule and the sensor that follows it.
 
 The schedule refreshes the universe on weekdays after the close (New York
-time); when that run succeeds, the sensor requests the session's run and one
-run per shard with work, as `plan.plan_after_universe` lays out.
+time); when that run succeeds, the sensor requests the day's `splits` run,
+and when that succeeds, the session's run and one run per shard with work, as
+`plan.plan_after_universe` lays out (a shard with a split symbol to restate
+is one of them).
 `stock-assets sync` runs the same plan headless.
 
 Both are on from the first `dagster dev` (a daily-sync platform whose daily
@@ -18,7 +20,7 @@ doubles them.
 import dagster as dg
 
 from stock_assets.partitions import latest_session_day
-from stock_assets.jobs import session_job, shards_job, universe_job
+from stock_assets.jobs import session_job, shards_job, splits_job, universe_job
 from stock_assets.plan import plan_after_universe
 from stock_assets.resources import SyncSettings
 from stock_assets.tags import SYNC_TAG
@@ -35,18 +37,25 @@ def daily_sync_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=sync_id, tags={SYNC_TAG: sync_id})
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, request_jobs=[session_job, shards_job],
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, request_jobs=[splits_job, session_job, shards_job],
                       default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=5,
                       description="After a run that refreshed the universe alone (the schedule's, or `symbols` "
-                                  "materialized by hand): the session's run and one run per shard with work.")
+                                  "materialized by hand): the day's splits; after those, the session's run and "
+                                  "one run per shard with work.")
 def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: WarehouseResource,
                         settings: SyncSettings):
     run = context.dagster_run
-    if set(run.asset_selection or ()) != {UNIVERSE} and run.job_name != universe_job.name:
-        yield dg.SkipReason(f"Run {run.run_id[:8]} did not refresh the universe alone.")
-        return
-    sync_id = run.tags.get(SYNC_TAG) or f"ui-{run.run_id[:8]}"
     day = latest_session_day()  # its partition exists (windows open at 17:00 ET)
+    if set(run.asset_selection or ()) == {UNIVERSE} or run.job_name == universe_job.name:
+        sync_id = run.tags.get(SYNC_TAG) or f"ui-{run.run_id[:8]}"
+        yield dg.RunRequest(run_key=f"{sync_id}:splits", job_name=splits_job.name, partition_key=day.isoformat(),
+                            tags={SYNC_TAG: sync_id})
+        return
+    if run.job_name != splits_job.name or not run.tags.get(SYNC_TAG):
+        yield dg.SkipReason(f"Run {run.run_id[:8]} did not refresh the universe alone, nor a sync's splits.")
+        return
+    # The splits are stored: a split symbol's shard is in the plan, to be restated.
+    sync_id = run.tags[SYNC_TAG]
     for planned in plan_after_universe(warehouse, context.instance, day, settings):
         job = session_job if planned.partition_key == day.isoformat() else shards_job
         yield dg.RunRequest(

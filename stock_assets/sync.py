@@ -65,6 +65,10 @@ def run_sync(day: dt.date | None = None, reporter: Reporter | None = None, log=N
     reporter.planned(1)
     outcome.runs += execute_all(instance, [PlannedRun(("symbols",))], tags, reporter)
     if outcome.success:
+        # The day's splits before planning: a split symbol's shard must be planned to restate it.
+        reporter.planned(1)
+        outcome.runs += execute_all(instance, [PlannedRun(("splits",), outcome.day.isoformat())], tags, reporter)
+    if outcome.success:
         planned = plan_after_universe(warehouse_resource(config), instance, outcome.day,
                                       settings_resource(config))
         reporter.planned(len(planned))

@@ -131,7 +131,7 @@ def test_every_column_of_every_asset_has_a_description():
     graph = defs().get_repository_def().asset_graph
     for key in graph.get_all_asset_keys():
         schema = graph.get(key).metadata["dagster/column_schema"]
-        table = {"symbols": "market.symbols", "daily_prices": "market.prices", "price_history": "market.prices",
+        table = {"symbols": "market.symbols", "splits": "market.splits", "daily_prices": "market.prices", "price_history": "market.prices",
                  "dividends": "market.dividends", "dividend_history": "market.dividends",
                  "company_profiles": "market.company_profiles"}[key.to_user_string()]
         assert [c.name for c in schema.columns] == TABLES[table].column_names

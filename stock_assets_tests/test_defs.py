@@ -6,7 +6,8 @@ import dagster as dg
 
 from stock_assets.definitions import defs
 
-ASSETS = {"symbols", "daily_prices", "price_history", "dividends", "dividend_history", "company_profiles"}
+ASSETS = {"symbols", "splits", "daily_prices", "price_history", "dividends", "dividend_history",
+          "company_profiles"}
 
 
 def test_defs_load_and_everything_resolves(platform):
@@ -18,7 +19,7 @@ def test_defs_load_and_everything_resolves(platform):
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     assert ("daily_prices", "coverage") in checks and ("company_profiles", "profiles_fresh") in checks
     assert {asset for asset, _ in checks} == ASSETS
-    for job in ("universe", "session", "shards"):
+    for job in ("universe", "corporate_actions", "session", "shards"):
         assert definitions.resolve_job_def(job).name == job
     assert definitions.resolve_schedule_def("daily_sync_schedule").cron_schedule == "30 17 * * 1-5"
     for sensor in ("sync_after_universe", "housekeeping"):
@@ -98,7 +99,13 @@ def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform
                                resources=platform.resources()).resolve_implicit_global_asset_job_def()
     universe = asset_job.execute_in_process(instance=platform.instance(), asset_selection=[dg.AssetKey("symbols")])
     assert platform.instance().get_run_by_id(universe.run_id).asset_selection == {dg.AssetKey("symbols")}
-    requests = _sensor_requests(platform, universe)
+    (splits,) = _sensor_requests(platform, universe)  # first the day's splits, which the plan reads
+    assert splits.job_name == "corporate_actions" and splits.tags["stock_assets/sync"] == f"ui-{universe.run_id[:8]}"
+    splits_job = dg.Definitions(assets=assets_for(Config.from_env()), jobs=[splits_job_def()],
+                                resources=platform.resources()).resolve_job_def("corporate_actions")
+    splits_run = splits_job.execute_in_process(instance=platform.instance(), partition_key=splits.partition_key,
+                                               tags=splits.tags)
+    requests = _sensor_requests(platform, splits_run)
     assert requests and all(isinstance(r, dg.RunRequest) for r in requests)
     assert {r.tags["stock_assets/sync"] for r in requests} == {f"ui-{universe.run_id[:8]}"}
     present = {s for (s,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
@@ -110,3 +117,9 @@ def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform
                                          asset_selection=[dg.AssetKey("company_profiles")])
     (skip,) = _sensor_requests(platform, other)
     assert isinstance(skip, dg.SkipReason) and "universe alone" in skip.skip_message
+
+
+def splits_job_def():
+    from stock_assets.jobs import splits_job
+
+    return splits_job

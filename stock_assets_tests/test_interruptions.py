@@ -333,7 +333,8 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(small, tmp_path, args,
 def test_an_unknown_asset_lists_the_assets(small, tmp_path):
     done = cli(tmp_path, "backfill-failed", "--asset", "price_histroy")
     assert done.returncode == 2
-    for name in ("symbols", "daily_prices", "price_history", "dividends", "dividend_history", "company_profiles"):
+    for name in ("symbols", "splits", "daily_prices", "price_history", "dividends", "dividend_history",
+                 "company_profiles"):
         assert name in done.stderr
 
 

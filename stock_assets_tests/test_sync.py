@@ -30,10 +30,10 @@ def test_sync_matches_ground_truth_and_a_second_sync_changes_nothing(platform):
     truth = platform.sim.truth
     outcome = run_sync(log=lambda line: None)
     assert outcome.success, [r.description for r in outcome.failed]
-    # The universe, the session, and every shard that holds symbols: one run each.
+    # The universe, the day's splits, the session, and every shard that holds symbols: one run each.
     present = {shard for (shard,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
-    assert len(outcome.runs) == 2 + len(present)
-    assert {r.description.split("[")[-1].rstrip("]") for r in outcome.runs[2:]} == present
+    assert len(outcome.runs) == 3 + len(present)
+    assert {r.description.split("[")[-1].rstrip("]") for r in outcome.runs[3:]} == present
 
     expected = {r["symbol"] for r in truth.universe() if r["isActivelyTrading"] and not r["isFund"]}
     stored = {s for (s,) in platform.sql("SELECT symbol FROM market.symbols")}
@@ -63,11 +63,11 @@ def test_sync_matches_ground_truth_and_a_second_sync_changes_nothing(platform):
     again = run_sync(log=lambda line: None)
     assert again.success
     assert snapshot(platform) == first
-    # Nothing was fetched twice: only the universe and the day's dividend calendar,
-    # and no shard had work left, so the second sync was two runs.
+    # Nothing was fetched twice: only the universe and the day's splits and dividend
+    # calendars, and no shard had work left, so the second sync was three runs.
     paths = {r["path"] for r in platform.sim.requests()}
-    assert paths <= {"company-screener", "dividends-calendar"}, paths
-    assert len(again.runs) == 2
+    assert paths <= {"company-screener", "splits-calendar", "dividends-calendar"}, paths
+    assert len(again.runs) == 3
 
 
 def test_failed_shard_is_failed_and_backfill_fetches_only_what_is_missing(platform):

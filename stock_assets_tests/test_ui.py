@@ -33,7 +33,8 @@ import pytest
 from stock_assets.tags import SYNC_TAG
 from stock_assets_tests.ui_support import ARTIFACTS, chromium_path, dagster_dev, launch_chromium
 
-ASSETS = ["symbols", "daily_prices", "price_history", "dividends", "dividend_history", "company_profiles"]
+ASSETS = ["symbols", "splits", "daily_prices", "price_history", "dividends", "dividend_history",
+          "company_profiles"]
 TIMEOUT_MS = 60_000  # a 2-core machine running other tests beside this one
 RUN_TIMEOUT_MS = 180_000  # dequeue by the daemon, a new process that loads the code, the step
 RUNS_TIMEOUT_S = 480  # a sync's or a backfill's runs, each a new process, on a loaded 2-core machine

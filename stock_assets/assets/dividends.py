@@ -70,6 +70,9 @@ def dividend_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp
             shard_symbols = warehouse.universe_symbols(shard=m.partition_key)
             payers = sorted(warehouse.payer_symbols(shard=m.partition_key))
             todo = payers if config.refresh else warehouse.symbols_needing_history("dividends", payers, None)
+            restate = warehouse.symbols_needing_restatement("dividends", sorted(shard_symbols))
+            todo = list(dict.fromkeys(todo + restate))
+        m.restating(restate)
         non_payers = len(shard_symbols) - len(payers)
         if non_payers:
             # The screener's lastAnnualDividend tells who pays: the others cost no call.
@@ -81,7 +84,8 @@ def dividend_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp
 
         def write(fetched: Fetched) -> int:
             return warehouse.write_dividend_history(fetched.items, end, fetched.records,
-                                                    rejects=fetched.rejects, run_id=m.run_id)
+                                                    rejects=fetched.rejects, run_id=m.run_id,
+                                                    restated=[s for s in fetched.items if s in restate])
 
         summary = m.fetch_and_write(todo, fmp.dividends, write)
         m.count_items(summary.total, [f.item for f in summary.failures])

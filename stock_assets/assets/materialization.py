@@ -141,6 +141,13 @@ class Materialization:
             self.failure_examples.append(redact(f"{failure.item}: {failure.error}")[:300])
         return summary
 
+    def restating(self, symbols: Sequence[str]) -> None:
+        """Symbols whose stored history predates a split, fetched again in full: their own line in metrics."""
+        if symbols:
+            self.stats.optimized("restated after split", considered=len(symbols), skipped=0, calls_saved=0)
+            self.stats.notes.append(f"{len(symbols)} restated after a split: {', '.join(symbols[:10])}")
+            self.log(f"Restating after a split: {', '.join(symbols)}")
+
     def write(self, write: Callable[[], int], items: int) -> int:
         """A route's one bulk write (`eod-bulk`, a calendar day, cached bulk profiles), timed."""
         with self.stats.phase("write") as phase:

@@ -172,6 +172,9 @@ def price_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp: F
             shard_symbols = sorted(warehouse.universe_symbols(shard=m.partition_key))
             todo = shard_symbols if config.refresh else warehouse.symbols_needing_history(
                 "prices", shard_symbols, start)
+            restate = warehouse.symbols_needing_restatement("prices", shard_symbols)
+            todo = list(dict.fromkeys(todo + restate))
+        m.restating(restate)
         covered = len(shard_symbols) - len(todo)
         m.stats.items_skipped = covered
         m.stats.route = "historical-price-eod/full"
@@ -182,7 +185,8 @@ def price_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp: F
 
         def write(fetched: Fetched) -> int:
             return warehouse.write_price_history(fetched.items, (start, end), fetched.records,
-                                                 rejects=fetched.rejects, run_id=m.run_id)
+                                                 rejects=fetched.rejects, run_id=m.run_id,
+                                                 restated=[s for s in fetched.items if s in restate])
 
         summary = m.fetch_and_write(todo, lambda symbol: fmp.price_history(symbol, start, end), write)
         m.count_items(summary.total, [f.item for f in summary.failures])

@@ -29,7 +29,7 @@ from stock_assets.fmp.limiter import SharedRateLimiter, interval_rates, pace_rat
 from stock_assets.fmp.plans import get_plan
 from stock_assets.fmp.records import (
     Dividend, EodBar, FMPRecord, HistoricalBar, Parsed, Profile, Quote, ScreenerRow,
-    Reject, StockListEntry, parse_rows)
+    Reject, Split, StockListEntry, parse_rows)
 from stock_assets.fmp.redaction import protect_secret, redact
 
 DEFAULT_BASE_URL = "https://financialmodelingprep.com/stable"
@@ -288,6 +288,11 @@ class FMPResource(ConfigurableResource):
         parsed = parse_rows(Dividend, rows, "dividends-calendar", f"{start}..{end}")
         parsed.at_cap = len(rows) >= CALENDAR_ROW_CAP
         return parsed
+
+    def splits_calendar(self, start: dt.date, end: dt.date) -> Parsed[Split]:
+        """Every symbol's splits with ex-date in [start, end]."""
+        rows = self._rows("splits-calendar", {"from": start.isoformat(), "to": end.isoformat()})
+        return parse_rows(Split, rows, "splits-calendar", f"{start}..{end}")
 
     def profile(self, symbol: str) -> Parsed[Profile]:
         return parse_rows(Profile, self._rows("profile", {"symbol": symbol}), "profile", symbol)

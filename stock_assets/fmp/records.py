@@ -133,6 +133,15 @@ class Dividend(FMPRecord):
     frequency: str | None = None
 
 
+class Split(FMPRecord):
+    """A split on its ex-date: 2 and 1 for a 2-for-1 split, 1 and 10 for a 1-for-10 reverse split."""
+
+    symbol: str
+    date: dt.date
+    numerator: float = Field(gt=0)
+    denominator: float = Field(gt=0)
+
+
 class Profile(FMPRecord):
     symbol: str
     price: float | None = None

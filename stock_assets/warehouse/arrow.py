@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 
-from stock_assets.fmp.records import Dividend, EodBar, HistoricalBar, Profile, Quote, Reject, ScreenerRow
+from stock_assets.fmp.records import Dividend, EodBar, HistoricalBar, Profile, Quote, Reject, ScreenerRow, Split
 
 from . import schema as S
 
@@ -143,6 +143,18 @@ def dividends_table(
     cols["source"] = [source] * len(divs)
     cols["loaded_at"] = [utc_naive(loaded_at)] * len(divs)
     return _table(S.DIVIDENDS, cols, len(divs))
+
+
+def splits_table(splits: Iterable[Split], loaded_at: dt.datetime | None = None) -> pa.Table:
+    splits = list(splits)
+    cols = _columns(splits, ["symbol", "date", "numerator", "denominator"])
+    cols["loaded_at"] = [utc_naive(loaded_at)] * len(splits)
+    return _table(S.SPLITS, cols, len(splits))
+
+
+def calendar_loads_table(endpoint: str, start: dt.date, end: dt.date) -> pa.Table:
+    return _table(S.CALENDAR_LOADS, {"endpoint": [endpoint], "start_date": [start], "end_date": [end],
+                                     "loaded_at": [utc_naive(None)]}, 1)
 
 
 def profiles_table(profiles: Iterable[Profile], fetched_at: dt.datetime | None = None) -> pa.Table:

@@ -23,19 +23,28 @@ from typing import Any, Callable, Iterable, Sequence
 import pyarrow as pa
 from pydantic import Field
 
-from stock_assets.fmp.records import Dividend, Profile, Quote, Reject, ScreenerRow
+from stock_assets.fmp.records import Dividend, Profile, Quote, Reject, ScreenerRow, Split
 
 from . import schema as S
 from .arrow import (
-    SOURCE_HISTORICAL, dividends_table, history_loads_table, prices_table, profiles_table, quotes_as_prices,
-    rejects_table, symbols_table)
+    SOURCE_HISTORICAL, calendar_loads_table, dividends_table, history_loads_table, prices_table, profiles_table,
+    quotes_as_prices, rejects_table, splits_table, symbols_table)
 from .duckdb_file import DuckDBFile, upsert
 
 _INSANE_PRICE = """(close <= 0 OR open <= 0 OR high <= 0 OR low <= 0 OR volume < 0
     OR low > least(open, close) OR high < greatest(open, close))"""
 
+# (symbol, dataset) whose stored history predates a split: one declaration for
+# the shard planner and the shard assets, so a shard planned is a shard restated.
+_RESTATEMENTS = """
+    SELECT DISTINCT h.symbol, h.dataset FROM market.history_loads h
+    JOIN market.splits s ON s.symbol = h.symbol AND s.date > h.end_date
+    WHERE (h.dataset = 'prices' AND s.date > (SELECT min(date) FROM market.prices p WHERE p.symbol = h.symbol))
+       OR (h.dataset = 'dividends'
+           AND s.date > (SELECT min(ex_date) FROM market.dividends d WHERE d.symbol = h.symbol))"""
+
 # The column that dates a row: a trading-day partition holds the rows of its day.
-_DAY_COLUMNS = {"market.prices": "date", "market.dividends": "ex_date"}
+_DAY_COLUMNS = {"market.prices": "date", "market.dividends": "ex_date", "market.splits": "date"}
 
 class WarehouseResource(DuckDBFile):
     """The DuckDB warehouse (`STOCK_ASSETS_DB`): short, locked-retrying, bulk access.
@@ -104,23 +113,35 @@ class WarehouseResource(DuckDBFile):
 
     def write_price_history(self, symbols: Sequence[str], span: tuple[dt.date, dt.date | None],
                             bars: Iterable[Any], *, rejects: Sequence[Reject] = (),
-                            run_id: str | None = None) -> int:
+                            run_id: str | None = None, restated: Sequence[str] = ()) -> int:
         """`symbols`' full history over `span` (start, end): their bars, and the record
-        that it is loaded, in one transaction (a reader never sees one without the other)."""
+        that it is loaded, in one transaction (a reader never sees one without the other).
+
+        The `restated` symbols' stored bars (in the units before a split) are
+        replaced, not merged: deleted and written again in that same transaction.
+        """
         loads = history_loads_table("prices", symbols, *span)
         return self._write([(S.PRICES, prices_table(bars, SOURCE_HISTORICAL)), (S.HISTORY_LOADS, loads)],
-                           rejects, run_id)
+                           rejects, run_id, replacing=restated)
 
     def write_dividends(self, rows: Iterable[Dividend], source: str, *, rejects: Sequence[Reject] = (),
                         run_id: str | None = None) -> int:
         return self._write([(S.DIVIDENDS, dividends_table(list(rows), source))], rejects, run_id)
 
     def write_dividend_history(self, symbols: Sequence[str], end: dt.date, rows: Iterable[Dividend], *,
-                               rejects: Sequence[Reject] = (), run_id: str | None = None) -> int:
-        """`symbols`' full dividend history as of `end`, and the record that it is loaded."""
+                               rejects: Sequence[Reject] = (), run_id: str | None = None,
+                               restated: Sequence[str] = ()) -> int:
+        """`symbols`' full dividend history as of `end`, and the record that it is loaded
+        (the `restated` symbols' stored dividends replaced in the same transaction)."""
         loads = history_loads_table("dividends", symbols, None, end)
         return self._write([(S.DIVIDENDS, dividends_table(list(rows), "dividends")), (S.HISTORY_LOADS, loads)],
-                           rejects, run_id)
+                           rejects, run_id, replacing=restated)
+
+    def write_splits(self, splits: Iterable[Split], span: tuple[dt.date, dt.date], *,
+                     rejects: Sequence[Reject] = (), run_id: str | None = None) -> int:
+        """Splits, and the days of the splits calendar now loaded (`span`: first and last), together."""
+        loads = calendar_loads_table("splits-calendar", *span)
+        return self._write([(S.SPLITS, splits_table(splits)), (S.CALENDAR_LOADS, loads)], rejects, run_id)
 
     def write_profiles(self, profiles: Iterable[Profile] | pa.Table, *, rejects: Sequence[Reject] = (),
                        run_id: str | None = None) -> int:
@@ -151,13 +172,19 @@ class WarehouseResource(DuckDBFile):
         return self.write_rows(S.HISTORY_LOADS.name, history_loads_table(dataset, symbols, start, end))
 
     def _write(self, parts: list[tuple[S.Table, pa.Table]], rejects: Sequence[Reject] = (),
-               run_id: str | None = None, *, replace_all: bool = False) -> int:
-        """Upsert each table, and the rejected rows, in one transaction; the rows of the first part."""
+               run_id: str | None = None, *, replace_all: bool = False, replacing: Sequence[str] = ()) -> int:
+        """Upsert each table, and the rejected rows, in one transaction; the rows of the first part.
+
+        `replace_all` empties the first table first; `replacing` deletes those symbols' rows from it.
+        """
         rejected = rejects_table(rejects, run_id)
+        first = ("TRUE", []) if replace_all else (
+            ("symbol IN (SELECT unnest(?::VARCHAR[]))", [list(replacing)]) if replacing else (None, []))
 
         def work(conn) -> int:
-            written = [upsert(conn, table.name, data, delete_where="TRUE" if replace_all else None)
-                       for table, data in parts]
+            written = [upsert(conn, table.name, data, delete_where=first[0] if i == 0 else None,
+                              params=first[1] if i == 0 else None)
+                       for i, (table, data) in enumerate(parts)]
             if rejected.num_rows:
                 upsert(conn, S.REJECTED_ROWS.name, rejected)
             return written[0]
@@ -185,6 +212,31 @@ class WarehouseResource(DuckDBFile):
             if start is None or r["start_date"] is None or r["start_date"] <= start
         }
         return [s for s in symbols if s not in done]
+
+    def shards_needing_restatement(self) -> set[str]:
+        """Shards holding a symbol whose stored prices or dividends predate a split."""
+        rows = self.query(f"SELECT DISTINCT u.shard FROM ({_RESTATEMENTS}) r JOIN market.symbols u USING (symbol)")
+        return {r["shard"] for r in rows}
+
+    def symbols_needing_restatement(self, dataset: str, symbols: Iterable[str]) -> list[str]:
+        """`symbols` (in their order) whose stored `dataset` history predates a split.
+
+        A symbol needs restating when a split in `market.splits` has an ex-date
+        after the day its history was loaded (adjusted) to, and after its first
+        stored row: the rows before the split are in the old shares.
+        """
+        symbols = list(dict.fromkeys(symbols))
+        if not symbols:
+            return []
+        rows = self.query(f"SELECT symbol FROM ({_RESTATEMENTS}) WHERE dataset = ? "
+                          f"AND symbol IN (SELECT unnest(?::VARCHAR[]))", [dataset, symbols])
+        due = {r["symbol"] for r in rows}
+        return [s for s in symbols if s in due]
+
+    def calendar_span(self, endpoint: str) -> tuple[dt.date, dt.date] | None:
+        """(first, last) day of `endpoint` loaded so far, or None."""
+        rows = self.query("SELECT start_date, end_date FROM market.calendar_loads WHERE endpoint = ?", [endpoint])
+        return (rows[0]["start_date"], rows[0]["end_date"]) if rows else None
 
     def stored_price_symbols(self, day: dt.date) -> set[str]:
         """Symbols that already have a bar for `day`."""

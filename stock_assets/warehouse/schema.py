@@ -132,6 +132,31 @@ DIVIDENDS = Table(
     ("symbol", "ex_date"),
 )
 
+SPLITS = Table(
+    f"{SCHEMA}.splits",
+    (
+        _c("symbol", "text", "Ticker.", False),
+        _c("date", "date", "Ex-date: the first session traded in the new shares.", False),
+        _c("numerator", "double", "New shares per `denominator` old ones (2 for a 2-for-1 split).", False),
+        _c("denominator", "double", "Old shares (10 for a 1-for-10 reverse split).", False),
+        _c("loaded_at", "ts", "When the split was written (UTC).", False),
+    ),
+    ("symbol", "date"),
+)
+
+# Which days of a calendar endpoint are loaded (splits-calendar: from the first
+# load's start to the newest day fetched), so a run fetches only the gap.
+CALENDAR_LOADS = Table(
+    f"{SCHEMA}.calendar_loads",
+    (
+        _c("endpoint", "text", "FMP calendar endpoint.", False),
+        _c("start_date", "date", "First day loaded.", False),
+        _c("end_date", "date", "Last day loaded.", False),
+        _c("loaded_at", "ts", "When it was last extended (UTC).", False),
+    ),
+    ("endpoint",),
+)
+
 # Same names as records.Profile; a test checks they stay in step.
 COMPANY_PROFILES = Table(
     f"{SCHEMA}.company_profiles",
@@ -283,7 +308,8 @@ METRICS_OPTIMIZATIONS = Table(
 )
 
 TABLES: dict[str, Table] = {
-    t.name: t for t in (SYMBOLS, PRICES, DIVIDENDS, COMPANY_PROFILES, REJECTED_ROWS, HISTORY_LOADS,
+    t.name: t for t in (SYMBOLS, PRICES, DIVIDENDS, SPLITS, COMPANY_PROFILES, REJECTED_ROWS, HISTORY_LOADS,
+                        CALENDAR_LOADS,
                         METRICS_RUNS, METRICS_PHASES, METRICS_API_CALLS, METRICS_OPTIMIZATIONS)
 }
 

@@ -1,0 +1,124 @@
+"""Splits: the simulator's clock passes a split between two syncs, and the stored history is restated.
+
+The platform's clock (`trading.now_utc`) and the simulator's move together:
+a first load on day 1, then day 2 after a 2-for-1 split and a 1-for-10
+reverse split. The materializations run in this process (so the clock can be
+set), on the persistent instance, against the simulator over HTTP.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from stock_assets import trading
+from stock_assets.assets import assets_for
+from stock_assets.config import Config
+from stock_assets.plan import plan_after_universe
+from stock_assets.resources import SyncSettings
+from stock_assets_tests.conftest import make_platform
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def session(back: int) -> dt.date:
+    """The session `back` sessions before the last closed one."""
+    cal = trading.calendar()
+    last = pd.Timestamp(trading.last_closed_session())
+    return cal.sessions_window(last, -(back + 1))[0].date()
+
+
+def after_close(day: dt.date) -> dt.datetime:
+    return trading.session_close(day).astimezone(dt.timezone.utc) + dt.timedelta(hours=2)
+
+
+@pytest.fixture()
+def split_platform(tmp_path, monkeypatch):
+    from fmp_simulator import GroundTruth, SimConfig
+
+    day1, split_day, day2 = session(10), session(5), session(0)
+    probe = GroundTruth(SimConfig(seed=11, n_symbols=40, split_rate_per_symbol_week=0.0))
+    payers = {r["symbol"] for r in probe.universe() if r["lastAnnualDividend"]}
+    forward = next(s for s in probe.symbols() if s in payers)
+    reverse = next(s for s in probe.symbols() if s not in payers and s[0] != forward[0])
+    platform = make_platform(tmp_path, monkeypatch, now=after_close(day1), split_rate_per_symbol_week=0.0,
+                             splits=((forward, split_day, 2, 1), (reverse, split_day, 1, 10)))
+    yield platform, (day1, day2), (forward, reverse)
+    platform.sim.stop()
+
+
+def materialize(platform, asset: str, partition: str | None = None) -> dg.ExecuteInProcessResult:
+    result = dg.materialize(assets_for(Config.from_env()), selection=[asset], partition_key=partition,
+                            instance=platform.instance(), resources=platform.resources())
+    assert result.success
+    return result
+
+
+def sync_shards(platform, day: dt.date, shards: set[str]) -> None:
+    """The day's splits, then the history assets of `shards` (what the plan lays out)."""
+    materialize(platform, "splits", day.isoformat())
+    for shard in sorted(shards):
+        materialize(platform, "price_history", shard)
+        materialize(platform, "dividend_history", shard)
+
+
+def stored_bars(platform, symbol: str) -> dict[str, tuple]:
+    return {d.isoformat(): (o, h, low, c, v) for d, o, h, low, c, v in platform.sql(
+        "SELECT date, open, high, low, close, volume FROM market.prices WHERE symbol = ? ORDER BY date", [symbol])}
+
+
+def truth_bars(platform, symbol: str, first: str) -> dict[str, tuple]:
+    rows = platform.sim.truth.eod_bars(symbol, dt.date.fromisoformat(first), None)
+    return {r["date"]: (r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in rows}
+
+
+def test_a_split_between_two_syncs_is_restated(split_platform, monkeypatch):
+    platform, (day1, day2), (forward, reverse) = split_platform
+    monkeypatch.setattr(trading, "now_utc", lambda: after_close(day1))
+    materialize(platform, "symbols")
+    shards = {shard for (shard,) in platform.sql(
+        "SELECT DISTINCT shard FROM market.symbols WHERE symbol IN (?, ?)", [forward, reverse])}
+    sync_shards(platform, day1, shards)
+    before = {s: stored_bars(platform, s) for s in (forward, reverse)}
+    first = min(before[forward])
+    assert before[forward] == truth_bars(platform, forward, first)
+
+    # The clocks pass the split days.
+    platform.sim.config.now = after_close(day2)
+    monkeypatch.setattr(trading, "now_utc", lambda: after_close(day2))
+    materialize(platform, "symbols")
+    materialize(platform, "splits", day2.isoformat())
+    splits = platform.sql("SELECT symbol, numerator, denominator FROM market.splits ORDER BY symbol")
+    assert sorted(splits) == sorted([(forward, 2.0, 1.0), (reverse, 1.0, 10.0)])
+    planned = plan_after_universe(platform.resources()["warehouse"], platform.instance(), day2, SyncSettings())
+    assert {p.partition_key for p in planned if "price_history" in p.assets} >= shards
+
+    platform.sim.clear_requests()
+    for shard in sorted(shards):
+        materialize(platform, "price_history", shard)
+        materialize(platform, "dividend_history", shard)
+    requests = platform.sim.settled_requests()
+    # At most 2 calls per split symbol: its price history and its dividends (a payer).
+    per_symbol = sorted((r["path"], r["params"]["symbol"]) for r in requests)
+    assert per_symbol == sorted([("historical-price-eod/full", forward), ("dividends", forward),
+                                 ("historical-price-eod/full", reverse)])
+
+    for symbol in (forward, reverse):
+        now = stored_bars(platform, symbol)
+        assert now == truth_bars(platform, symbol, min(now)), symbol
+    old, new = before[forward][first], stored_bars(platform, forward)[first]
+    assert new[3] == pytest.approx(old[3] / 2, abs=0.011)
+    old, new = before[reverse][min(before[reverse])], stored_bars(platform, reverse)[min(before[reverse])]
+    assert new[3] == pytest.approx(old[3] * 10, rel=0.01)
+    dividends = dict(platform.sql("SELECT ex_date::VARCHAR, adj_dividend FROM market.dividends WHERE symbol = ?",
+                                  [forward]))
+    assert dividends == {r["date"]: r["adjDividend"] for r in platform.sim.truth.dividends(forward)}
+
+    # The restatement is its own line in the metrics, and nothing is left to restate.
+    restated = platform.sql("SELECT asset, sum(items_considered) FROM metrics.optimizations "
+                            "WHERE name = 'restated after split' GROUP BY 1 ORDER BY 1")
+    assert restated == [("dividend_history", 1), ("price_history", 2)]
+    assert platform.resources()["warehouse"].shards_needing_restatement() == set()
