@@ -122,3 +122,27 @@ def test_a_split_between_two_syncs_is_restated(split_platform, monkeypatch):
                             "WHERE name = 'restated after split' GROUP BY 1 ORDER BY 1")
     assert restated == [("dividend_history", 1), ("price_history", 2)]
     assert platform.resources()["warehouse"].shards_needing_restatement() == set()
+
+
+def test_prices_adjusted_matches_fmps_dividend_adjusted_history(platform):
+    """The view, from stored closes and dividends, against the simulator's dividend-adjusted endpoint."""
+    from stock_assets.sync import run_sync
+
+    assert run_sync(log=lambda line: None).success
+    truth = platform.sim.truth
+    payers = [s for (s,) in platform.sql("SELECT DISTINCT symbol FROM market.dividends ORDER BY symbol")]
+    others = [s for (s,) in platform.sql("SELECT symbol FROM market.symbols ORDER BY symbol") if s not in payers]
+    symbols = (payers + others)[:20]
+    assert len(symbols) == 20 and len(payers) >= 5
+    compared = 0
+    for symbol in symbols:
+        view = dict(platform.sql("SELECT date::VARCHAR, adj_close FROM market.prices_adjusted WHERE symbol = ?",
+                                 [symbol]))
+        first = dt.date.fromisoformat(min(view))
+        served = {r["date"]: r["adjClose"] for r in truth.dividend_adjusted(symbol, first, None)}
+        assert served.keys() == view.keys(), symbol
+        for day, close in served.items():
+            assert view[day] == pytest.approx(close, rel=1e-6), (symbol, day)
+        compared += len(served)
+    (factors,), = platform.sql("SELECT count(*) FROM market.prices_adjusted WHERE dividend_factor < 1")
+    assert compared > 20 * 200 and factors > 0

@@ -87,11 +87,14 @@ def test_schema_is_idempotent_and_complete(wh):
         ).fetchall()}
         assert tables == set(TABLES) == {
             "market.symbols", "market.prices", "market.dividends", "market.company_profiles",
-            "market.rejected_rows", "market.history_loads",
+            "market.rejected_rows", "market.history_loads", "market.splits", "market.calendar_loads",
             "metrics.runs", "metrics.phases", "metrics.api_calls", "metrics.optimizations"}
         views = {v for (v,) in conn.execute(
             "SELECT view_name FROM duckdb_views() WHERE schema_name = 'metrics'").fetchall()}
         assert views == {"sync_summary", "endpoint_trends", "savings_by_day", "slowest_phases"}
+        (adjusted,), = conn.execute("SELECT count(*) FROM duckdb_views() WHERE schema_name = 'market' "
+                                    "AND view_name = 'prices_adjusted'").fetchall()
+        assert adjusted == 1
         profile_cols = [r[0] for r in conn.execute(
             "SELECT column_name FROM duckdb_columns() WHERE table_name = 'company_profiles'"
             " ORDER BY column_index").fetchall()]
@@ -137,7 +140,7 @@ def test_upsert_twice_is_identical_and_overlap_replaces_exactly(wh):
     for (sym, day), row in after.items():
         replaced = sym == "DDD" or (sym == "BBB" and day >= DAY + dt.timedelta(days=3))
         if replaced:
-            assert row[5] >= 50.0 and row[8] == "historical-price-eod/full"
+            assert row[5] >= 50.0 and row[7] == "historical-price-eod/full"  # close, source
         else:
             assert row == before[(sym, day)]
 
@@ -260,8 +263,9 @@ def test_price_shapes_and_symbols(wh):
     assert qt.num_rows == 1
     wh.write_rows("market.prices", qt)
     rows = {r["symbol"]: r for r in wh.query("SELECT * FROM market.prices")}
-    assert rows["AAA"]["adj_close"] == 1.4 and rows["AAA"]["volume"] == 29_909_012
-    assert rows["BBB"]["adj_close"] is None and rows["BBB"]["source"] == "historical-price-eod/full"
+    # One meaning per column whatever the route: no adj_close (eod-bulk alone carried it).
+    assert "adj_close" not in rows["AAA"] and rows["AAA"]["volume"] == 29_909_012
+    assert rows["BBB"]["source"] == "historical-price-eod/full"
     c = rows["CCC"]
     assert (c["date"], c["open"], c["high"], c["low"], c["close"], c["volume"], c["source"]) == (
         DAY, 9.0, 11.0, 8.5, 10.0, 1000, "batch-quote")
@@ -404,3 +408,20 @@ def test_four_processes_write_disjoint_and_overlapping_chunks(wh, tmp_path):
     wrong = wh.query("SELECT count(*) AS n FROM market.prices WHERE symbol LIKE 'W%'"
                      " AND close <> CAST(substr(symbol, 2, 1) AS DOUBLE)")
     assert wrong == [{"n": 0}]
+
+
+def test_an_older_warehouse_loses_the_adj_close_that_meant_two_things(tmp_path):
+    """A warehouse made before the change still has prices.adj_close: the first write drops it, keeps the bars."""
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE SCHEMA market")
+        conn.execute("CREATE TABLE market.prices (symbol VARCHAR NOT NULL, date DATE NOT NULL, open DOUBLE, "
+                     "high DOUBLE, low DOUBLE, close DOUBLE NOT NULL, adj_close DOUBLE, volume BIGINT, "
+                     "source VARCHAR NOT NULL, loaded_at TIMESTAMP NOT NULL, PRIMARY KEY (symbol, date))")
+        conn.execute("INSERT INTO market.prices VALUES ('AAA', DATE '2024-03-01', 1, 2, 0.5, 1.5, 1.4, 10, "
+                     "'eod-bulk', now())")
+    wh = WarehouseResource(database=str(path))
+    with wh.write():
+        pass
+    rows = wh.query("SELECT * FROM market.prices")
+    assert rows == [{**rows[0]}] and "adj_close" not in rows[0] and rows[0]["close"] == 1.5

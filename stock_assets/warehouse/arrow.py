@@ -65,7 +65,7 @@ def symbols_table(
     return _table(S.SYMBOLS, cols, len(rows))
 
 
-_PRICE_FIELDS = ("symbol", "date", "open", "high", "low", "close", "adj_close", "volume")
+_PRICE_FIELDS = ("symbol", "date", "open", "high", "low", "close", "volume")
 
 
 def prices_table(
@@ -73,9 +73,10 @@ def prices_table(
     source: str,
     loaded_at: dt.datetime | None = None,
 ) -> pa.Table:
-    """Bars from `eod-bulk` (EodBar), `historical-price-eod/full` (HistoricalBar,
-    adj_close NULL) or dicts with the snake_case price fields (a dict's own
-    `source` wins over the argument)."""
+    """Bars from `eod-bulk` (EodBar), `historical-price-eod/full` (HistoricalBar)
+    or dicts with the snake_case price fields (a dict's own `source` wins over
+    the argument). Split-adjusted closes on every route; the dividend-adjusted
+    close is `market.prices_adjusted`'s, from the same columns on every route."""
     bars = list(bars)
     cols: dict[str, list[Any]] = {name: [] for name in _PRICE_FIELDS}
     sources: list[str] = []
@@ -109,7 +110,7 @@ def quotes_as_prices(
     require_same_day: bool = True,
 ) -> pa.Table:
     """A quote taken after the close stands for `day`'s bar: open=open,
-    high=day_high, low=day_low, close=price, volume=volume, adj_close NULL,
+    high=day_high, low=day_low, close=price, volume=volume,
     source 'batch-quote'.
 
     With `require_same_day` (default) a quote whose last update is not on `day`

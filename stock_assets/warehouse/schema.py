@@ -106,7 +106,6 @@ PRICES = Table(
         _c("high", "double", 'Session high (USD); NULL when the source bar lacks it.'),
         _c("low", "double", 'Session low (USD); NULL when the source bar lacks it.'),
         _c("close", "double", 'Closing price (USD), split-adjusted as FMP served it.', False),
-        _c("adj_close", "double", 'Close adjusted for dividends as FMP gives it (eod-bulk only, else NULL).'),  # only eod-bulk carries it
         _c("volume", "bigint", 'Shares traded in the session.'),
         _c("source", "text", 'FMP route that delivered the bar: eod-bulk, batch-quote or historical-price-eod/full.', False),  # 'eod-bulk', 'batch-quote', 'historical-price-eod/full'
         _c("loaded_at", "ts", 'When the bar was written (UTC).', False),
@@ -313,8 +312,27 @@ TABLES: dict[str, Table] = {
                         METRICS_RUNS, METRICS_PHASES, METRICS_API_CALLS, METRICS_OPTIMIZATIONS)
 }
 
-# Views for the questions users ask of the metrics history.
+# Views for the questions users ask of the prices and of the metrics history.
 VIEWS = {
+    # Every bar with its close adjusted for dividends too (total return): the
+    # standard backward cumulative factor, the product over the symbol's later
+    # dividends of (1 - dividend / the close before its ex-date), from the
+    # stored closes and split-adjusted dividends: no second price table, no call.
+    "market.prices_adjusted": """
+        WITH factors AS (
+            SELECT d.symbol, d.ex_date, 1 - d.adj_dividend / b.close AS f
+            FROM market.dividends d
+            ASOF JOIN market.prices b ON b.symbol = d.symbol AND d.ex_date > b.date
+            WHERE d.adj_dividend > 0 AND b.close > 0),
+        cumulative AS (
+            SELECT symbol, ex_date,
+                   exp(sum(ln(f)) OVER (PARTITION BY symbol ORDER BY ex_date DESC)) AS factor
+            FROM factors WHERE f > 0)
+        SELECT p.symbol, p.date, p.open, p.high, p.low, p.close, p.volume,
+               coalesce(c.factor, 1.0) AS dividend_factor,
+               p.close * coalesce(c.factor, 1.0) AS adj_close
+        FROM market.prices p
+        ASOF LEFT JOIN cumulative c ON c.symbol = p.symbol AND p.date < c.ex_date""",
     "metrics.sync_summary": """
         WITH calls AS (SELECT run_id, asset, partition, sum(calls) AS calls, sum(retries) AS retries,
                               sum(rate_limited) AS rate_limited, sum(succeeded) AS ok
@@ -382,7 +400,16 @@ def ddl_statements() -> list[str]:
     schemas = sorted({name.split(".")[0] for name in TABLES})
     return ([f"CREATE SCHEMA IF NOT EXISTS {schema}" for schema in schemas]
             + [t.ddl() for t in TABLES.values()]
+            + MIGRATIONS
             + [f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in VIEWS.items()])
+
+
+# Changes to tables that older warehouses already hold (each a no-op once applied).
+MIGRATIONS = [
+    # adj_close came only from eod-bulk (NULL on every other route): one column
+    # meaning different things by route. market.prices_adjusted gives it for all.
+    "ALTER TABLE market.prices DROP COLUMN IF EXISTS adj_close",
+]
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
