@@ -24,6 +24,10 @@ NO_DUPLICATES = "no_duplicate_keys"
 COVERAGE = "coverage"
 PROFILES_FRESH = "profiles_fresh"
 ITEM_SUCCESS = "item_success_rate"
+SPLITS_RESTATED = "splits_restated"
+NO_SPLIT_JUMPS = "no_split_jumps"
+# A close-to-close move within this of a split's ratio, on its ex-date, is the split itself.
+SPLIT_JUMP_TOLERANCE = 0.15
 
 
 def specs(asset: str, partitions: dg.PartitionsDefinition | None, *names: str) -> list[dg.AssetCheckSpec]:
@@ -34,6 +38,10 @@ def specs(asset: str, partitions: dg.PartitionsDefinition | None, *names: str) -
         COVERAGE: f"A session's bars cover at least {MIN_COVERAGE:.0%} of the active universe.",
         PROFILES_FRESH: f"At least {MIN_FRESH_SHARE:.0%} of the shard's profiles are within the cache age.",
         ITEM_SUCCESS: "The share of the partition's items fetched is within the allowed failure share.",
+        SPLITS_RESTATED: "No symbol of the shard has a split newer than the day its stored history is "
+                         "adjusted to (the run restates them).",
+        NO_SPLIT_JUMPS: "No split day shows a close-to-close move matching the split's ratio (an "
+                        "unrestated split in the stored bars).",
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned checks: preview in 1.13
@@ -56,6 +64,22 @@ def prices_sane(warehouse: WarehouseResource, *, day: dt.date | None = None,
         check_name=PRICES_SANE, passed=bad == 0,
         metadata={"rows_checked": rows, "insane_rows": bad,
                   "examples": ", ".join(f"{s} {d}" for s, d in examples) or "none"})
+
+
+def splits_restated(warehouse: WarehouseResource, shard: str) -> dg.AssetCheckResult:
+    pending = warehouse.symbols_needing_restatement("prices", sorted(warehouse.universe_symbols(shard=shard)))
+    return dg.AssetCheckResult(check_name=SPLITS_RESTATED, passed=not pending,
+                               metadata={"pending": len(pending), "symbols": ", ".join(pending[:20]) or "none"})
+
+
+def no_split_jumps(warehouse: WarehouseResource, shard: str) -> dg.AssetCheckResult:
+    """On each split's ex-date, the close before it over the close on it: near 1, not near the ratio."""
+    jumps = [(symbol, day, ratio, jump) for symbol, day, ratio, jump in warehouse.split_day_moves(shard)
+             if abs(ratio - 1) > 2 * SPLIT_JUMP_TOLERANCE and abs(jump / ratio - 1) < SPLIT_JUMP_TOLERANCE]
+    return dg.AssetCheckResult(
+        check_name=NO_SPLIT_JUMPS, passed=not jumps,
+        metadata={"unrestated": len(jumps),
+                  "examples": ", ".join(f"{s} {d} x{j:.2f}" for s, d, _, j in jumps[:5]) or "none"})
 
 
 def no_duplicates(warehouse: WarehouseResource, table: str) -> dg.AssetCheckResult:

@@ -14,7 +14,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from stock_assets import trading
+from stock_assets import checks, trading
 from stock_assets.assets import assets_for
 from stock_assets.config import Config
 from stock_assets.plan import plan_after_universe
@@ -46,7 +46,7 @@ def split_platform(tmp_path, monkeypatch):
     reverse = next(s for s in probe.symbols() if s not in payers and s[0] != forward[0])
     platform = make_platform(tmp_path, monkeypatch, now=after_close(day1), split_rate_per_symbol_week=0.0,
                              splits=((forward, split_day, 2, 1), (reverse, split_day, 1, 10)))
-    yield platform, (day1, day2), (forward, reverse)
+    yield platform, (day1, split_day, day2), (forward, reverse)
     platform.sim.stop()
 
 
@@ -76,7 +76,7 @@ def truth_bars(platform, symbol: str, first: str) -> dict[str, tuple]:
 
 
 def test_a_split_between_two_syncs_is_restated(split_platform, monkeypatch):
-    platform, (day1, day2), (forward, reverse) = split_platform
+    platform, (day1, split_day, day2), (forward, reverse) = split_platform
     monkeypatch.setattr(trading, "now_utc", lambda: after_close(day1))
     materialize(platform, "symbols")
     shards = {shard for (shard,) in platform.sql(
@@ -95,6 +95,14 @@ def test_a_split_between_two_syncs_is_restated(split_platform, monkeypatch):
     assert sorted(splits) == sorted([(forward, 2.0, 1.0), (reverse, 1.0, 10.0)])
     planned = plan_after_universe(platform.resources()["warehouse"], platform.instance(), day2, SyncSettings())
     assert {p.partition_key for p in planned if "price_history" in p.assets} >= shards
+
+    # The split day's bars, in the new shares, as that day's daily sync stored them.
+    materialize(platform, "daily_prices", split_day.isoformat())
+    warehouse = platform.resources()["warehouse"]
+    forward_shard = platform.sql("SELECT shard FROM market.symbols WHERE symbol = ?", [forward])[0][0]
+    # The checks that would have caught it, before the restatement: both fail.
+    assert not checks.splits_restated(warehouse, forward_shard).passed
+    assert not checks.no_split_jumps(warehouse, forward_shard).passed
 
     platform.sim.clear_requests()
     for shard in sorted(shards):
@@ -121,7 +129,9 @@ def test_a_split_between_two_syncs_is_restated(split_platform, monkeypatch):
     restated = platform.sql("SELECT asset, sum(items_considered) FROM metrics.optimizations "
                             "WHERE name = 'restated after split' GROUP BY 1 ORDER BY 1")
     assert restated == [("dividend_history", 1), ("price_history", 2)]
-    assert platform.resources()["warehouse"].shards_needing_restatement() == set()
+    assert warehouse.shards_needing_restatement() == set()
+    assert checks.splits_restated(warehouse, forward_shard).passed
+    assert checks.no_split_jumps(warehouse, forward_shard).passed
 
 
 def test_prices_adjusted_matches_fmps_dividend_adjusted_history(platform):

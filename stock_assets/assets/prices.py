@@ -160,6 +160,7 @@ def note_no_bar(m: Materialization, asked: list[str], got: set[str]) -> None:
 @dg.asset(group_name="prices", partitions_def=symbol_shards, deps=[symbols], pool=FMP_POOL,
           kinds={"duckdb"}, metadata={"dagster/column_schema": column_schema("prices")},
           check_specs=checks_mod.specs("price_history", symbol_shards, checks_mod.PRICES_SANE,
+                                       checks_mod.SPLITS_RESTATED, checks_mod.NO_SPLIT_JUMPS,
                                        checks_mod.ITEM_SUCCESS),
           description="Full price history from the configured start for the shard's symbols "
                       "not yet covered: market.prices.")
@@ -190,7 +191,9 @@ def price_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp: F
 
         summary = m.fetch_and_write(todo, lambda symbol: fmp.price_history(symbol, start, end), write)
         m.count_items(summary.total, [f.item for f in summary.failures])
-        return m.result([checks_mod.prices_sane(warehouse, shard=m.partition_key)])
+        return m.result([checks_mod.prices_sane(warehouse, shard=m.partition_key),
+                         checks_mod.splits_restated(warehouse, m.partition_key),
+                         checks_mod.no_split_jumps(warehouse, m.partition_key)])
 
 
 def history_start(settings: SyncSettings, end: dt.date) -> dt.date:

@@ -333,6 +333,18 @@ class WarehouseResource(DuckDBFile):
             WHERE coalesce(s.is_actively_trading, TRUE){payers}""", [dataset])
         return symbols > 0 and unloaded == 0, first, last
 
+    def split_day_moves(self, shard: str) -> list[tuple[str, dt.date, float, float]]:
+        """(symbol, ex-date, split ratio, close before / close on the ex-date) for the shard's splits."""
+        return self._rows("""
+            WITH on_day AS (
+                SELECT s.symbol, s.date, s.numerator / s.denominator AS ratio, p.close
+                FROM market.splits s
+                JOIN market.symbols u ON u.symbol = s.symbol AND u.shard = ?
+                JOIN market.prices p ON p.symbol = s.symbol AND p.date = s.date)
+            SELECT d.symbol, d.date, d.ratio, b.close / d.close
+            FROM on_day d ASOF JOIN market.prices b ON b.symbol = d.symbol AND d.date > b.date
+            WHERE d.close > 0""", [shard])
+
     def duplicated_keys(self, table: str) -> int:
         key = ", ".join(S.table(table).key)
         (dupes,), = self._rows(f"SELECT count(*) FROM (SELECT {key} FROM {S.table(table).name} "
