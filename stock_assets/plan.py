@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster import AssetPartitionStatus, DagsterRunStatus
 
+from stock_assets import trading
 from stock_assets.assets import ASSET_NAMES, DAILY_ASSETS, HISTORY_ASSETS, assets_for
 from stock_assets.assets.profiles import is_due
 from stock_assets.config import Config
@@ -152,7 +153,10 @@ def _partitions_to_run(instance: dg.DagsterInstance, asset: dg.AssetsDefinition,
     if isinstance(partitions_def, dg.StaticPartitionsDefinition):
         missing = [k for k in keys if status.get(k) is None and k in shards_present]
     else:
-        touched = [i for i, k in enumerate(keys) if status.get(k) is not None]
+        # Holidays count for nothing here: they are reported materialized (nothing to
+        # hold) before any run, and must not open a "gap" of every day after them.
+        touched = [i for i, k in enumerate(keys)
+                   if status.get(k) is not None and trading.is_session(dt.date.fromisoformat(k))]
         # A sync always runs the latest session: once there is a universe, that day
         # is due even if the sync that planned it was stopped before its run began.
         latest = latest_session_day().isoformat()

@@ -216,7 +216,9 @@ def test_views_aggregate_the_sync(synced):
 
 def test_materialization_metadata_has_the_figures(synced):
     instance = synced.platform.instance()
-    event = instance.get_latest_materialization_event(dg.AssetKey("daily_prices"))
+    (day,), = synced.platform.sql("SELECT DISTINCT partition FROM metrics.runs WHERE asset = 'daily_prices'")
+    event = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("daily_prices"), asset_partitions=[day]), limit=1).records[0].event_log_entry
     meta = event.asset_materialization.metadata
     run_id = event.run_id
     (calls, rows, route), = synced.platform.sql(

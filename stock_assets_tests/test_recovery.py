@@ -200,5 +200,5 @@ def test_the_latest_session_is_due_once_there_is_a_universe(platform):
     assert execute(instance, PlannedRun(("symbols",)), {}).success
     day = latest_session_day().isoformat()
     todo = {p.partition_key: p.assets for p in failed_and_missing(instance)}
-    assert todo[day] == ("daily_prices", "dividends")
+    assert todo[day] == ("splits", "daily_prices", "dividends")
     assert [k for k in todo if k is not None and k not in SHARD_KEYS] == [day]  # and no older day
