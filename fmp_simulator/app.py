@@ -410,6 +410,13 @@ class Handlers:
     def dividend_adjusted(self, p) -> Response:
         return self._symbol_rows(p, self.t.dividend_adjusted)
 
+    def delisted_companies(self, p) -> Response:
+        try:
+            page, limit = max(0, int(p.get("page") or 0)), max(0, int(p.get("limit") or 100))
+        except ValueError:
+            return query_error("page")
+        return json_rows(self.t.delisted_companies(page, limit))
+
     def table(self) -> dict[str, Callable]:
         return {
             "company-screener": self.screener, "stock-list": self.stock_list, "eod-bulk": self.eod_bulk,
@@ -418,6 +425,7 @@ class Handlers:
             "splits": self.splits, "splits-calendar": self.splits_calendar,
             "historical-price-eod/non-split-adjusted": self.non_split_adjusted,
             "historical-price-eod/dividend-adjusted": self.dividend_adjusted,
+            "delisted-companies": self.delisted_companies,
         }
 
 

@@ -83,6 +83,9 @@ class SimConfig:
     # symbols, forward and reverse), plus these (symbol, ex-date, numerator, denominator).
     split_rate_per_symbol_week: float = 4 / 19205
     splits: tuple[tuple[str, date | str, int, int], ...] = ()
+    # Delistings on known days (symbol, delisting date): the symbol leaves the
+    # screener that day; its history up to the day before stays servable.
+    delistings: tuple[tuple[str, date | str], ...] = ()
 
     def __post_init__(self) -> None:
         self.plan = get_plan(self.plan).name  # validates

@@ -106,6 +106,7 @@ class GroundTruth:
         self._day_cache: OrderedDict = OrderedDict()
         self._snap_cache: OrderedDict = OrderedDict()
         self._splits: SplitTable | None = None
+        self._delisted: np.ndarray | None = None  # session of each symbol's delisting (n sessions: never)
         self._scale_at: int | None = None  # the last close the prices' split scale is for
 
     def warm(self) -> None:
@@ -261,13 +262,37 @@ class GroundTruth:
         return self.uni.index.get(symbol)
 
     def is_listed(self, i: int, L: int | None = None) -> bool:
-        return self.uni.list_sess[i] <= (self.last_closed_index() if L is None else L)
+        L = self.last_closed_index() if L is None else L
+        return self.uni.list_sess[i] <= L < self.delisted_sess[i]
 
     def symbols(self, exchange: str | None = None) -> list[str]:
         u = self.uni
         L = self.last_closed_index()
         ex = exchange.upper() if exchange else None
-        return [s for i, s in enumerate(u.symbols) if u.list_sess[i] <= L and (ex is None or u.exch_short[i] == ex)]
+        return [s for i, s in enumerate(u.symbols) if self.is_listed(i, L) and (ex is None or u.exch_short[i] == ex)]
+
+    @property
+    def delisted_sess(self) -> np.ndarray:
+        """Per symbol, the session it was delisted on (`cal.n`: never)."""
+        with self._lock:
+            if self._delisted is None:
+                out = np.full(self.uni.n, self.cal.n, dtype=np.int64)
+                for symbol, day in self.config.delistings:
+                    i = self.symbol_id(symbol)
+                    if i is None:
+                        raise ValueError(f"delisting of unknown symbol {symbol!r}")
+                    out[i] = self.cal.on_or_after(date.fromisoformat(day) if isinstance(day, str) else day)
+                self._delisted = out
+            return self._delisted
+
+    def delisted_companies(self, page: int = 0, limit: int = 100) -> list[dict]:
+        """delisted-companies: symbols delisted up to the last close, newest delisting first."""
+        L = self.last_closed_index()
+        gone = [i for i in np.argsort(-self.delisted_sess, kind="stable").tolist() if self.delisted_sess[i] <= L]
+        u = self.uni
+        rows = [{"symbol": u.symbols[i], "companyName": u.name[i], "exchange": str(u.exch_short[i]),
+                 "ipoDate": u.ipo_date[i], "delistedDate": self.cal.iso[int(self.delisted_sess[i])]} for i in gone]
+        return rows[page * limit:(page + 1) * limit]
 
     # ------------------------------------------------------------------ prices
     _BAR_KEYS = ("symbol", "date", "open", "high", "low", "close", "volume", "change", "changePercent", "vwap")
@@ -326,7 +351,7 @@ class GroundTruth:
         if plan.history_years < 30:  # "30+ years" plans reach the whole data range
             from_d = max(from_d, _years_before(last, plan.history_years))
         lo = max(self.cal.on_or_after(from_d), int(self.uni.list_sess[sid]))
-        hi = self.cal.on_or_before(to_d) + 1
+        hi = min(self.cal.on_or_before(to_d) + 1, int(self.delisted_sess[sid]))  # no bar from its delisting on
         if hi <= lo:
             return sid, lo, lo
         lo = max(lo, hi - HISTORY_CAP)  # cap drops the OLDEST rows
@@ -357,7 +382,7 @@ class GroundTruth:
                 self._day_cache.move_to_end(t)
                 return hit
         u = self.uni
-        ids = np.flatnonzero(u.list_sess <= t)
+        ids = np.flatnonzero((u.list_sess <= t) & (t < self.delisted_sess))
         b = self.prices.bars(ids, np.full(len(ids), t))
         b["ids"] = ids
         with self._lock:
@@ -637,7 +662,7 @@ class GroundTruth:
         mcap = (s["close"] * u.shares)
         out = []
         for i, sym in enumerate(u.symbols):
-            if u.list_sess[i] > L:
+            if not self.is_listed(i, L):
                 continue
             mc = None if u.mcap_null[i] else (round(float(mcap[i]), 1) if u.mcap_frac[i] else int(mcap[i]))
             if mc is not None and u.mcap_frac[i]:

@@ -156,3 +156,43 @@ def test_prices_adjusted_matches_fmps_dividend_adjusted_history(platform):
         compared += len(served)
     (factors,), = platform.sql("SELECT count(*) FROM market.prices_adjusted WHERE dividend_factor < 1")
     assert compared > 20 * 200 and factors > 0
+
+
+def test_a_delisted_symbol_keeps_its_rows_and_costs_no_more_calls(tmp_path, monkeypatch):
+    """Delisted between two syncs: still in market.symbols (not listed, dated), its bars all there."""
+    from fmp_simulator import GroundTruth, SimConfig
+
+    day1, delist_day, day2 = session(10), session(5), session(0)
+    probe = GroundTruth(SimConfig(seed=11, n_symbols=40, split_rate_per_symbol_week=0.0))
+    gone = probe.symbols()[7]
+    platform = make_platform(tmp_path, monkeypatch, now=after_close(day1), split_rate_per_symbol_week=0.0,
+                             delistings=((gone, delist_day),))
+    try:
+        monkeypatch.setattr(trading, "now_utc", lambda: after_close(day1))
+        materialize(platform, "symbols")
+        (shard,), = platform.sql("SELECT shard FROM market.symbols WHERE symbol = ?", [gone])
+        sync_shards(platform, day1, {shard})
+        materialize(platform, "company_profiles", shard)
+        bars = platform.sql("SELECT count(*) FROM market.prices WHERE symbol = ?", [gone])[0][0]
+        assert bars > 0
+
+        platform.sim.config.now = after_close(day2)
+        monkeypatch.setattr(trading, "now_utc", lambda: after_close(day2))
+        materialize(platform, "symbols")
+        (listed, last_listed, delisted), = platform.sql(
+            "SELECT listed, last_listed, delisted_date FROM market.symbols WHERE symbol = ?", [gone])
+        assert listed is False and delisted == delist_day and last_listed is not None
+        assert platform.sql("SELECT count(*) FROM market.prices WHERE symbol = ?", [gone])[0][0] == bars
+        assert platform.sql("SELECT count(*) FROM market.company_profiles WHERE symbol = ?", [gone])[0][0] == 1
+
+        # It costs no call and counts for no coverage.
+        platform.sim.clear_requests()
+        materialize(platform, "daily_prices", day2.isoformat())
+        asked = {s for r in platform.sim.settled_requests() for s in r["params"].get("symbols", "").split(",")}
+        assert gone not in asked and len(asked) > 10
+        warehouse = platform.resources()["warehouse"]
+        assert gone not in warehouse.universe_symbols()
+        active, covered = warehouse.day_coverage(day2)
+        assert active == covered == len(warehouse.universe_symbols())
+    finally:
+        platform.sim.stop()

@@ -125,7 +125,8 @@ def ultimate(tmp_path, monkeypatch):
 def test_universe_costs_at_most_ten_calls(platform):
     run(platform, "symbols")
     assert 1 <= calls(platform) <= 10
-    assert set(paths(platform)) == {"company-screener"}
+    assert set(paths(platform)) == {"company-screener", "delisted-companies"}
+    assert paths(platform)["delisted-companies"] == 1
     assert len(universe(platform)) > 20
 
 

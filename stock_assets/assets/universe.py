@@ -14,6 +14,9 @@ from stock_assets.resources import SyncSettings
 from stock_assets.warehouse import WarehouseResource, column_schema
 
 SCREENER_PAGE = 10_000
+# The newest delistings, one call a day: US listings are delisted a few a week,
+# so a day's refresh finds every one of them on the first page.
+DELISTINGS_PAGE = 100
 
 
 def screen_exchange(fmp: FMPResource, exchange: str, include_etfs: bool) -> tuple[list[ScreenerRow], int]:
@@ -61,6 +64,13 @@ def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Ware
         rows = sorted(by_symbol.values(), key=lambda r: r.symbol)
         m.write(lambda: warehouse.write_universe(rows, shard_of), len(rows))
         m.count_items(len(rows))
+        # Symbols that left the screener stay, not listed; FMP's latest delistings date them.
+        with m.stats.phase("fetch") as phase:
+            delisted = fmp.delisted_companies(page=0, limit=DELISTINGS_PAGE)
+            phase.items = phase.succeeded = len(delisted.records)
+        dated = warehouse.write_delistings(delisted.records)
         shards = {shard_of(s) for s in by_symbol}
-        m.log(f"Universe: {len(rows)} symbols in {len(shards)} shards from {', '.join(settings.exchanges)}.")
-        return m.result([checks_mod.no_duplicates(warehouse, "market.symbols")], shards=len(shards))
+        m.log(f"Universe: {len(rows)} symbols in {len(shards)} shards from {', '.join(settings.exchanges)}; "
+              f"{dated} symbols no longer listed dated from delisted-companies.")
+        return m.result([checks_mod.no_duplicates(warehouse, "market.symbols")], shards=len(shards),
+                        delistings_dated=dated)

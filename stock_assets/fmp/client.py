@@ -28,7 +28,7 @@ from stock_assets.fmp.chunking import Chunk, ChunkSizer, fetch_chunks
 from stock_assets.fmp.limiter import SharedRateLimiter, interval_rates, pace_rates
 from stock_assets.fmp.plans import get_plan
 from stock_assets.fmp.records import (
-    Dividend, EodBar, FMPRecord, HistoricalBar, Parsed, Profile, Quote, ScreenerRow,
+    Delisting, Dividend, EodBar, FMPRecord, HistoricalBar, Parsed, Profile, Quote, ScreenerRow,
     Reject, Split, StockListEntry, parse_rows)
 from stock_assets.fmp.redaction import protect_secret, redact
 
@@ -293,6 +293,11 @@ class FMPResource(ConfigurableResource):
         """Every symbol's splits with ex-date in [start, end]."""
         rows = self._rows("splits-calendar", {"from": start.isoformat(), "to": end.isoformat()})
         return parse_rows(Split, rows, "splits-calendar", f"{start}..{end}")
+
+    def delisted_companies(self, page: int = 0, limit: int = 100) -> Parsed[Delisting]:
+        """The most recently delisted companies, newest first, a page at a time."""
+        rows = self._rows("delisted-companies", {"page": page, "limit": limit})
+        return parse_rows(Delisting, rows, "delisted-companies", f"page {page}")
 
     def profile(self, symbol: str) -> Parsed[Profile]:
         return parse_rows(Profile, self._rows("profile", {"symbol": symbol}), "profile", symbol)

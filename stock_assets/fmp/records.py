@@ -142,6 +142,13 @@ class Split(FMPRecord):
     denominator: float = Field(gt=0)
 
 
+class Delisting(FMPRecord):
+    symbol: str
+    company_name: str | None = None
+    exchange: str | None = None
+    delisted_date: dt.date | None = None
+
+
 class Profile(FMPRecord):
     symbol: str
     price: float | None = None

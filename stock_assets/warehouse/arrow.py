@@ -58,10 +58,15 @@ def symbols_table(
     updated_at: dt.datetime | None = None,
 ) -> pa.Table:
     rows = list(rows)
-    names = [c for c in S.SYMBOLS.column_names if c not in ("shard", "updated_at")]
+    names = [c for c in S.SYMBOLS.column_names
+             if c not in ("shard", "listed", "last_listed", "delisted_date", "updated_at")]
     cols = _columns(rows, names)
     cols["shard"] = [shard_of(r.symbol) for r in rows]
-    cols["updated_at"] = [utc_naive(updated_at)] * len(rows)
+    now = utc_naive(updated_at)
+    cols["listed"] = [True] * len(rows)
+    cols["last_listed"] = [now.date()] * len(rows)
+    cols["delisted_date"] = [None] * len(rows)
+    cols["updated_at"] = [now] * len(rows)
     return _table(S.SYMBOLS, cols, len(rows))
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 import pyarrow as pa
 from pydantic import Field
 
-from stock_assets.fmp.records import Dividend, Profile, Quote, Reject, ScreenerRow, Split
+from stock_assets.fmp.records import Delisting, Dividend, Profile, Quote, Reject, ScreenerRow, Split
 
 from . import schema as S
 from .arrow import (
@@ -42,6 +42,10 @@ _RESTATEMENTS = """
     WHERE (h.dataset = 'prices' AND s.date > (SELECT min(date) FROM market.prices p WHERE p.symbol = h.symbol))
        OR (h.dataset = 'dividends'
            AND s.date > (SELECT min(ex_date) FROM market.dividends d WHERE d.symbol = h.symbol))"""
+
+# A symbol the screener lists today (rows written before the point-in-time universe have NULL).
+# The others keep their data but cost no call and count for no coverage.
+_LISTED = "coalesce(listed, TRUE)"
 
 # The column that dates a row: a trading-day partition holds the rows of its day.
 _DAY_COLUMNS = {"market.prices": "date", "market.dividends": "ex_date", "market.splits": "date"}
@@ -151,8 +155,34 @@ class WarehouseResource(DuckDBFile):
         return self._write([(S.COMPANY_PROFILES, table)], rejects, run_id)
 
     def write_universe(self, rows: Sequence[ScreenerRow], shard_of: Callable[[str], str]) -> int:
-        """The universe is a snapshot: the new one replaces the old in one transaction."""
-        return self._write([(S.SYMBOLS, symbols_table(rows, shard_of))], replace_all=True)
+        """Today's universe, point in time: its symbols listed, and those it no longer lists
+        kept (with their last listed day and all their data) but not listed, in one transaction."""
+        table = symbols_table(rows, shard_of)
+
+        def work(conn) -> int:
+            written = upsert(conn, S.SYMBOLS.name, table)
+            conn.execute("UPDATE market.symbols SET listed = FALSE "
+                         "WHERE symbol NOT IN (SELECT unnest(?::VARCHAR[]))", [[r.symbol for r in rows]])
+            return written
+
+        return self.transaction(work)
+
+    def write_delistings(self, delistings: Iterable[Delisting]) -> int:
+        """Delisting dates of the symbols the universe no longer lists; returns those recorded."""
+        pairs = [(d.symbol, d.delisted_date) for d in delistings if d.delisted_date]
+        if not pairs:
+            return 0
+
+        def work(conn) -> int:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS delisted (symbol VARCHAR, day DATE)")
+            conn.execute("DELETE FROM delisted")
+            conn.executemany("INSERT INTO delisted VALUES (?, ?)", pairs)
+            return len(conn.execute("""
+                UPDATE market.symbols s SET delisted_date = d.day FROM delisted d
+                WHERE s.symbol = d.symbol AND NOT coalesce(s.listed, TRUE)
+                RETURNING s.symbol""").fetchall())
+
+        return self.transaction(work)
 
     def write_metrics(self, step: tuple[str, str, str], tables: dict[str, pa.Table]) -> None:
         """One step's (run, asset, partition) figures replace what it recorded before."""
@@ -215,7 +245,8 @@ class WarehouseResource(DuckDBFile):
 
     def shards_needing_restatement(self) -> set[str]:
         """Shards holding a symbol whose stored prices or dividends predate a split."""
-        rows = self.query(f"SELECT DISTINCT u.shard FROM ({_RESTATEMENTS}) r JOIN market.symbols u USING (symbol)")
+        rows = self.query(f"SELECT DISTINCT u.shard FROM ({_RESTATEMENTS}) r JOIN market.symbols u USING (symbol) "
+                          f"WHERE {_LISTED}")
         return {r["shard"] for r in rows}
 
     def symbols_needing_restatement(self, dataset: str, symbols: Iterable[str]) -> list[str]:
@@ -261,18 +292,18 @@ class WarehouseResource(DuckDBFile):
     def universe(self, shard: str | None = None) -> list[dict[str, Any]]:
         """`market.symbols` rows (all, or one shard's), ordered by symbol."""
         if shard is None:
-            return self.query("SELECT * FROM market.symbols ORDER BY symbol")
-        return self.query("SELECT * FROM market.symbols WHERE shard = ? ORDER BY symbol", [shard])
+            return self.query(f"SELECT * FROM market.symbols WHERE {_LISTED} ORDER BY symbol")
+        return self.query(f"SELECT * FROM market.symbols WHERE {_LISTED} AND shard = ? ORDER BY symbol", [shard])
 
     def universe_symbols(self, shard: str | None = None) -> set[str]:
-        sql, params = "SELECT symbol FROM market.symbols", []
+        sql, params = f"SELECT symbol FROM market.symbols WHERE {_LISTED}", []
         if shard is not None:
-            sql, params = sql + " WHERE shard = ?", [shard]
+            sql, params = sql + " AND shard = ?", [shard]
         return {r["symbol"] for r in self.query(sql, params)}
 
     def payer_symbols(self, shard: str | None = None) -> set[str]:
         """Symbols whose last annual dividend is above zero: the only ones worth asking."""
-        sql, params = "SELECT symbol FROM market.symbols WHERE last_annual_dividend > 0", []
+        sql, params = f"SELECT symbol FROM market.symbols WHERE {_LISTED} AND last_annual_dividend > 0", []
         if shard is not None:
             sql, params = sql + " AND shard = ?", [shard]
         return {r["symbol"] for r in self.query(sql, params)}
@@ -283,7 +314,7 @@ class WarehouseResource(DuckDBFile):
             "SELECT DISTINCT s.shard FROM market.symbols s"
             " LEFT JOIN market.history_loads p ON p.dataset = 'prices' AND p.symbol = s.symbol"
             " LEFT JOIN market.history_loads d ON d.dataset = 'dividends' AND d.symbol = s.symbol"
-            " WHERE p.symbol IS NULL OR (s.last_annual_dividend > 0 AND d.symbol IS NULL)")
+            f" WHERE {_LISTED} AND (p.symbol IS NULL OR (s.last_annual_dividend > 0 AND d.symbol IS NULL))")
         return {r["shard"] for r in rows}
 
     # -- what the checks read ------------------------------------------------------
@@ -330,7 +361,7 @@ class WarehouseResource(DuckDBFile):
             SELECT count(*), count(*) FILTER (WHERE h.symbol IS NULL), max(h.start_date), min(h.end_date)
             FROM market.symbols s
             LEFT JOIN market.history_loads h ON h.dataset = ? AND h.symbol = s.symbol
-            WHERE coalesce(s.is_actively_trading, TRUE){payers}""", [dataset])
+            WHERE coalesce(s.is_actively_trading, TRUE) AND {_LISTED}{payers}""", [dataset])
         return symbols > 0 and unloaded == 0, first, last
 
     def split_day_moves(self, shard: str) -> list[tuple[str, dt.date, float, float]]:
@@ -353,29 +384,29 @@ class WarehouseResource(DuckDBFile):
 
     def day_coverage(self, day: dt.date) -> tuple[int, int]:
         """(active symbols, those with a bar on `day`)."""
-        (active, covered), = self._rows("""
+        (active, covered), = self._rows(f"""
             SELECT count(*), count(p.symbol) FROM market.symbols s
             LEFT JOIN market.prices p ON p.symbol = s.symbol AND p.date = ?
-            WHERE coalesce(s.is_actively_trading, TRUE)""", [day])
+            WHERE coalesce(s.is_actively_trading, TRUE) AND {_LISTED}""", [day])
         return active, covered
 
     def profile_freshness(self, shard: str, max_age_days: int) -> tuple[int, int]:
         """(the shard's symbols, those whose profile is within `max_age_days`)."""
-        (total, fresh), = self._rows("""
+        (total, fresh), = self._rows(f"""
             SELECT count(*), count(*) FILTER (WHERE p.fetched_at >= (now() AT TIME ZONE 'UTC')
                                                                      - to_days(CAST(? AS INTEGER)))
             FROM market.symbols s LEFT JOIN market.company_profiles p USING (symbol)
-            WHERE s.shard = ?""", [max_age_days, shard])
+            WHERE s.shard = ? AND {_LISTED}""", [max_age_days, shard])
         return total, fresh
 
     def profile_ages(self) -> list[tuple[str, str, dt.datetime | None]]:
         """(shard, symbol, when its profile was fetched) for the whole universe: what planners need."""
-        return self._rows("SELECT s.shard, s.symbol, p.fetched_at FROM market.symbols s "
-                          "LEFT JOIN market.company_profiles p USING (symbol)", [])
+        return self._rows(f"SELECT s.shard, s.symbol, p.fetched_at FROM market.symbols s "
+                          f"LEFT JOIN market.company_profiles p USING (symbol) WHERE {_LISTED}", [])
 
     def _rows(self, sql: str, params: list) -> list[tuple]:
         return [tuple(row.values()) for row in self.query(sql, params)]
 
     def shards_present(self) -> set[str]:
         """Shards that hold at least one symbol of the universe."""
-        return {r["shard"] for r in self.query("SELECT DISTINCT shard FROM market.symbols")}
+        return {r["shard"] for r in self.query(f"SELECT DISTINCT shard FROM market.symbols WHERE {_LISTED}")}

@@ -92,6 +92,9 @@ SYMBOLS = Table(
         _c("is_fund", "bool", 'True for a fund.'),
         _c("is_actively_trading", "bool", 'True while the symbol trades.'),
         _c("shard", "text", 'Symbol shard (partition of the per-symbol assets); a pure function of the symbol.', False),
+        _c("listed", "bool", "True while the screener lists it; a symbol that leaves is kept, with its data."),
+        _c("last_listed", "date", "The day of the last universe refresh that listed it."),
+        _c("delisted_date", "date", "Its delisting date, when FMP's delisted-companies gives one."),
         _c("updated_at", "ts", 'When the universe refresh last wrote this row (UTC).', False),
     ),
     ("symbol",),
@@ -409,6 +412,10 @@ MIGRATIONS = [
     # adj_close came only from eod-bulk (NULL on every other route): one column
     # meaning different things by route. market.prices_adjusted gives it for all.
     "ALTER TABLE market.prices DROP COLUMN IF EXISTS adj_close",
+    # The point-in-time universe: symbols that leave the screener are kept.
+    "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS listed BOOLEAN",
+    "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS last_listed DATE",
+    "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS delisted_date DATE",
 ]
 
 
