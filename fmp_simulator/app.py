@@ -417,6 +417,9 @@ class Handlers:
             return query_error("page")
         return json_rows(self.t.delisted_companies(page, limit))
 
+    def symbol_change(self, p) -> Response:
+        return json_rows(self.t.symbol_changes())
+
     def table(self) -> dict[str, Callable]:
         return {
             "company-screener": self.screener, "stock-list": self.stock_list, "eod-bulk": self.eod_bulk,
@@ -425,7 +428,7 @@ class Handlers:
             "splits": self.splits, "splits-calendar": self.splits_calendar,
             "historical-price-eod/non-split-adjusted": self.non_split_adjusted,
             "historical-price-eod/dividend-adjusted": self.dividend_adjusted,
-            "delisted-companies": self.delisted_companies,
+            "delisted-companies": self.delisted_companies, "symbol-change": self.symbol_change,
         }
 
 

@@ -86,6 +86,9 @@ class SimConfig:
     # Delistings on known days (symbol, delisting date): the symbol leaves the
     # screener that day; its history up to the day before stays servable.
     delistings: tuple[tuple[str, date | str], ...] = ()
+    # Renames on known days (old symbol, new symbol, date): from that day the company
+    # trades, and its whole history is served, under the new symbol; the old answers [].
+    renames: tuple[tuple[str, str, date | str], ...] = ()
 
     def __post_init__(self) -> None:
         self.plan = get_plan(self.plan).name  # validates

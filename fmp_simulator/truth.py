@@ -106,6 +106,8 @@ class GroundTruth:
         self._day_cache: OrderedDict = OrderedDict()
         self._snap_cache: OrderedDict = OrderedDict()
         self._splits: SplitTable | None = None
+        self._first_names = list(self.uni.symbols)  # before any rename: what configs name
+        self._first_index = dict(self.uni.index)
         self._delisted: np.ndarray | None = None  # session of each symbol's delisting (n sessions: never)
         self._scale_at: int | None = None  # the last close the prices' split scale is for
 
@@ -125,7 +127,7 @@ class GroundTruth:
     def last_closed_index(self, now: datetime | None = None) -> int:
         L = self.cal.last_closed(now or self.now())
         if now is None and L != self._scale_at:
-            self._adjust_for_splits(L)
+            self._as_of(L)
         return L
 
     def last_closed_session(self) -> date:
@@ -161,7 +163,7 @@ class GroundTruth:
         listed = sess > self.uni.list_sess[sid]  # a split needs a history before it
         sid, sess, num, den = sid[listed], sess[listed], num[listed], den[listed]
         for symbol, day, numerator, denominator in cfg.splits:
-            i = self.symbol_id(symbol)
+            i = self._config_id(symbol)
             if i is None:
                 raise ValueError(f"split for unknown symbol {symbol!r}")
             day = date.fromisoformat(day) if isinstance(day, str) else day
@@ -170,11 +172,13 @@ class GroundTruth:
         order = np.lexsort((sess, sid))
         return SplitTable(sid[order].astype(np.int64), sess[order].astype(np.int64), num[order], den[order])
 
-    def _adjust_for_splits(self, L: int) -> None:
-        """Bars adjusted for every split up to session L, as FMP serves them on that day."""
+    def _as_of(self, L: int) -> None:
+        """What FMP serves on the day of session L: names after the renames up to it, bars
+        adjusted for every split up to it."""
         with self._lock:
             if self._scale_at == L:
                 return
+            self._apply_renames(L)
             sp = self.split_table
             ahead = sp.sess > L
             log_scale = np.zeros(self.uni.n)
@@ -183,6 +187,37 @@ class GroundTruth:
             self._day_cache.clear()
             self._snap_cache.clear()
             self._scale_at = L
+
+    def _config_id(self, symbol: str) -> int | None:
+        return self._first_index.get(symbol)
+
+    def _rename_table(self) -> list[tuple[int, int, str, str]]:
+        """(symbol id, session, old, new) for the configured renames, by date; chains followed."""
+        current = dict(self._first_index)
+        out = []
+        for old, new, day in sorted(self.config.renames, key=lambda r: str(r[2])):
+            if old not in current:
+                raise ValueError(f"rename of unknown symbol {old!r}")
+            sid = current.pop(old)
+            current[new] = sid
+            when = self.cal.on_or_after(date.fromisoformat(day) if isinstance(day, str) else day)
+            out.append((sid, when, old, new))
+        return out
+
+    def _apply_renames(self, L: int) -> None:
+        names = list(self._first_names)
+        for sid, when, _, new in self._rename_table():
+            if when <= L:
+                names[sid] = new
+        self.uni.symbols[:] = names
+        self.uni.index = {s: i for i, s in enumerate(names)}
+
+    def symbol_changes(self) -> list[dict]:
+        """symbol-change: renames up to the last close, newest first."""
+        L = self.last_closed_index()
+        rows = [{"date": self.cal.iso[when], "companyName": self.uni.name[sid], "oldSymbol": old, "newSymbol": new}
+                for sid, when, old, new in self._rename_table() if when <= L]
+        return rows[::-1]
 
     def _split_factor(self, sid: int, after: int, upto: int) -> float:
         """Product of split ratios with ex-date session in (after, upto]."""
@@ -278,7 +313,7 @@ class GroundTruth:
             if self._delisted is None:
                 out = np.full(self.uni.n, self.cal.n, dtype=np.int64)
                 for symbol, day in self.config.delistings:
-                    i = self.symbol_id(symbol)
+                    i = self._config_id(symbol)
                     if i is None:
                         raise ValueError(f"delisting of unknown symbol {symbol!r}")
                     out[i] = self.cal.on_or_after(date.fromisoformat(day) if isinstance(day, str) else day)

@@ -196,3 +196,47 @@ def test_a_delisted_symbol_keeps_its_rows_and_costs_no_more_calls(tmp_path, monk
         assert active == covered == len(warehouse.universe_symbols())
     finally:
         platform.sim.stop()
+
+
+def test_a_renamed_company_is_followed_under_its_new_symbol(tmp_path, monkeypatch):
+    """Renamed between two syncs: its history is fetched under the new symbol, and the lineage view
+    links the old symbol's rows to it."""
+    from fmp_simulator import GroundTruth, SimConfig
+
+    day1, rename_day, day2 = session(10), session(5), session(0)
+    old = GroundTruth(SimConfig(seed=11, n_symbols=40, split_rate_per_symbol_week=0.0)).symbols()[9]
+    new = "ZQRN"
+    platform = make_platform(tmp_path, monkeypatch, now=after_close(day1), split_rate_per_symbol_week=0.0,
+                             renames=((old, new, rename_day),))
+    try:
+        monkeypatch.setattr(trading, "now_utc", lambda: after_close(day1))
+        materialize(platform, "symbols")
+        (old_shard,), = platform.sql("SELECT shard FROM market.symbols WHERE symbol = ?", [old])
+        sync_shards(platform, day1, {old_shard})
+        old_bars = platform.sql("SELECT count(*) FROM market.prices WHERE symbol = ?", [old])[0][0]
+        assert old_bars > 0
+
+        platform.sim.config.now = after_close(day2)
+        monkeypatch.setattr(trading, "now_utc", lambda: after_close(day2))
+        materialize(platform, "symbols")
+        assert platform.sql("SELECT old_symbol, new_symbol, date FROM market.symbol_changes") == [
+            (old, new, rename_day)]
+        (new_shard,), = platform.sql("SELECT shard FROM market.symbols WHERE symbol = ? AND listed", [new])
+        planned = plan_after_universe(platform.resources()["warehouse"], platform.instance(), day2, SyncSettings())
+        assert any(p.partition_key == new_shard and "price_history" in p.assets for p in planned)
+        sync_shards(platform, day2, {new_shard})
+
+        stored = stored_bars(platform, new)
+        assert stored == truth_bars(platform, new, min(stored))  # the whole history, under the new symbol
+        assert platform.sql("SELECT count(*) FROM market.prices WHERE symbol = ?", [old])[0][0] == old_bars
+        (listed,), = platform.sql("SELECT listed FROM market.symbols WHERE symbol = ?", [old])
+        assert listed is False
+        lineage = dict(platform.sql("SELECT symbol, current_symbol FROM market.symbol_lineage "
+                                    "WHERE current_symbol = ?", [new]))
+        assert lineage == {old: new, new: new}
+        followed = platform.sql("""
+            SELECT count(DISTINCT p.symbol), count(*) FROM market.prices p
+            JOIN market.symbol_lineage l USING (symbol) WHERE l.current_symbol = ?""", [new])
+        assert followed == [(2, old_bars + len(stored))]
+    finally:
+        platform.sim.stop()

@@ -125,7 +125,7 @@ def ultimate(tmp_path, monkeypatch):
 def test_universe_costs_at_most_ten_calls(platform):
     run(platform, "symbols")
     assert 1 <= calls(platform) <= 10
-    assert set(paths(platform)) == {"company-screener", "delisted-companies"}
+    assert set(paths(platform)) == {"company-screener", "delisted-companies", "symbol-change"}
     assert paths(platform)["delisted-companies"] == 1
     assert len(universe(platform)) > 20
 

@@ -66,7 +66,8 @@ def test_sync_matches_ground_truth_and_a_second_sync_changes_nothing(platform):
     # Nothing was fetched twice: only the universe and the day's splits and dividend
     # calendars, and no shard had work left, so the second sync was three runs.
     paths = {r["path"] for r in platform.sim.requests()}
-    assert paths <= {"company-screener", "delisted-companies", "splits-calendar", "dividends-calendar"}, paths
+    assert paths <= {"company-screener", "delisted-companies", "symbol-change", "splits-calendar",
+                     "dividends-calendar"}, paths
     assert len(again.runs) == 3
 
 

@@ -64,13 +64,18 @@ def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Ware
         rows = sorted(by_symbol.values(), key=lambda r: r.symbol)
         m.write(lambda: warehouse.write_universe(rows, shard_of), len(rows))
         m.count_items(len(rows))
-        # Symbols that left the screener stay, not listed; FMP's latest delistings date them.
+        # Symbols that left the screener stay, not listed; FMP's latest delistings date them,
+        # and its renames link an old symbol to the new one (one call each a day).
         with m.stats.phase("fetch") as phase:
             delisted = fmp.delisted_companies(page=0, limit=DELISTINGS_PAGE)
             phase.items = phase.succeeded = len(delisted.records)
+            changes = fmp.symbol_changes()
+            phase.items += len(changes.records)
+            phase.succeeded = phase.items
         dated = warehouse.write_delistings(delisted.records)
+        renames = warehouse.write_symbol_changes(changes.records)
         shards = {shard_of(s) for s in by_symbol}
         m.log(f"Universe: {len(rows)} symbols in {len(shards)} shards from {', '.join(settings.exchanges)}; "
-              f"{dated} symbols no longer listed dated from delisted-companies.")
+              f"{dated} symbols no longer listed dated from delisted-companies, {renames} renames stored.")
         return m.result([checks_mod.no_duplicates(warehouse, "market.symbols")], shards=len(shards),
-                        delistings_dated=dated)
+                        delistings_dated=dated, renames=renames)

@@ -29,7 +29,7 @@ from stock_assets.fmp.limiter import SharedRateLimiter, interval_rates, pace_rat
 from stock_assets.fmp.plans import get_plan
 from stock_assets.fmp.records import (
     Delisting, Dividend, EodBar, FMPRecord, HistoricalBar, Parsed, Profile, Quote, ScreenerRow,
-    Reject, Split, StockListEntry, parse_rows)
+    Reject, Split, StockListEntry, SymbolChange, parse_rows)
 from stock_assets.fmp.redaction import protect_secret, redact
 
 DEFAULT_BASE_URL = "https://financialmodelingprep.com/stable"
@@ -298,6 +298,10 @@ class FMPResource(ConfigurableResource):
         """The most recently delisted companies, newest first, a page at a time."""
         rows = self._rows("delisted-companies", {"page": page, "limit": limit})
         return parse_rows(Delisting, rows, "delisted-companies", f"page {page}")
+
+    def symbol_changes(self) -> Parsed[SymbolChange]:
+        """The recent renames, newest first."""
+        return parse_rows(SymbolChange, self._rows("symbol-change", {}), "symbol-change")
 
     def profile(self, symbol: str) -> Parsed[Profile]:
         return parse_rows(Profile, self._rows("profile", {"symbol": symbol}), "profile", symbol)

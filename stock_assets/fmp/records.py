@@ -149,6 +149,15 @@ class Delisting(FMPRecord):
     delisted_date: dt.date | None = None
 
 
+class SymbolChange(FMPRecord):
+    """A rename (FB -> META): from `date` the company trades, and FMP serves its history, as `new_symbol`."""
+
+    date: dt.date
+    company_name: str | None = None
+    old_symbol: str
+    new_symbol: str
+
+
 class Profile(FMPRecord):
     symbol: str
     price: float | None = None

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 
-from stock_assets.fmp.records import Dividend, EodBar, HistoricalBar, Profile, Quote, Reject, ScreenerRow, Split
+from stock_assets.fmp.records import (
+    Dividend, EodBar, HistoricalBar, Profile, Quote, Reject, ScreenerRow, Split, SymbolChange)
 
 from . import schema as S
 
@@ -156,6 +157,13 @@ def splits_table(splits: Iterable[Split], loaded_at: dt.datetime | None = None) 
     cols = _columns(splits, ["symbol", "date", "numerator", "denominator"])
     cols["loaded_at"] = [utc_naive(loaded_at)] * len(splits)
     return _table(S.SPLITS, cols, len(splits))
+
+
+def symbol_changes_table(changes: Iterable[SymbolChange], loaded_at: dt.datetime | None = None) -> pa.Table:
+    changes = list(changes)
+    cols = _columns(changes, ["old_symbol", "new_symbol", "date", "company_name"])
+    cols["loaded_at"] = [utc_naive(loaded_at)] * len(changes)
+    return _table(S.SYMBOL_CHANGES, cols, len(changes))
 
 
 def calendar_loads_table(endpoint: str, start: dt.date, end: dt.date) -> pa.Table:

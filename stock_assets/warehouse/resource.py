@@ -23,12 +23,12 @@ from typing import Any, Callable, Iterable, Sequence
 import pyarrow as pa
 from pydantic import Field
 
-from stock_assets.fmp.records import Delisting, Dividend, Profile, Quote, Reject, ScreenerRow, Split
+from stock_assets.fmp.records import Delisting, Dividend, Profile, Quote, Reject, ScreenerRow, Split, SymbolChange
 
 from . import schema as S
 from .arrow import (
     SOURCE_HISTORICAL, calendar_loads_table, dividends_table, history_loads_table, prices_table, profiles_table,
-    quotes_as_prices, rejects_table, splits_table, symbols_table)
+    quotes_as_prices, rejects_table, splits_table, symbol_changes_table, symbols_table)
 from .duckdb_file import DuckDBFile, upsert
 
 _INSANE_PRICE = """(close <= 0 OR open <= 0 OR high <= 0 OR low <= 0 OR volume < 0
@@ -166,6 +166,10 @@ class WarehouseResource(DuckDBFile):
             return written
 
         return self.transaction(work)
+
+    def write_symbol_changes(self, changes: Iterable[SymbolChange]) -> int:
+        """Renames, kept for good: `market.symbol_lineage` follows a company across them."""
+        return self._write([(S.SYMBOL_CHANGES, symbol_changes_table(changes))])
 
     def write_delistings(self, delistings: Iterable[Delisting]) -> int:
         """Delisting dates of the symbols the universe no longer lists; returns those recorded."""

@@ -146,6 +146,18 @@ SPLITS = Table(
     ("symbol", "date"),
 )
 
+SYMBOL_CHANGES = Table(
+    f"{SCHEMA}.symbol_changes",
+    (
+        _c("old_symbol", "text", "The symbol before the rename.", False),
+        _c("new_symbol", "text", "The symbol from `date` on (FMP serves the whole history under it).", False),
+        _c("date", "date", "The first day under the new symbol.", False),
+        _c("company_name", "text", "The company renamed."),
+        _c("loaded_at", "ts", "When the rename was written (UTC).", False),
+    ),
+    ("old_symbol", "new_symbol", "date"),
+)
+
 # Which days of a calendar endpoint are loaded (splits-calendar: from the first
 # load's start to the newest day fetched), so a run fetches only the gap.
 CALENDAR_LOADS = Table(
@@ -310,8 +322,8 @@ METRICS_OPTIMIZATIONS = Table(
 )
 
 TABLES: dict[str, Table] = {
-    t.name: t for t in (SYMBOLS, PRICES, DIVIDENDS, SPLITS, COMPANY_PROFILES, REJECTED_ROWS, HISTORY_LOADS,
-                        CALENDAR_LOADS,
+    t.name: t for t in (SYMBOLS, PRICES, DIVIDENDS, SPLITS, SYMBOL_CHANGES, COMPANY_PROFILES, REJECTED_ROWS,
+                        HISTORY_LOADS, CALENDAR_LOADS,
                         METRICS_RUNS, METRICS_PHASES, METRICS_API_CALLS, METRICS_OPTIMIZATIONS)
 }
 
@@ -321,6 +333,22 @@ VIEWS = {
     # standard backward cumulative factor, the product over the symbol's later
     # dividends of (1 - dividend / the close before its ex-date), from the
     # stored closes and split-adjusted dividends: no second price table, no call.
+    # Every symbol the warehouse knows, with the symbol its company trades under
+    # now (following renames, chains included): join on `symbol`, filter on
+    # `current_symbol`, and a query follows a company across its renames.
+    "market.symbol_lineage": """
+        WITH RECURSIVE chain AS (
+            SELECT old_symbol AS symbol, new_symbol AS current_symbol, date AS renamed_on, 1 AS renames
+            FROM market.symbol_changes
+            UNION ALL
+            SELECT c.symbol, n.new_symbol, n.date, c.renames + 1
+            FROM chain c JOIN market.symbol_changes n ON n.old_symbol = c.current_symbol AND n.date > c.renamed_on
+            WHERE c.renames < 50)
+        SELECT symbol, arg_max(current_symbol, renames) AS current_symbol, max(renames) AS renames
+        FROM chain GROUP BY symbol
+        UNION ALL
+        SELECT symbol, symbol, 0 FROM market.symbols
+        WHERE symbol NOT IN (SELECT old_symbol FROM market.symbol_changes)""",
     "market.prices_adjusted": """
         WITH factors AS (
             SELECT d.symbol, d.ex_date, 1 - d.adj_dividend / b.close AS f
