@@ -113,7 +113,10 @@ def _catalog_and_a_daily_sync(page, url: str, platform) -> None:
 
     # 3. The sensor follows the universe run with the rest of the sync; the daemon runs it.
     sync_id = f"ui-{run_id[:8]}"
-    runs = _wait_for_runs(platform, lambda: platform.instance().get_runs(dg.RunsFilter(tags={SYNC_TAG: sync_id})))
+    # The sensor follows the universe run with the day's splits, then the splits run with the rest:
+    # each step waits for a sensor tick, so the runs are "settled" only after a longer quiet.
+    runs = _wait_for_runs(platform, lambda: platform.instance().get_runs(dg.RunsFilter(tags={SYNC_TAG: sync_id})),
+                          quiet_s=45)
     assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [(r.run_id, r.status) for r in runs]
     present = {s for (s,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
     assert {r.tags.get("dagster/partition") for r in runs} >= present
