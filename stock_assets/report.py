@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from stock_assets.resources import warehouse_resource
+from stock_assets.run_stats import RESTATED_AFTER_SPLIT
 from stock_assets.warehouse import WarehouseResource
 
 def latest_batch_id(warehouse: WarehouseResource) -> str | None:
@@ -98,10 +99,15 @@ def render_summary(data: dict[str, Any]) -> str:
         [[e["endpoint"], e["calls"], _rate(e["succeeded"], e["calls"]), e["retries"], e["rate_limited"],
           (e["bytes"] or 0) / 1e6, e["latency_mean_s"], e["latency_p95_max_s"], e["limiter_wait_s"]]
          for e in data["endpoints"]]), ""]
+    savings = [o for o in data["optimizations"] if o["name"] != RESTATED_AFTER_SPLIT]
     out += ["Savings per optimization (time saved = calls saved / the key's paced rate)", _table(
         ["optimization", "considered", "skipped", "calls saved", "time saved s"],
         [[o["name"], o["items_considered"], o["items_skipped"], o["calls_saved"], o["seconds_saved"]]
-         for o in data["optimizations"]]), ""]
+         for o in savings]), ""]
+    restated = sum(o["items_considered"] for o in data["optimizations"] if o["name"] == RESTATED_AFTER_SPLIT)
+    if restated:
+        out += [f"Restated after a split: {restated} histories fetched again in full (a price history, and "
+                f"the dividends of a payer: at most 2 calls per split symbol).", ""]
     out += ["Phases (summed over materializations)", _table(
         ["phase", "duration s", "items", "success", "items/s"],
         [[p["phase"], p["duration_s"], p["items"], _rate(p["items_succeeded"], p["items"]), p["items_per_s"]]

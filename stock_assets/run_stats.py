@@ -23,6 +23,10 @@ ASSET_TABLES = {
 }
 
 
+# The metrics line of a history fetched again after a split: a cost, reported apart from the savings.
+RESTATED_AFTER_SPLIT = "restated after split"
+
+
 @dataclass
 class Phase:
     name: str

@@ -18,7 +18,9 @@ from stock_assets import checks, trading
 from stock_assets.assets import assets_for
 from stock_assets.config import Config
 from stock_assets.plan import plan_after_universe
+from stock_assets.report import load_summary, render_summary
 from stock_assets.resources import SyncSettings
+from stock_assets.tags import SYNC_TAG
 from stock_assets_tests.conftest import make_platform
 
 pytestmark = pytest.mark.timeout(600)
@@ -50,9 +52,9 @@ def split_platform(tmp_path, monkeypatch):
     platform.sim.stop()
 
 
-def materialize(platform, asset: str, partition: str | None = None) -> dg.ExecuteInProcessResult:
+def materialize(platform, asset: str, partition: str | None = None, tags=None) -> dg.ExecuteInProcessResult:
     result = dg.materialize(assets_for(Config.from_env()), selection=[asset], partition_key=partition,
-                            instance=platform.instance(), resources=platform.resources())
+                            instance=platform.instance(), resources=platform.resources(), tags=tags or {})
     assert result.success
     return result
 
@@ -106,8 +108,8 @@ def test_a_split_between_two_syncs_is_restated(split_platform, monkeypatch):
 
     platform.sim.clear_requests()
     for shard in sorted(shards):
-        materialize(platform, "price_history", shard)
-        materialize(platform, "dividend_history", shard)
+        materialize(platform, "price_history", shard, tags={SYNC_TAG: "day-2"})
+        materialize(platform, "dividend_history", shard, tags={SYNC_TAG: "day-2"})
     requests = platform.sim.settled_requests()
     # At most 2 calls per split symbol: its price history and its dividends (a payer).
     per_symbol = sorted((r["path"], r["params"]["symbol"]) for r in requests)
@@ -130,6 +132,8 @@ def test_a_split_between_two_syncs_is_restated(split_platform, monkeypatch):
                             "WHERE name = 'restated after split' GROUP BY 1 ORDER BY 1")
     assert restated == [("dividend_history", 1), ("price_history", 2)]
     assert warehouse.shards_needing_restatement() == set()
+    text = render_summary(load_summary(warehouse, "day-2"))  # what `stock-assets report` prints
+    assert "Restated after a split: 3 histories fetched again" in text, text
     assert checks.splits_restated(warehouse, forward_shard).passed
     assert checks.no_split_jumps(warehouse, forward_shard).passed
 

@@ -33,7 +33,7 @@ from stock_assets import metrics
 from stock_assets.checks import ITEM_SUCCESS, item_success
 from stock_assets.fmp import FetchSummary, FMPResource, Parsed, redact
 from stock_assets.resources import SyncSettings
-from stock_assets.run_stats import ASSET_TABLES, RunStats
+from stock_assets.run_stats import ASSET_TABLES, RESTATED_AFTER_SPLIT, RunStats
 from stock_assets.warehouse import WarehouseResource
 
 T = TypeVar("T")
@@ -144,7 +144,7 @@ class Materialization:
     def restating(self, symbols: Sequence[str]) -> None:
         """Symbols whose stored history predates a split, fetched again in full: their own line in metrics."""
         if symbols:
-            self.stats.optimized("restated after split", considered=len(symbols), skipped=0, calls_saved=0)
+            self.stats.optimized(RESTATED_AFTER_SPLIT, considered=len(symbols), skipped=0, calls_saved=0)
             self.stats.notes.append(f"{len(symbols)} restated after a split: {', '.join(symbols[:10])}")
             self.log(f"Restating after a split: {', '.join(symbols)}")
 
