@@ -108,13 +108,16 @@ def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = Non
                        all_missing: bool = False, warehouse=None) -> list[PlannedRun]:
     """What to run again: FAILED partitions, and missing ones.
 
-    Missing means: a shard that holds symbols but was never materialized; a
-    trading day in a gap after the first day ever run (or, with all_missing,
-    any day since the partitions' start). An empty shard has nothing to
-    materialize, so it is never missing.
+    Missing means: a shard that holds symbols but was never materialized, or
+    whose stored history predates a split (a restatement cut short); a trading
+    day in a gap after the first day ever run (or, with all_missing, any day
+    since the partitions' start). An empty shard has nothing to materialize,
+    so it is never missing.
     """
     warehouse = warehouse or warehouse_resource()
-    shards_present = warehouse.shards_present() if os.path.exists(warehouse.database) else set()
+    exists = os.path.exists(warehouse.database)
+    shards_present = warehouse.shards_present() if exists else set()
+    restate = warehouse.shards_needing_restatement() if exists else set()
     by_partition: dict[str | None, list[str]] = defaultdict(list)
     for asset in assets_for(Config.from_env()):
         key = asset.key
@@ -124,7 +127,10 @@ def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = Non
             if _unpartitioned_needs_run(instance, key):
                 by_partition[None].append(key.to_user_string())
             continue
-        for partition in _partitions_to_run(instance, asset, all_missing, shards_present):
+        partitions = _partitions_to_run(instance, asset, all_missing, shards_present)
+        if key in HISTORY_ASSETS:
+            partitions = sorted(set(partitions) | restate)
+        for partition in partitions:
             by_partition[partition].append(key.to_user_string())
     planned = [PlannedRun(tuple(names), p) for p, names in by_partition.items()]
     # The universe first: every partitioned asset reads it.

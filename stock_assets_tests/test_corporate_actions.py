@@ -9,6 +9,7 @@ set), on the persistent instance, against the simulator over HTTP.
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import dagster as dg
 import pandas as pd
@@ -242,5 +243,78 @@ def test_a_renamed_company_is_followed_under_its_new_symbol(tmp_path, monkeypatc
             SELECT count(DISTINCT p.symbol), count(*) FROM market.prices p
             JOIN market.symbol_lineage l USING (symbol) WHERE l.current_symbol = ?""", [new])
         assert followed == [(2, old_bars + len(stored))]
+    finally:
+        platform.sim.stop()
+
+
+def test_a_sync_killed_mid_restatement_is_completed_and_never_shows_a_mix(tmp_path, monkeypatch):
+    """Readers beside a restatement that is killed, then completed by backfill-failed: each read
+    of a symbol's bars before its split is all in the old shares or all in the new."""
+    import os
+    import signal
+    import threading
+
+    import duckdb
+
+    from stock_assets.warehouse import WarehouseResource
+    from stock_assets_tests.test_interruptions import cli, start_sync
+
+    platform = make_platform(tmp_path, monkeypatch, split_rate_per_symbol_week=0.0)
+    try:
+        assert cli(tmp_path, "sync").returncode == 0
+        # A 2-for-1 split 10 sessions ago that every stored history predates: their older bars
+        # in the old shares (twice the price), as FMP served them before the split.
+        split_day = session(10)
+        symbols = [s for (s,) in platform.sql("SELECT DISTINCT symbol FROM market.prices ORDER BY 1")]
+        with duckdb.connect(str(platform.db)) as conn:
+            conn.execute("INSERT INTO market.splits SELECT DISTINCT symbol, ?, 2, 1, now() FROM market.prices",
+                         [split_day])
+            conn.execute("UPDATE market.prices SET open = open * 2, high = high * 2, low = low * 2, "
+                         "close = close * 2 WHERE date < ?", [split_day])
+            conn.execute("UPDATE market.history_loads SET end_date = ? WHERE dataset = 'prices'",
+                         [split_day - dt.timedelta(days=1)])
+        truth = {s: {r["date"]: r["close"] for r in platform.sim.truth.eod_bars(s, split_day - dt.timedelta(60),
+                                                                                 split_day - dt.timedelta(1))}
+                 for s in symbols}
+
+        mixes, reads, stop = [], [0], threading.Event()
+        warehouse = WarehouseResource(database=str(platform.db))
+
+        def units(symbol: str) -> set[float]:
+            rows = warehouse.query("SELECT date::VARCHAR AS d, close FROM market.prices WHERE symbol = ? "
+                                   "AND date < ? AND date >= ?", [symbol, split_day, split_day - dt.timedelta(60)])
+            return {round(r["close"] / truth[symbol][r["d"]]) for r in rows if r["d"] in truth[symbol]}
+
+        def read_beside() -> None:
+            while not stop.is_set():
+                for symbol in symbols:
+                    seen = units(symbol)
+                    reads[0] += 1
+                    if len(seen) > 1:
+                        mixes.append((symbol, seen))
+                    time.sleep(0.02)  # a reader, not a lock held on the writers
+
+        reader = threading.Thread(target=read_beside, daemon=True)
+        reader.start()
+        platform.sim.faults.latency_s = 0.3  # history fetches slow enough to be cut short
+        platform.sim.clear_requests()
+        proc, log = start_sync(platform, tmp_path)
+        deadline = time.monotonic() + 180
+        while len(platform.sim.requests("historical-price-eod/full")) < 6:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGKILL)  # the sync and its workers, mid-restatement
+        proc.wait(timeout=30)
+        left = [s for s in symbols if units(s) == {2}]
+        assert 0 < len(left) < len(symbols), "the kill did not land mid-restatement"
+
+        platform.sim.faults.latency_s = 0.0
+        done = cli(tmp_path, "backfill-failed")
+        assert done.returncode == 0, done.stdout + done.stderr
+        stop.set()
+        reader.join(timeout=60)
+        assert all(units(s) == {1} for s in symbols)  # every history restated
+        assert reads[0] > len(symbols) and mixes == []
     finally:
         platform.sim.stop()
