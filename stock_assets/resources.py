@@ -23,6 +23,9 @@ class SyncSettings(dg.ConfigurableResource):
     history_start: str | None = None  # or an explicit YYYY-MM-DD
     profile_max_age_days: int = 7
     max_failed_share: float = 0.01  # a partition fails when more of its items fail
+    # Fetch again what the warehouse already holds fresh. Set it for one run in the
+    # launchpad (resources: settings: config: refresh: true) to redo a partition.
+    refresh: bool = False
 
 
 def fmp_resource(config: Config) -> FMPResource:

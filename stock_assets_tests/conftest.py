@@ -71,6 +71,12 @@ def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, symbols: i
     return platform
 
 
+def pytest_collection_modifyitems(items):
+    """The slow tests first (a stable sort, the same on every xdist worker): started last, one of them
+    kept a worker busy alone for minutes after the other had finished."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture()
 def platform(tmp_path, monkeypatch):
     platform = make_platform(tmp_path, monkeypatch)

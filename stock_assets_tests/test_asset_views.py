@@ -23,11 +23,10 @@ from stock_assets.warehouse import TABLES
 pytestmark = pytest.mark.timeout(600)
 
 
-def materialize(platform, asset: str, partition: str | None = None, refresh: bool = False, **settings):
-    run_config = {"ops": {asset: {"config": {"refresh": True}}}} if refresh else None
+def materialize(platform, asset: str, partition: str | None = None, **settings):
     return dg.materialize(assets_for(Config.from_env()), selection=[asset], partition_key=partition,
                           instance=platform.instance(), resources=platform.resources(**settings),
-                          run_config=run_config, raise_on_error=False)
+                          raise_on_error=False)
 
 
 def largest_shard(platform) -> tuple[str, list[str]]:

@@ -9,6 +9,7 @@ set), on the persistent instance, against the simulator over HTTP.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 
 import dagster as dg
@@ -247,6 +248,7 @@ def test_a_renamed_company_is_followed_under_its_new_symbol(tmp_path, monkeypatc
         platform.sim.stop()
 
 
+@pytest.mark.slow
 def test_a_sync_killed_mid_restatement_is_completed_and_never_shows_a_mix(tmp_path, monkeypatch):
     """Readers beside a restatement that is killed, then completed by backfill-failed: each read
     of a symbol's bars before its split is all in the old shares or all in the new."""
@@ -318,3 +320,69 @@ def test_a_sync_killed_mid_restatement_is_completed_and_never_shows_a_mix(tmp_pa
         assert reads[0] > len(symbols) and mixes == []
     finally:
         platform.sim.stop()
+
+
+def _daily_sync(platform, day: dt.date) -> int:
+    """The sync's plan for `day`, run as its workers run it (`runner.execute`), in this process so the
+    clock can be set; returns the calls it made."""
+    from stock_assets.plan import PlannedRun
+    from stock_assets.runner import execute
+
+    instance = platform.instance()
+    platform.sim.clear_requests()
+    tags = {SYNC_TAG: f"sync-{day}"}
+    assert execute(instance, PlannedRun(("symbols",)), tags).success
+    assert execute(instance, PlannedRun(("splits",), day.isoformat()), tags).success
+    for planned in plan_after_universe(platform.resources()["warehouse"], instance, day, SyncSettings()):
+        outcome = execute(instance, planned, tags)
+        assert outcome.success, outcome.error
+    return len(platform.sim.settled_requests())
+
+
+@pytest.mark.slow
+def test_one_daily_sync_after_a_split_a_reverse_split_a_rename_and_a_delisting(tmp_path, monkeypatch):
+    """Beside a twin without corporate actions: the sync's calls grow by no more than 3 plus 2 per split symbol."""
+    from fmp_simulator import GroundTruth, SimConfig
+
+    day1, action_day, day2 = session(10), session(5), session(0)
+    probe = GroundTruth(SimConfig(seed=11, n_symbols=40, split_rate_per_symbol_week=0.0))
+    payers = [s for s in probe.symbols() if s in {r["symbol"] for r in probe.universe() if r["lastAnnualDividend"]}]
+    others = [s for s in probe.symbols() if s not in payers]
+    forward, reverse, old, gone = payers[0], others[0], others[1], others[2]
+    new = "ZQRN"
+    actions = dict(splits=((forward, action_day, 2, 1), (reverse, action_day, 1, 10)),
+                   renames=((old, new, action_day),), delistings=((gone, action_day),))
+    twin_dir, real_dir = tmp_path / "twin", tmp_path / "real"
+    twin_dir.mkdir(), real_dir.mkdir()
+    twin = make_platform(twin_dir, monkeypatch, now=after_close(day1), split_rate_per_symbol_week=0.0)
+    twin_env = {k: os.environ[k] for k in ("DAGSTER_HOME", "STOCK_ASSETS_DB", "FMP_BASE_URL", "FMP_LIMITER_STATE")}
+    real = make_platform(real_dir, monkeypatch, now=after_close(day1), split_rate_per_symbol_week=0.0, **actions)
+    real_env = {k: os.environ[k] for k in twin_env}
+    calls = {}
+    try:
+        for day in (day1, day2):
+            monkeypatch.setattr(trading, "now_utc", lambda day=day: after_close(day))
+            for name, platform, env in (("twin", twin, twin_env), ("real", real, real_env)):
+                platform.sim.config.now = after_close(day)
+                for key, value in env.items():
+                    monkeypatch.setenv(key, value)
+                calls[name, day] = _daily_sync(platform, day)
+        splits = 2
+        assert calls["real", day2] <= calls["twin", day2] + 3 + 2 * splits, calls
+
+        for symbol in (forward, reverse):  # restated: every stored bar as FMP serves it now
+            stored = stored_bars(real, symbol)
+            assert stored == truth_bars(real, symbol, min(stored)), symbol
+        dividends = dict(real.sql("SELECT ex_date::VARCHAR, adj_dividend FROM market.dividends WHERE symbol = ?",
+                                  [forward]))
+        assert dividends == {r["date"]: r["adjDividend"] for r in real.sim.truth.dividends(forward)}
+        stored = stored_bars(real, new)  # the renamed company, under its new symbol, linked to the old
+        assert stored == truth_bars(real, new, min(stored))
+        assert dict(real.sql("SELECT symbol, current_symbol FROM market.symbol_lineage WHERE current_symbol = ?",
+                             [new])) == {old: new, new: new}
+        (listed, delisted), = real.sql("SELECT listed, delisted_date FROM market.symbols WHERE symbol = ?", [gone])
+        assert listed is False and delisted == action_day
+        assert real.sql("SELECT count(*) FROM market.prices WHERE symbol = ?", [gone])[0][0] > 0
+    finally:
+        twin.sim.stop()
+        real.sim.stop()

@@ -55,10 +55,10 @@ def check_evaluations(instance: dg.DagsterInstance, run_ids) -> list:
     return found
 
 
-def materialize(platform, asset: str, partition: str, tags=None, run_config=None, **settings):
+def materialize(platform, asset: str, partition: str, tags=None, **settings):
     return dg.materialize(assets_for(Config.from_env()), selection=[dg.AssetKey(asset)], partition_key=partition,
                           instance=platform.instance(), resources=platform.resources(**settings),
-                          raise_on_error=False, tags=tags or {}, run_config=run_config or {})
+                          raise_on_error=False, tags=tags or {})
 
 
 @pytest.fixture(scope="module")
@@ -261,12 +261,11 @@ def test_failed_materialization_still_records_its_figures(synced):
     platform = synced.platform
     shard, members = _largest_shard(platform)
     assert len(members) >= 2
-    refresh = {"ops": {"company_profiles": {"config": {"refresh": True}}}}
     platform.sim.faults.failing_symbols = frozenset(members)
     platform.sim.clear_requests()
     try:
         result = materialize(platform, "company_profiles", shard, tags={SYNC_TAG: "failing-batch"},
-                             run_config=refresh)
+                             refresh=True)
         requests = platform.sim.settled_requests(quiet_s=0.5)
     finally:
         platform.sim.faults.failing_symbols = frozenset()
@@ -287,7 +286,7 @@ def test_failed_materialization_still_records_its_figures(synced):
     broken = members[0]
     platform.sim.faults.failing_symbols = frozenset({broken})
     try:
-        result = materialize(platform, "company_profiles", shard, run_config=refresh, max_failed_share=0.6)
+        result = materialize(platform, "company_profiles", shard, refresh=True, max_failed_share=0.6)
     finally:
         platform.sim.faults.failing_symbols = frozenset()
     assert result.success

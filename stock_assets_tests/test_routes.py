@@ -50,10 +50,11 @@ def run(platform, asset: str, partition: str | None = None, resources: dict | No
         refresh: bool = False, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
     """Materialize one asset (one partition) on the persistent instance; the request log starts empty."""
     platform.sim.clear_requests()
-    run_config = {"ops": {asset: {"config": {"refresh": True}}}} if refresh else None
+    resources = dict(resources or platform.resources())
+    if refresh:  # fetch again what is stored: a setting of the run
+        resources["settings"] = SyncSettings(**{**resources["settings"].model_dump(), "refresh": True})
     return dg.materialize(assets_for(Config.from_env()), selection=[asset], partition_key=partition,
-                          instance=platform.instance(), resources=resources or platform.resources(),
-                          run_config=run_config, raise_on_error=raise_on_error)
+                          instance=platform.instance(), resources=resources, raise_on_error=raise_on_error)
 
 
 def metadata(platform, asset: str, partition: str | None = None) -> dict:

@@ -41,6 +41,7 @@ RUNS_TIMEOUT_S = 480  # a sync's or a backfill's runs, each a new process, on a 
 
 
 @pytest.mark.timeout(1200)
+@pytest.mark.slow
 def test_a_user_journey_through_the_dagster_ui(platform, tmp_path):
     if chromium_path() is None:
         pytest.fail("Chromium is missing: `apt-get install chromium` (.ci/run does it)")

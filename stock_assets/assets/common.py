@@ -1,4 +1,4 @@
-"""What the FMP-fetching assets share besides `Materialization`: their pool, their config."""
+"""What the FMP-fetching assets share besides `Materialization`: their pool, the closed session."""
 
 import datetime as dt
 
@@ -9,10 +9,6 @@ from stock_assets import trading
 # Every asset that calls FMP is in one pool: the instance caps how many of its
 # runs go at once, on top of the shared limiter that caps the calls they make.
 FMP_POOL = "fmp"
-
-
-class FetchConfig(dg.Config):
-    refresh: bool = False  # fetch again what the warehouse already holds fresh
 
 
 def ensure_closed(context: dg.AssetExecutionContext) -> dt.date:

@@ -4,7 +4,7 @@ import dagster as dg
 
 from stock_assets import checks as checks_mod
 from stock_assets import trading
-from stock_assets.assets.common import FMP_POOL, FetchConfig, ensure_closed
+from stock_assets.assets.common import FMP_POOL, ensure_closed
 from stock_assets.assets.materialization import Fetched, Materialization
 from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPResource
@@ -24,8 +24,8 @@ def dividends_asset(trading_days: dg.PartitionsDefinition) -> dg.AssetsDefinitio
     )(dividends)
 
 
-def dividends(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,
-              warehouse: WarehouseResource, settings: SyncSettings) -> dg.MaterializeResult:
+def dividends(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: WarehouseResource,
+              settings: SyncSettings) -> dg.MaterializeResult:
     day = ensure_closed(context)
     with Materialization(context, fmp, warehouse, settings) as m:
         with m.stats.phase("plan"):
@@ -61,15 +61,15 @@ def dividends(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPRe
           check_specs=checks_mod.specs("dividend_history", symbol_shards, checks_mod.ITEM_SUCCESS),
           description="Full dividend history of the shard's dividend payers not yet loaded: "
                       "market.dividends.")
-def dividend_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,
-                     warehouse: WarehouseResource, settings: SyncSettings) -> dg.MaterializeResult:
+def dividend_history(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: WarehouseResource,
+                     settings: SyncSettings) -> dg.MaterializeResult:
     with Materialization(context, fmp, warehouse, settings) as m:
         m.stats.route = "dividends"
         end = trading.last_closed_session()
         with m.stats.phase("plan"):
             shard_symbols = warehouse.universe_symbols(shard=m.partition_key)
             payers = sorted(warehouse.payer_symbols(shard=m.partition_key))
-            todo = payers if config.refresh else warehouse.symbols_needing_history("dividends", payers, None)
+            todo = payers if settings.refresh else warehouse.symbols_needing_history("dividends", payers, None)
             restate = warehouse.symbols_needing_restatement("dividends", sorted(shard_symbols))
             todo = list(dict.fromkeys(todo + restate))
         m.restating(restate)

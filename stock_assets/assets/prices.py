@@ -15,7 +15,7 @@ import dagster as dg
 
 from stock_assets import checks as checks_mod
 from stock_assets import trading
-from stock_assets.assets.common import FMP_POOL, FetchConfig, ensure_closed
+from stock_assets.assets.common import FMP_POOL, ensure_closed
 from stock_assets.assets.materialization import Fetched, Materialization
 from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPPlanError, FMPResource, Parsed, get_plan
@@ -36,15 +36,15 @@ def daily_prices_asset(trading_days: dg.PartitionsDefinition) -> dg.AssetsDefini
     )(daily_prices)
 
 
-def daily_prices(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,
-                 warehouse: WarehouseResource, settings: SyncSettings) -> dg.MaterializeResult:
+def daily_prices(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: WarehouseResource,
+                 settings: SyncSettings) -> dg.MaterializeResult:
     day = ensure_closed(context)
     with Materialization(context, fmp, warehouse, settings) as m:
         with m.stats.phase("plan"):
             universe = sorted(warehouse.universe_symbols())
             if not universe:
                 raise dg.Failure("market.symbols is empty: materialize `symbols` first.")
-            stored = set() if config.refresh else warehouse.stored_price_symbols(day) & set(universe)
+            stored = set() if settings.refresh else warehouse.stored_price_symbols(day) & set(universe)
             missing = [s for s in universe if s not in stored]
         if not trading.is_session(day):
             return m.market_closed(calls_for(len(universe), fmp.quote_batch_size), day_checks(warehouse, day))
@@ -164,14 +164,14 @@ def note_no_bar(m: Materialization, asked: list[str], got: set[str]) -> None:
                                        checks_mod.ITEM_SUCCESS),
           description="Full price history from the configured start for the shard's symbols "
                       "not yet covered: market.prices.")
-def price_history(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,
-                  warehouse: WarehouseResource, settings: SyncSettings) -> dg.MaterializeResult:
+def price_history(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: WarehouseResource,
+                  settings: SyncSettings) -> dg.MaterializeResult:
     with Materialization(context, fmp, warehouse, settings) as m:
         end = trading.last_closed_session()
         start = history_start(settings, end)
         with m.stats.phase("plan"):
             shard_symbols = sorted(warehouse.universe_symbols(shard=m.partition_key))
-            todo = shard_symbols if config.refresh else warehouse.symbols_needing_history(
+            todo = shard_symbols if settings.refresh else warehouse.symbols_needing_history(
                 "prices", shard_symbols, start)
             restate = warehouse.symbols_needing_restatement("prices", shard_symbols)
             todo = list(dict.fromkeys(todo + restate))

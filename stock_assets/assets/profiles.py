@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from filelock import FileLock
 
 from stock_assets import checks as checks_mod
-from stock_assets.assets.common import FMP_POOL, FetchConfig
+from stock_assets.assets.common import FMP_POOL
 from stock_assets.assets.materialization import Materialization
 from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPPlanError, FMPResource, get_plan
@@ -52,14 +52,14 @@ def is_due(symbol: str, fetched_at: dt.datetime | None, today: dt.date, max_age_
                                        checks_mod.ITEM_SUCCESS),
           description="Company profiles of the shard's symbols that are missing or due for "
                       "refresh (each on its own day of the cache age): market.company_profiles.")
-def company_profiles(context: dg.AssetExecutionContext, config: FetchConfig, fmp: FMPResource,
-                     warehouse: WarehouseResource, settings: SyncSettings) -> dg.MaterializeResult:
+def company_profiles(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: WarehouseResource,
+                     settings: SyncSettings) -> dg.MaterializeResult:
     with Materialization(context, fmp, warehouse, settings) as m:
         today = dt.datetime.now(dt.timezone.utc).date()
         with m.stats.phase("plan"):
             shard_symbols = sorted(warehouse.universe_symbols(shard=m.partition_key))
             fetched = warehouse.profiles_fetched_at(shard_symbols)
-            due = shard_symbols if config.refresh else [
+            due = shard_symbols if settings.refresh else [
                 s for s in shard_symbols if is_due(s, fetched.get(s), today, settings.profile_max_age_days)]
         fresh = len(shard_symbols) - len(due)
         m.stats.items_skipped = fresh
