@@ -7,6 +7,7 @@ DAGSTER_HOME folder configured by the project's own `dagster.yaml`.
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,15 @@ from stock_assets.warehouse import WarehouseResource
 
 PROJECT = Path(__file__).resolve().parents[1]
 TEST_KEY = "test-key-5f1c9e"
+TEST_TRADING_DAYS_START = (dt.date.today() - dt.timedelta(days=120)).isoformat()
+
+
+def configured_trading_days() -> dg.TimeWindowPartitionsDefinition:
+    """The trading-day partitions the platform under test uses (from STOCK_ASSETS_START)."""
+    from stock_assets.config import Config
+    from stock_assets.partitions import trading_days_from
+
+    return trading_days_from(Config.from_env().trading_days_start)
 
 
 @dataclass
@@ -66,6 +76,9 @@ def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, symbols: i
         "DAGSTER_HOME": str(home), "STOCK_ASSETS_DB": str(platform.db), "FMP_API_KEY": TEST_KEY,
         "FMP_BASE_URL": sim.base_url, "FMP_PLAN": plan, "FMP_RATE_LIMIT_PER_MIN": "60000",
         "FMP_LIMITER_STATE": str(platform.limiter),
+        # A trading-day grid of a few months, not the default's two years: every first sync
+        # reports the days its history holds, and the suite runs dozens of first syncs.
+        "STOCK_ASSETS_START": TEST_TRADING_DAYS_START,
     }.items():
         monkeypatch.setenv(name, value)
     return platform

@@ -18,7 +18,8 @@ import dagster as dg
 import pytest
 from dagster import AssetPartitionStatus, DagsterRunStatus
 
-from stock_assets.partitions import SHARD_KEYS, latest_session_day, symbol_shards, trading_days
+from stock_assets.partitions import SHARD_KEYS, latest_session_day, symbol_shards
+from stock_assets_tests.conftest import configured_trading_days
 from stock_assets.instance_health import reap_dead_runs
 from stock_assets.plan import failed_and_missing
 from stock_assets.tags import HOST_TAG, PID_TAG
@@ -126,7 +127,7 @@ def test_killed_run_is_reaped_and_backfill_failed_completes_every_partition(plat
         status = shard_status(instance, asset)
         assert all(status[k] == AssetPartitionStatus.MATERIALIZED for k in present), (asset, status)
     for asset in DAILY_ASSETS:
-        status = instance.get_status_by_partition(dg.AssetKey(asset), [day], trading_days)
+        status = instance.get_status_by_partition(dg.AssetKey(asset), [day], configured_trading_days())
         assert status[day] == AssetPartitionStatus.MATERIALIZED, asset
     assert failed_and_missing(instance) == []
     # The reaped shards' symbols are all in the warehouse now.

@@ -22,10 +22,11 @@ from stock_assets.config import Config
 from stock_assets.assets.prices import history_start
 from stock_assets.assets.profiles import is_due
 from stock_assets.partitions import latest_session_day, shard_of, symbol_shards, trading_days
+from stock_assets_tests.conftest import configured_trading_days
 from stock_assets.resources import SyncSettings
 from stock_assets_tests.conftest import make_platform
 
-HOLIDAYS = ["2025-12-25", "2026-11-26"]  # Christmas; Thanksgiving
+HOLIDAYS = ["2026-09-07", "2026-11-26"]  # Labor Day; Thanksgiving
 PER_SYMBOL = ("historical-price-eod/full", "profile", "dividends")
 
 
@@ -269,7 +270,7 @@ def test_refresh_slots_spread_profiles_over_the_week():
 # ----------------------------------------------------------------------------- 2. holidays
 @pytest.mark.parametrize("holiday", HOLIDAYS)
 def test_holiday_costs_no_call_and_says_market_closed(platform, holiday):
-    assert holiday in trading_days.get_partition_keys()
+    assert holiday in configured_trading_days().get_partition_keys()
     run(platform, "symbols")
     for asset in ("daily_prices", "dividends"):
         result = run(platform, asset, holiday)
@@ -278,7 +279,8 @@ def test_holiday_costs_no_call_and_says_market_closed(platform, holiday):
         meta = metadata(platform, asset, holiday)
         assert meta["market"] == "closed" and meta["route"] == "market closed"
         assert meta["api_calls"] == 0 and meta["saved_calls/holiday skip"] >= 1
-    status = platform.instance().get_status_by_partition(dg.AssetKey("daily_prices"), [holiday], trading_days)
+    status = platform.instance().get_status_by_partition(dg.AssetKey("daily_prices"), [holiday],
+                                                         configured_trading_days())
     assert status[holiday] == dg.AssetPartitionStatus.MATERIALIZED
 
 
@@ -340,7 +342,7 @@ def test_a_session_that_has_not_closed_refuses_to_run(platform, monkeypatch):
         assert f"The {day} session has not closed yet" in text and "after the close" in text, text
         assert calls(platform) == 0
     status = platform.instance().get_status_by_partition(
-        dg.AssetKey("daily_prices"), [day.isoformat()], trading_days)
+        dg.AssetKey("daily_prices"), [day.isoformat()], configured_trading_days())
     assert status[day.isoformat()] == dg.AssetPartitionStatus.FAILED
 
 

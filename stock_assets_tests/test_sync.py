@@ -8,7 +8,8 @@ import dagster as dg
 
 from stock_assets import trading
 from stock_assets.assets.prices import history_start
-from stock_assets.partitions import SHARD_KEYS, shard_of, symbol_shards, trading_days
+from stock_assets.partitions import SHARD_KEYS, shard_of, symbol_shards
+from stock_assets_tests.conftest import configured_trading_days
 from stock_assets.plan import failed_and_missing
 from stock_assets.recovery import relaunch
 from stock_assets.resources import SyncSettings
@@ -113,6 +114,7 @@ def test_after_a_sync_no_partition_the_warehouse_holds_is_missing(platform):
     """Days the history load stored, holidays and empty shards show materialized, each saying why."""
     assert run_sync(log=lambda line: None).success
     instance = platform.instance()
+    trading_days = configured_trading_days()
     days = trading_days.get_partition_keys()
     present = {s for (s,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
     assert set(SHARD_KEYS) - present  # 40 symbols leave shards empty
