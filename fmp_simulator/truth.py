@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import numpy as np
 
@@ -270,11 +270,12 @@ class GroundTruth:
         The factor of a bar is the product, over the dividends with ex-date
         after it, of (1 - dividend / the close of the session before the ex-date).
         """
-        bars = self.eod_bars(symbol, from_date, None)
+        first = from_date - timedelta(days=10) if from_date else None  # the session before the first ex-date
+        history = self.eod_bars(symbol, first, None)
+        bars = [b for b in history if from_date is None or b["date"] >= from_date.isoformat()]
         if not bars:
             return []
-        closes = {b["date"]: b["close"] for b in self.eod_bars(symbol, _years_before(date.fromisoformat(
-            bars[-1]["date"]), 1), None)}
+        closes = {b["date"]: b["close"] for b in history}
         sessions = self.cal.iso
         events = []
         for row in self.dividends(symbol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from stock_assets.definitions import defs
+from stock_assets.jobs import splits_job as corporate_actions_job
 
 ASSETS = {"symbols", "splits", "daily_prices", "price_history", "dividends", "dividend_history",
           "company_profiles"}
@@ -101,7 +102,7 @@ def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform
     assert platform.instance().get_run_by_id(universe.run_id).asset_selection == {dg.AssetKey("symbols")}
     (splits,) = _sensor_requests(platform, universe)  # first the day's splits, which the plan reads
     assert splits.job_name == "corporate_actions" and splits.tags["stock_assets/sync"] == f"ui-{universe.run_id[:8]}"
-    splits_job = dg.Definitions(assets=assets_for(Config.from_env()), jobs=[splits_job_def()],
+    splits_job = dg.Definitions(assets=assets_for(Config.from_env()), jobs=[corporate_actions_job],
                                 resources=platform.resources()).resolve_job_def("corporate_actions")
     splits_run = splits_job.execute_in_process(instance=platform.instance(), partition_key=splits.partition_key,
                                                tags=splits.tags)
@@ -117,9 +118,3 @@ def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform
                                          asset_selection=[dg.AssetKey("company_profiles")])
     (skip,) = _sensor_requests(platform, other)
     assert isinstance(skip, dg.SkipReason) and "universe alone" in skip.skip_message
-
-
-def splits_job_def():
-    from stock_assets.jobs import splits_job
-
-    return splits_job

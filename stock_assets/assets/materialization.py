@@ -93,8 +93,8 @@ class Materialization:
 
     def _report_failure(self, error: str) -> None:
         """Why this partition failed, where the asset's partition view shows it."""
-        stats = self.stats
-        metadata = {"error": error, "next_action": next_action(error),
+        stats, advice = self.stats, next_action(error)
+        metadata = {"error": error, "next_action": advice,
                     "items_failed": stats.items_failed,
                     "items_attempted": stats.items_succeeded + stats.items_failed}
         if stats.failed_items:
@@ -103,7 +103,7 @@ class Materialization:
             metadata["fmp_answers"] = " | ".join(self.failure_examples)
         self.context.log_event(dg.AssetObservation(
             asset_key=self.context.asset_key, partition=self.context.partition_key if self.context.has_partition_key
-            else None, description=f"Failed: {error} {next_action(error)}", metadata=metadata))
+            else None, description=f"Failed: {error} {advice}", metadata=metadata))
 
     # -- fetching and writing ----------------------------------------------------------------
 
@@ -179,7 +179,7 @@ class Materialization:
             raise dg.Failure(
                 description=(
                     f"{stats.items_failed} of {attempted} items failed after retries "
-                    f"(more than {allowed:.1%}). What was fetched is stored. {next_action('')}"),
+                    f"(more than {allowed:.1%}). What was fetched is stored. {RERUN}"),
                 metadata=stats.metadata(),
             )
         if stats.items_failed:
@@ -232,8 +232,11 @@ def next_action(error: str) -> str:
     """What to do about a failure: its own advice when it names a setting, else run it again."""
     if any(name in error for name in ("FMP_API_KEY", "FMP_PLAN", "FMP_BASE_URL")):
         return "Fix the setting the error names, then materialize the failed partitions again."
-    return ("Materialize the failed partitions again (Materialize… → Failed in the asset's Partitions "
-            "view, or `stock-assets backfill-failed`): only what is not stored yet is fetched.")
+    return RERUN
+
+
+RERUN = ("Materialize the failed partitions again (Materialize… → Failed in the asset's Partitions "
+         "view, or `stock-assets backfill-failed`): only what is not stored yet is fetched.")
 
 
 def _is_interruption(error: BaseException) -> bool:

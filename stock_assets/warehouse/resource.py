@@ -178,13 +178,11 @@ class WarehouseResource(DuckDBFile):
             return 0
 
         def work(conn) -> int:
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS delisted (symbol VARCHAR, day DATE)")
-            conn.execute("DELETE FROM delisted")
-            conn.executemany("INSERT INTO delisted VALUES (?, ?)", pairs)
             return len(conn.execute("""
-                UPDATE market.symbols s SET delisted_date = d.day FROM delisted d
+                UPDATE market.symbols s SET delisted_date = d.day
+                FROM (SELECT unnest(?::VARCHAR[]) AS symbol, unnest(?::DATE[]) AS day) d
                 WHERE s.symbol = d.symbol AND NOT coalesce(s.listed, TRUE)
-                RETURNING s.symbol""").fetchall())
+                RETURNING s.symbol""", [[s for s, _ in pairs], [d for _, d in pairs]]).fetchall())
 
         return self.transaction(work)
 

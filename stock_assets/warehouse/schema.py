@@ -105,12 +105,12 @@ PRICES = Table(
     (
         _c("symbol", "text", 'Ticker.', False),
         _c("date", "date", 'Trading day of the bar (New York).', False),
-        _c("open", "double", 'Opening price (USD); NULL when the source bar lacks it.'),  # a batch-quote bar may lack open/high/low
+        _c("open", "double", 'Opening price (USD); NULL when the source bar lacks it.'),
         _c("high", "double", 'Session high (USD); NULL when the source bar lacks it.'),
         _c("low", "double", 'Session low (USD); NULL when the source bar lacks it.'),
         _c("close", "double", 'Closing price (USD), split-adjusted as FMP served it.', False),
         _c("volume", "bigint", 'Shares traded in the session.'),
-        _c("source", "text", 'FMP route that delivered the bar: eod-bulk, batch-quote or historical-price-eod/full.', False),  # 'eod-bulk', 'batch-quote', 'historical-price-eod/full'
+        _c("source", "text", 'FMP route that delivered the bar: eod-bulk, batch-quote or historical-price-eod/full.', False),
         _c("loaded_at", "ts", 'When the bar was written (UTC).', False),
     ),
     ("symbol", "date"),
