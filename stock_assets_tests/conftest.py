@@ -23,6 +23,9 @@ from stock_assets.warehouse import WarehouseResource
 
 PROJECT = Path(__file__).resolve().parents[1]
 TEST_KEY = "test-key-5f1c9e"
+# Enough symbols to fill a dozen shards (every path runs, a shard holds two or more), few enough
+# that a first sync is a dozen runs: the suite runs dozens of first syncs.
+SYMBOLS = 20
 TEST_TRADING_DAYS_START = (dt.date.today() - dt.timedelta(days=120)).isoformat()
 
 
@@ -60,7 +63,7 @@ class Platform:
             return conn.execute(query, params or []).fetchall()
 
 
-def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, symbols: int = 40,
+def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, symbols: int = SYMBOLS,
                   plan: str = "premium", **sim_options) -> Platform:
     home = tmp_path / "dagster_home"
     home.mkdir()

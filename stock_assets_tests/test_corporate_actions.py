@@ -23,7 +23,7 @@ from stock_assets.plan import plan_after_universe
 from stock_assets.report import load_summary, render_summary
 from stock_assets.resources import SyncSettings
 from stock_assets.tags import SYNC_TAG
-from stock_assets_tests.conftest import make_platform
+from stock_assets_tests.conftest import SYMBOLS, make_platform
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -44,7 +44,7 @@ def split_platform(tmp_path, monkeypatch):
     from fmp_simulator import GroundTruth, SimConfig
 
     day1, split_day, day2 = session(10), session(5), session(0)
-    probe = GroundTruth(SimConfig(seed=11, n_symbols=40, split_rate_per_symbol_week=0.0))
+    probe = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0))
     payers = {r["symbol"] for r in probe.universe() if r["lastAnnualDividend"]}
     forward = next(s for s in probe.symbols() if s in payers)
     reverse = next(s for s in probe.symbols() if s not in payers and s[0] != forward[0])
@@ -169,7 +169,7 @@ def test_a_delisted_symbol_keeps_its_rows_and_costs_no_more_calls(tmp_path, monk
     from fmp_simulator import GroundTruth, SimConfig
 
     day1, delist_day, day2 = session(10), session(5), session(0)
-    probe = GroundTruth(SimConfig(seed=11, n_symbols=40, split_rate_per_symbol_week=0.0))
+    probe = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0))
     gone = probe.symbols()[7]
     platform = make_platform(tmp_path, monkeypatch, now=after_close(day1), split_rate_per_symbol_week=0.0,
                              delistings=((gone, delist_day),))
@@ -210,7 +210,7 @@ def test_a_renamed_company_is_followed_under_its_new_symbol(tmp_path, monkeypatc
     from fmp_simulator import GroundTruth, SimConfig
 
     day1, rename_day, day2 = session(10), session(5), session(0)
-    old = GroundTruth(SimConfig(seed=11, n_symbols=40, split_rate_per_symbol_week=0.0)).symbols()[9]
+    old = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0)).symbols()[9]
     new = "ZQRN"
     platform = make_platform(tmp_path, monkeypatch, now=after_close(day1), split_rate_per_symbol_week=0.0,
                              renames=((old, new, rename_day),))
@@ -345,7 +345,7 @@ def test_one_daily_sync_after_a_split_a_reverse_split_a_rename_and_a_delisting(t
     from fmp_simulator import GroundTruth, SimConfig
 
     day1, action_day, day2 = session(10), session(5), session(0)
-    probe = GroundTruth(SimConfig(seed=11, n_symbols=40, split_rate_per_symbol_week=0.0))
+    probe = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0))
     payers = [s for s in probe.symbols() if s in {r["symbol"] for r in probe.universe() if r["lastAnnualDividend"]}]
     others = [s for s in probe.symbols() if s not in payers]
     forward, reverse, old, gone = payers[0], others[0], others[1], others[2]

@@ -64,7 +64,7 @@ def materialize(platform, asset: str, partition: str, tags=None, **settings):
 @pytest.fixture(scope="module")
 def synced(tmp_path_factory):
     monkeypatch = pytest.MonkeyPatch()
-    platform = make_platform(tmp_path_factory.mktemp("metrics"), monkeypatch, symbols=40)
+    platform = make_platform(tmp_path_factory.mktemp("metrics"), monkeypatch)
     platform.sim.faults.latency_s = 0.05  # so the sync lasts while the test reads
     warehouse = WarehouseResource(database=str(platform.db))
     reads: list[tuple[bool, object]] = []  # (ok, runs counted or the error)

@@ -33,7 +33,7 @@ def report(capsys, *args: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def synced(tmp_path_factory):
     monkeypatch = pytest.MonkeyPatch()
-    platform = make_platform(tmp_path_factory.mktemp("report"), monkeypatch, symbols=40)
+    platform = make_platform(tmp_path_factory.mktemp("report"), monkeypatch)
     try:
         outcome = run_sync(log=lambda line: None)
         assert outcome.success, [r.description for r in outcome.failed]

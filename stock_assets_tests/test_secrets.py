@@ -37,7 +37,7 @@ def leaks(blob: bytes | str) -> list[str]:
 
 
 def test_the_key_never_lands_anywhere(tmp_path, monkeypatch):
-    platform = make_platform(tmp_path, monkeypatch, symbols=40)
+    platform = make_platform(tmp_path, monkeypatch)
     try:
         _run_and_scan(platform, tmp_path, monkeypatch)
     finally:

@@ -2,7 +2,7 @@
 
 `dagster dev` (webserver + daemon: the project's instance config queues runs,
 so the daemon must dequeue them) runs on a test instance in a temp
-DAGSTER_HOME, against the FMP simulator (40 symbols), on a free loopback
+DAGSTER_HOME, against the FMP simulator (a small universe), on a free loopback
 port. Headless Chromium (Debian's package, driven by Playwright) then:
   1. sees the catalog list all six assets;
   2. clicks Materialize on `symbols`: the run page shows it succeed, and it
