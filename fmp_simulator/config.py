@@ -89,6 +89,12 @@ class SimConfig:
     # Renames on known days (old symbol, new symbol, date): from that day the company
     # trades, and its whole history is served, under the new symbol; the old answers [].
     renames: tuple[tuple[str, str, date | str], ...] = ()
+    # New listings on known days (symbol, listing date): the symbol is not in the
+    # screener before that day, and its history starts on it (an IPO).
+    listings: tuple[tuple[str, date | str], ...] = ()
+    # Reclassifications on known days (symbol, date, sector, industry): from that day
+    # the screener and the profile both show the new sector and industry.
+    sector_changes: tuple[tuple[str, date | str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         self.plan = get_plan(self.plan).name  # validates

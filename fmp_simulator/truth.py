@@ -108,6 +108,8 @@ class GroundTruth:
         self._splits: SplitTable | None = None
         self._first_names = list(self.uni.symbols)  # before any rename: what configs name
         self._first_index = dict(self.uni.index)
+        self._first_sectors = (list(self.uni.sector), list(self.uni.industry))
+        self._apply_listings()
         self._delisted: np.ndarray | None = None  # session of each symbol's delisting (n sessions: never)
         self._scale_at: int | None = None  # the last close the prices' split scale is for
 
@@ -179,6 +181,7 @@ class GroundTruth:
             if self._scale_at == L:
                 return
             self._apply_renames(L)
+            self._apply_sector_changes(L)
             sp = self.split_table
             ahead = sp.sess > L
             log_scale = np.zeros(self.uni.n)
@@ -211,6 +214,25 @@ class GroundTruth:
                 names[sid] = new
         self.uni.symbols[:] = names
         self.uni.index = {s: i for i, s in enumerate(names)}
+
+    def _apply_listings(self) -> None:
+        for symbol, day in self.config.listings:
+            sid = self._config_id(symbol)
+            if sid is None:
+                raise ValueError(f"listing of unknown symbol {symbol!r}")
+            when = self.cal.on_or_after(date.fromisoformat(day) if isinstance(day, str) else day)
+            self.uni.list_sess[sid] = when
+            self.uni.ipo_date[sid] = self.cal.iso[when]
+
+    def _apply_sector_changes(self, L: int) -> None:
+        sectors, industries = (list(column) for column in self._first_sectors)
+        for symbol, day, sector, industry in sorted(self.config.sector_changes, key=lambda c: str(c[1])):
+            sid = self._config_id(symbol)
+            if sid is None:
+                raise ValueError(f"sector change of unknown symbol {symbol!r}")
+            if self.cal.on_or_after(date.fromisoformat(day) if isinstance(day, str) else day) <= L:
+                sectors[sid], industries[sid] = sector, industry
+        self.uni.sector[:], self.uni.industry[:] = sectors, industries
 
     def symbol_changes(self) -> list[dict]:
         """symbol-change: renames up to the last close, newest first."""

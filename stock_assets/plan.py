@@ -21,10 +21,10 @@ from dagster import AssetPartitionStatus, DagsterRunStatus
 
 from stock_assets import trading
 from stock_assets.assets import ASSET_NAMES, DAILY_ASSETS, HISTORY_ASSETS, assets_for
-from stock_assets.assets.profiles import is_due
 from stock_assets.config import Config
 from stock_assets.errors import ConfigError
 from stock_assets.partitions import SHARD_KEYS, latest_session_day
+from stock_assets.profile_refresh import due_profiles
 from stock_assets.resources import SyncSettings, warehouse_resource
 from stock_assets.warehouse import WarehouseResource
 
@@ -58,8 +58,9 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
                         day: dt.date, settings: SyncSettings | None = None) -> list[PlannedRun]:
     """The runs that follow a fresh universe: the session, then each shard with work to do.
 
-    A shard runs `company_profiles` when some of its profiles are due (or it
-    never ran), and the history assets when it holds symbols whose history is
+    A shard runs `company_profiles` when some of its full profiles are due
+    (`profile_refresh`: new, changed on the screener, or on today's turn) or it
+    never ran, and the history assets when it holds symbols whose history is
     not loaded, or predates a split (or they never ran for it). The day's
     `splits` run comes before this plan. A shard with nothing to do costs no
     run, and an empty shard has nothing to materialize.
@@ -81,9 +82,10 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
 
 
 def _shards_with_due_profiles(warehouse: WarehouseResource, settings: SyncSettings) -> set[str]:
-    today = dt.datetime.now(dt.timezone.utc).date()
-    return {shard for shard, symbol, fetched_at in warehouse.profile_ages()
-            if is_due(symbol, fetched_at, today, settings.profile_max_age_days)}
+    now = trading.now_utc()  # the turn is the last closed session's, as the asset will see it
+    states = warehouse.profile_states()
+    due = due_profiles(states, trading.last_closed_session(now), now.date(), settings.profile_max_age_days)
+    return {state.shard for state in states if state.symbol in due}
 
 
 def _never_materialized(instance: dg.DagsterInstance, keys: Iterable[dg.AssetKey]) -> set[str]:

@@ -21,7 +21,8 @@ class SyncSettings(dg.ConfigurableResource):
     symbol_file: str | None = None  # one symbol a line: restricts the universe to these
     history_years: int = 5  # price_history starts this many years before the last session
     history_start: str | None = None  # or an explicit YYYY-MM-DD
-    profile_max_age_days: int = 7
+    # A full profile at least this often; the screener layer is refreshed daily (profile_refresh).
+    profile_max_age_days: int = 30
     max_failed_share: float = 0.01  # a partition fails when more of its items fail
     # Fetch again what the warehouse already holds fresh. Set it for one run in the
     # launchpad (resources: settings: config: refresh: true) to redo a partition.

@@ -52,6 +52,12 @@ def last_closed_session(now: dt.datetime | None = None) -> dt.date:
     return candidate.date()
 
 
+def session_number(day: dt.date) -> int:
+    """The session's position in the calendar since CALENDAR_START (the session on or before a
+    non-trading day): a count that turns on schedules can be taken from."""
+    return int(calendar().sessions.get_loc(calendar().date_to_session(pd.Timestamp(day), direction="previous")))
+
+
 def sessions_between(start: dt.date, end: dt.date) -> list[dt.date]:
     """Sessions from start to end, both included."""
     if end < start:

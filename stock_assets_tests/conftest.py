@@ -14,10 +14,16 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas
 import pytest
 
+from stock_assets import trading
+
 from stock_assets.fmp import FMPResource
+from stock_assets.plan import PlannedRun, plan_after_universe
 from stock_assets.resources import SyncSettings
+from stock_assets.runner import execute
+from stock_assets.tags import SYNC_TAG
 from fmp_simulator import Faults, SimConfig, SimulatorServer
 from stock_assets.warehouse import WarehouseResource
 
@@ -98,6 +104,33 @@ def platform(tmp_path, monkeypatch):
     platform = make_platform(tmp_path, monkeypatch)
     yield platform
     platform.sim.stop()
+
+
+# -- syncs on the days a test chooses: the platform's and the simulator's clocks set together ----
+
+def session(back: int) -> dt.date:
+    """The session `back` sessions before the last closed one."""
+    cal = trading.calendar()
+    last = pandas.Timestamp(trading.last_closed_session())
+    return cal.sessions_window(last, -(back + 1))[0].date()
+
+
+def after_close(day: dt.date) -> dt.datetime:
+    return trading.session_close(day).astimezone(dt.timezone.utc) + dt.timedelta(hours=2)
+
+
+def daily_sync(platform, day: dt.date) -> int:
+    """The sync's plan for `day`, run as its workers run it (`runner.execute`), in this process so the
+    clock can be set; returns the calls it made."""
+    instance = platform.instance()
+    platform.sim.clear_requests()
+    tags = {SYNC_TAG: f"sync-{day}"}
+    assert execute(instance, PlannedRun(("symbols",)), tags).success
+    assert execute(instance, PlannedRun(("splits",), day.isoformat()), tags).success
+    for planned in plan_after_universe(platform.resources()["warehouse"], instance, day, SyncSettings()):
+        outcome = execute(instance, planned, tags)
+        assert outcome.success, outcome.error
+    return len(platform.sim.settled_requests())
 
 
 def assert_warehouse_matches_truth(platform: Platform) -> None:

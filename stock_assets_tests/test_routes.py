@@ -20,7 +20,6 @@ from stock_assets import trading
 from stock_assets.assets import assets_for
 from stock_assets.config import Config
 from stock_assets.assets.prices import history_start
-from stock_assets.assets.profiles import is_due
 from stock_assets.partitions import latest_session_day, shard_of, symbol_shards, trading_days
 from stock_assets_tests.conftest import configured_trading_days
 from stock_assets.resources import SyncSettings
@@ -129,7 +128,8 @@ def test_universe_costs_at_most_ten_calls(platform):
     assert 1 <= calls(platform) <= 10
     assert set(paths(platform)) == {"company-screener", "delisted-companies", "symbol-change"}
     assert paths(platform)["delisted-companies"] == 1
-    assert len(universe(platform)) > 20
+    listed = {r["symbol"] for r in platform.sim.truth.universe() if r["isActivelyTrading"] and not r["isFund"]}
+    assert set(universe(platform)) == listed and listed
 
 
 def test_latest_session_on_ultimate_is_one_eod_bulk_call(ultimate):
@@ -216,7 +216,7 @@ def test_bulk_profiles_on_ultimate_download_once_for_every_shard(ultimate):
     assert stored == sorted(s for shard in shards[:3] for s in by_shard(ultimate)[shard])
 
 
-def test_profiles_on_premium_are_cached_for_a_week(platform):
+def test_full_profiles_on_premium_are_kept_until_due(platform):
     run(platform, "symbols")
     shard, members = max(by_shard(platform).items(), key=lambda item: len(item[1]))
     run(platform, "company_profiles", shard)
@@ -227,12 +227,13 @@ def test_profiles_on_premium_are_cached_for_a_week(platform):
     run(platform, "company_profiles", shard)
     assert calls(platform) == 0
     meta = metadata(platform, "company_profiles", shard)
-    assert meta["skipped_items/company cache"] == len(members) and meta["api_calls"] == 0
+    assert meta["skipped_items/profile cycle"] == len(members) and meta["api_calls"] == 0
 
-    # Eight days later every profile is past the 7-day cache age: due again.
+    # Forty days later (the platform stopped for weeks) every full profile has missed its turn:
+    # due at once, whatever today's turn.
     platform.sim.clear_requests()
     with platform_write(platform) as conn:
-        conn.execute("UPDATE market.company_profiles SET fetched_at = fetched_at - INTERVAL 8 DAY")
+        conn.execute("UPDATE market.company_profiles SET fetched_at = fetched_at - INTERVAL 40 DAY")
     run(platform, "company_profiles", shard)
     assert sorted(r["params"]["symbol"] for r in requests(platform)) == members
 
@@ -243,28 +244,53 @@ def platform_write(platform):
     return WarehouseResource(database=str(platform.db)).write()
 
 
-def test_refresh_slots_spread_profiles_over_the_week():
+def test_refresh_turns_give_each_session_an_even_slice_in_a_few_shards():
+    from stock_assets.partitions import shard_of
+    from stock_assets.profile_refresh import HOLIDAY_SLACK_DAYS, TURN, cycle_sessions, due_profiles
+    from stock_assets.warehouse import ProfileState
+
     rng = random.Random(5)
-    symbols = {"".join(rng.choices(string.ascii_uppercase, k=rng.randint(1, 5))) for _ in range(20_000)}
-    symbols = sorted(symbols)
-    start = dt.date(2026, 3, 2)
-    # Every profile fetched on one day (a first sync): afterwards, not a herd every 7th day.
-    fetched = {s: dt.datetime.combine(start, dt.time(12)) for s in symbols}
-    daily = []
-    for offset in range(1, 36):
-        today = start + dt.timedelta(days=offset)
-        due = [s for s in symbols if is_due(s, fetched[s], today, 7)]
+    symbols = sorted({"".join(rng.choices(string.ascii_uppercase, k=rng.randint(1, 5))) for _ in range(5_000)})
+    first = dt.date(2025, 11, 3)
+    # Every full profile fetched on one day (a first load): afterwards, one even slice a session.
+    fetched = {s: dt.datetime.combine(first, dt.time(22)) for s in symbols}
+    cycle = cycle_sessions(30)
+    assert cycle == 20
+    # A year of sessions, its holidays included (Thanksgiving, Christmas and New Year in one cycle).
+    sessions = trading.sessions_between(first + dt.timedelta(days=1), first + dt.timedelta(days=365))
+    refreshed: dict[str, int] = {}
+    for day in sessions:
+        states = [ProfileState(shard_of(s), s, fetched[s], None) for s in symbols]
+        due = due_profiles(states, day, day, 30)
+        assert set(due.values()) == {TURN}, day  # never the age's safety net: the turns come first
+        assert len(due) in (len(symbols) // cycle, len(symbols) // cycle + 1), day
+        # A few shard runs (the daily sync: at most 8 runs with the universe, splits and session runs).
+        assert len({shard_of(s) for s in due}) <= 5, day
         for s in due:
-            fetched[s] = dt.datetime.combine(today, dt.time(12))
-        daily.append(len(due))
-        assert all((today - f.date()).days < 7 for f in fetched.values())
-    share = len(symbols) / 7
-    for count in daily:
-        assert 0.85 * share <= count <= 1.15 * share, daily
-    # Never-fetched profiles are always due; fresh ones (fetched today) never.
-    today = start + dt.timedelta(days=40)
-    assert all(is_due(s, None, today, 7) for s in symbols[:50])
-    assert not any(is_due(s, dt.datetime.combine(today, dt.time(1)), today, 7) for s in symbols)
+            fetched[s] = dt.datetime.combine(day, dt.time(22))
+            refreshed[s] = refreshed.get(s, 0) + 1
+        assert all((day - f.date()).days <= 30 + HOLIDAY_SLACK_DAYS for f in fetched.values()), day
+    # Every symbol refreshed on each of its turns, none more often.
+    assert set(refreshed) == set(symbols) and set(refreshed.values()) <= {len(sessions) // cycle,
+                                                                          len(sessions) // cycle + 1}
+
+
+def test_a_full_profile_is_due_when_new_or_changed_on_the_screener_not_when_its_price_moves():
+    from stock_assets.profile_refresh import NEW, due_profiles
+    from stock_assets.warehouse import ProfileState
+
+    day = dt.date(2026, 3, 10)
+    yesterday = dt.datetime(2026, 3, 9, 22)
+    states = [ProfileState("A1", "AAA", None, None),
+              ProfileState("B1", "BBB", yesterday, "sector: Technology -> Energy"),
+              ProfileState("C1", "CCC", yesterday, None)]
+    # Three symbols, a cycle of 20 turns: most sessions' slices are empty. One cycle's sessions:
+    sessions = trading.sessions_between(day, day + dt.timedelta(days=29))
+    assert len(sessions) >= 20
+    quiet = next(d for d in sessions if "CCC" not in due_profiles(states, d, d, 30))
+    assert due_profiles(states, quiet, quiet, 30) == {"AAA": NEW, "BBB": "screener: sector: Technology -> Energy"}
+    # CCC's price moved every day (the screener layer has it): only its turn brings its full profile.
+    assert len([d for d in sessions if "CCC" in due_profiles(states, d, d, 30)]) == 1
 
 
 # ----------------------------------------------------------------------------- 2. holidays
@@ -459,7 +485,7 @@ def _day_with_dividends(platform) -> str:
 def test_failures_below_the_threshold_succeed_and_name_the_symbol(platform):
     run(platform, "symbols")
     shard, members = max(by_shard(platform).items(), key=lambda item: len(item[1]))
-    assert len(members) >= 3
+    assert len(members) >= 2
     broken = members[1]
     platform.sim.faults.failing_symbols = frozenset({broken})
     share = 1 / len(members)

@@ -104,7 +104,7 @@ def test_schema_is_idempotent_and_complete(wh):
             " WHERE constraint_type = 'PRIMARY KEY'").fetchall())
     finally:
         conn.close()
-    assert profile_cols == list(Profile.model_fields) + ["fetched_at"]
+    assert profile_cols == list(Profile.model_fields) + ["fetched_at", "screened_at", "screener_change"]
     assert pks["prices"] == ["symbol", "date"]
     assert pks["dividends"] == ["symbol", "ex_date"]
     assert pks["history_loads"] == ["dataset", "symbol"]
@@ -231,8 +231,9 @@ def test_none_fields_round_trip_to_null(wh):
     assert row["ipo_date"] == dt.date(1980, 12, 12) and row["is_etf"] is False
     assert row["fetched_at"] == dt.datetime(2024, 3, 1, 12, 0)  # UTC, naive
     nulls = [k for k, v in row.items() if v is None]
-    assert len(nulls) == len(Profile.model_fields) - 5
-    assert wh.profiles_fetched_at(["ZZZ", "NOPE"]) == {"ZZZ": dt.datetime(2024, 3, 1, 12, 0)}
+    # The full profile's empty fields, and the screener layer's time and change (not screened yet).
+    assert len(nulls) == len(Profile.model_fields) - 5 + 2
+    assert row["screened_at"] is None and row["screener_change"] is None
 
     div = Dividend.model_validate({"symbol": "KO", "date": "2024-03-14", "recordDate": "2024-03-15",
                                    "paymentDate": "2024-04-01", "declarationDate": "",

@@ -175,6 +175,9 @@ def price_history(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse
                 "prices", shard_symbols, start)
             restate = warehouse.symbols_needing_restatement("prices", shard_symbols)
             todo = list(dict.fromkeys(todo + restate))
+            # A restated history replaces all the symbol's bars: fetched from its first one, which
+            # the rolling start (`history_years` before the last session) may have passed since.
+            first = {s: min(day, start) for s, day in warehouse.first_bar_dates(restate).items()}
         m.restating(restate)
         covered = len(shard_symbols) - len(todo)
         m.stats.items_skipped = covered
@@ -189,7 +192,8 @@ def price_history(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse
                                                  rejects=fetched.rejects, run_id=m.run_id,
                                                  restated=[s for s in fetched.items if s in restate])
 
-        summary = m.fetch_and_write(todo, lambda symbol: fmp.price_history(symbol, start, end), write)
+        summary = m.fetch_and_write(todo, lambda symbol: fmp.price_history(symbol, first.get(symbol, start), end),
+                                    write)
         m.count_items(summary.total, [f.item for f in summary.failures])
         return m.result([checks_mod.prices_sane(warehouse, shard=m.partition_key),
                          checks_mod.splits_restated(warehouse, m.partition_key),

@@ -1,9 +1,9 @@
-"""`company_profiles`: profiles of the shard's symbols that are missing or due.
+"""`company_profiles`: full profiles of the shard's symbols that are due.
 
-A profile is due when it is missing, older than `profile_max_age_days`, or its
-refresh slot comes round: each symbol's slot is a hash of the symbol modulo
-the max age, so the daily load is an even 1/7th of the universe rather than a
-herd every seventh day.
+The screener layer of every profile is written daily by the universe refresh;
+this asset fetches the full profiles `profile_refresh.due_profiles` names: new
+symbols, those whose name, sector, industry or exchange changed on the
+screener, and the slice of the universe whose refresh turn is today.
 
 On Ultimate, `profile-bulk` parts are downloaded once a day into a local cache
 (Parquet, guarded by a file lock so that parallel shard runs download once)
@@ -12,7 +12,7 @@ and every shard reads its rows from there.
 
 
 import datetime as dt
-import zlib
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -22,53 +22,46 @@ import pyarrow.parquet as pq
 from filelock import FileLock
 
 from stock_assets import checks as checks_mod
+from stock_assets import trading
 from stock_assets.assets.common import FMP_POOL
 from stock_assets.assets.materialization import Materialization
 from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPPlanError, FMPResource, get_plan
 from stock_assets.partitions import symbol_shards
+from stock_assets.profile_refresh import due_profiles
 from stock_assets.resources import SyncSettings
 from stock_assets.warehouse import WarehouseResource, column_schema, profiles_table
 
 MAX_BULK_PARTS = 50  # FMP gives no part count; stop well past any real one
 
 
-def refresh_slot(symbol: str, max_age_days: int) -> int:
-    return zlib.crc32(symbol.encode()) % max_age_days
-
-
-def is_due(symbol: str, fetched_at: dt.datetime | None, today: dt.date, max_age_days: int) -> bool:
-    if fetched_at is None:
-        return True
-    age = (today - fetched_at.date()).days
-    if age >= max_age_days:
-        return True
-    return age >= 1 and today.toordinal() % max_age_days == refresh_slot(symbol, max_age_days)
-
-
 @dg.asset(group_name="profiles", partitions_def=symbol_shards, deps=[symbols], pool=FMP_POOL,
           kinds={"duckdb"}, metadata={"dagster/column_schema": column_schema("company_profiles")},
           check_specs=checks_mod.specs("company_profiles", symbol_shards, checks_mod.PROFILES_FRESH,
                                        checks_mod.ITEM_SUCCESS),
-          description="Company profiles of the shard's symbols that are missing or due for "
-                      "refresh (each on its own day of the cache age): market.company_profiles.")
+          description="Full company profiles of the shard's symbols that are new, changed on the "
+                      "screener, or on today's refresh turn: market.company_profiles (whose screener "
+                      "columns the universe refresh rewrites daily).")
 def company_profiles(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: WarehouseResource,
                      settings: SyncSettings) -> dg.MaterializeResult:
     with Materialization(context, fmp, warehouse, settings) as m:
-        today = dt.datetime.now(dt.timezone.utc).date()
+        now = trading.now_utc()
         with m.stats.phase("plan"):
-            shard_symbols = sorted(warehouse.universe_symbols(shard=m.partition_key))
-            fetched = warehouse.profiles_fetched_at(shard_symbols)
-            due = shard_symbols if settings.refresh else [
-                s for s in shard_symbols if is_due(s, fetched.get(s), today, settings.profile_max_age_days)]
+            states = warehouse.profile_states()
+            reasons = due_profiles(states, trading.last_closed_session(now), now.date(), settings.profile_max_age_days)
+            shard_symbols = sorted(s.symbol for s in states if s.shard == m.partition_key)
+            due = shard_symbols if settings.refresh else [s for s in shard_symbols if s in reasons]
         fresh = len(shard_symbols) - len(due)
         m.stats.items_skipped = fresh
         if fresh:
-            m.stats.optimized("company cache", len(shard_symbols), fresh, fresh)
-        if not (due and get_plan(fmp.plan).serves("profile-bulk") and from_bulk(m, due, today)):
+            m.stats.optimized("profile cycle", len(shard_symbols), fresh, fresh)
+        if due and not settings.refresh:
+            why = Counter(reasons[s].split(":")[0] for s in due)
+            m.log(f"{len(due)} full profiles due: " + ", ".join(f"{n} {r}" for r, n in why.most_common()))
+        if not (due and get_plan(fmp.plan).serves("profile-bulk") and from_bulk(m, due, now.date())):
             m.stats.route = "profile"
             summary = m.fetch_and_write(due, fmp.profile, lambda got: warehouse.write_profiles(
-                got.records, rejects=got.rejects, run_id=m.run_id))
+                got.records, fetched_at=trading.now_utc(), rejects=got.rejects, run_id=m.run_id))
             m.count_items(summary.total, [f.item for f in summary.failures])
         return m.result([checks_mod.profiles_fresh(warehouse, m.partition_key, settings.profile_max_age_days)])
 

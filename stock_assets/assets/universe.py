@@ -1,4 +1,11 @@
-"""`symbols`: the US universe, from FMP's company screener, with each symbol's shard."""
+"""`symbols`: the US universe, from FMP's company screener, with each symbol's shard.
+
+The same screener pages carry the daily layer of the company profiles (price,
+market cap, beta, volume, last dividend, trading status, name, sector,
+industry, exchange): writing the universe rewrites it in
+`market.company_profiles` at no extra call, and marks the profiles whose name,
+sector, industry or exchange changed for a full profile (`profile_refresh`).
+"""
 
 
 from pathlib import Path
@@ -6,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from stock_assets import checks as checks_mod
+from stock_assets import trading
 from stock_assets.assets.common import FMP_POOL
 from stock_assets.assets.materialization import Materialization
 from stock_assets.fmp import FMPResource, ScreenerRow
@@ -62,7 +70,10 @@ def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Ware
             raise dg.Failure(f"The screener returned no symbols for {settings.exchanges}: check the "
                              f"exchange names (NYSE, NASDAQ, AMEX) or the symbol file.")
         rows = sorted(by_symbol.values(), key=lambda r: r.symbol)
-        m.write(lambda: warehouse.write_universe(rows, shard_of), len(rows))
+        with m.stats.phase("write") as phase:
+            written = warehouse.write_universe(rows, shard_of, trading.now_utc())
+            phase.items = phase.succeeded = len(rows)
+        m.stats.rows_written += written.symbols + written.profiles_screened
         m.count_items(len(rows))
         # Symbols that left the screener stay, not listed; FMP's latest delistings date them,
         # and its renames link an old symbol to the new one (one call each a day).
@@ -76,6 +87,11 @@ def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Ware
         renames = warehouse.write_symbol_changes(changes.records)
         shards = {shard_of(s) for s in by_symbol}
         m.log(f"Universe: {len(rows)} symbols in {len(shards)} shards from {', '.join(settings.exchanges)}; "
+              f"{written.profiles_screened} profiles refreshed from the screener, "
+              f"{len(written.screener_changes)} of them changed (a full profile is due); "
               f"{dated} symbols no longer listed dated from delisted-companies, {renames} renames stored.")
+        for symbol, change in sorted(written.screener_changes.items())[:20]:
+            m.log(f"  {symbol}: {change}")
         return m.result([checks_mod.no_duplicates(warehouse, "market.symbols")], shards=len(shards),
-                        delistings_dated=dated, renames=renames)
+                        delistings_dated=dated, renames=renames, profiles_screened=written.profiles_screened,
+                        profiles_changed=len(written.screener_changes))

@@ -21,16 +21,18 @@ from .duckdb_file import (
     lock_wait_stats,
     upsert,
 )
-from .resource import WarehouseResource
+from .resource import ProfileState, UniverseWrite, WarehouseResource
 from .schema import TABLES, arrow_schema, column_schema, ensure_schema
 
 __all__ = [
     "DEFAULT_DATABASE",
     "DuckDBFile",
+    "ProfileState",
     "SOURCE_BATCH_QUOTE",
     "SOURCE_EOD_BULK",
     "SOURCE_HISTORICAL",
     "TABLES",
+    "UniverseWrite",
     "WarehouseLockedError",
     "WarehouseResource",
     "arrow_schema",

@@ -173,7 +173,7 @@ def calendar_loads_table(endpoint: str, start: dt.date, end: dt.date) -> pa.Tabl
 
 def profiles_table(profiles: Iterable[Profile], fetched_at: dt.datetime | None = None) -> pa.Table:
     profiles = list(profiles)
-    names = [c for c in S.COMPANY_PROFILES.column_names if c != "fetched_at"]
+    names = [c for c in S.COMPANY_PROFILES.column_names if c not in ("fetched_at", "screened_at", "screener_change")]
     cols = _columns(profiles, names)
     cols["fetched_at"] = [utc_naive(fetched_at)] * len(profiles)
     return _table(S.COMPANY_PROFILES, cols, len(profiles))

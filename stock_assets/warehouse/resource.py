@@ -20,6 +20,8 @@ import shutil
 import time
 from typing import Any, Callable, Iterable, Sequence
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 from pydantic import Field
 
@@ -28,7 +30,7 @@ from stock_assets.fmp.records import Delisting, Dividend, Profile, Quote, Reject
 from . import schema as S
 from .arrow import (
     SOURCE_HISTORICAL, calendar_loads_table, dividends_table, history_loads_table, prices_table, profiles_table,
-    quotes_as_prices, rejects_table, splits_table, symbol_changes_table, symbols_table)
+    quotes_as_prices, rejects_table, splits_table, symbol_changes_table, symbols_table, utc_naive)
 from .duckdb_file import DuckDBFile, upsert
 
 _INSANE_PRICE = """(close <= 0 OR open <= 0 OR high <= 0 OR low <= 0 OR volume < 0
@@ -47,8 +49,44 @@ _RESTATEMENTS = """
 # The others keep their data but cost no call and count for no coverage.
 _LISTED = "coalesce(listed, TRUE)"
 
+# Profiles whose name, sector, industry or exchange the screener (view `screened`: today's
+# universe rows) shows changed since the last refresh (market.symbols, not yet overwritten).
+_MARK_SCREENER_CHANGES = f"""
+    UPDATE market.company_profiles p SET screener_change = concat_ws('; ', p.screener_change, c.change)
+    FROM (SELECT n.symbol, concat_ws('; ', {", ".join(
+        f"CASE WHEN n.{s} IS NOT NULL AND o.{s} IS DISTINCT FROM n.{s} "
+        f"THEN '{s}: ' || coalesce(o.{s}, '(none)') || ' -> ' || n.{s} END"
+        for p, s in S.SCREENER_LAYER.items() if p in S.PROFILE_CHANGING)}) AS change
+          FROM screened n JOIN market.symbols o USING (symbol)) c
+    WHERE p.symbol = c.symbol AND c.change <> ''
+    RETURNING p.symbol, p.screener_change"""
+
+# The screener layer of every stored profile the universe lists today.
+_WRITE_SCREENER_LAYER = f"""
+    UPDATE market.company_profiles p SET {", ".join(
+        f"{p} = coalesce(n.{s}, p.{p})" for p, s in S.SCREENER_LAYER.items())}, screened_at = ?
+    FROM screened n WHERE p.symbol = n.symbol
+    RETURNING p.symbol"""
+
 # The column that dates a row: a trading-day partition holds the rows of its day.
 _DAY_COLUMNS = {"market.prices": "date", "market.dividends": "ex_date", "market.splits": "date"}
+
+@dataclass(frozen=True)
+class ProfileState:
+    """A listed symbol and what the warehouse knows of its full profile (`profile_refresh` decides)."""
+
+    shard: str
+    symbol: str
+    fetched_at: dt.datetime | None  # UTC, naive; None: never fetched
+    screener_change: str | None  # set by the universe refresh, cleared by the next full profile
+
+
+@dataclass(frozen=True)
+class UniverseWrite:
+    symbols: int  # universe rows written
+    profiles_screened: int  # stored profiles whose screener layer was rewritten
+    screener_changes: dict[str, str]  # symbol -> what changed (a full profile is due)
+
 
 class WarehouseResource(DuckDBFile):
     """The DuckDB warehouse (`STOCK_ASSETS_DB`): short, locked-retrying, bulk access.
@@ -147,23 +185,39 @@ class WarehouseResource(DuckDBFile):
         loads = calendar_loads_table("splits-calendar", *span)
         return self._write([(S.SPLITS, splits_table(splits)), (S.CALENDAR_LOADS, loads)], rejects, run_id)
 
-    def write_profiles(self, profiles: Iterable[Profile] | pa.Table, *, rejects: Sequence[Reject] = (),
-                       run_id: str | None = None) -> int:
-        """Profiles (records fetched now, or a table of cached bulk rows) replace the stored ones."""
+    def write_profiles(self, profiles: Iterable[Profile] | pa.Table, *, fetched_at: dt.datetime | None = None,
+                       rejects: Sequence[Reject] = (), run_id: str | None = None) -> int:
+        """Full profiles (records fetched at `fetched_at`, default now, or a table of cached bulk rows)
+        replace the stored ones, both layers."""
         table = profiles if isinstance(profiles, pa.Table) else profiles_table(
-            profiles, dt.datetime.now(dt.timezone.utc))
+            profiles, fetched_at or dt.datetime.now(dt.timezone.utc))
         return self._write([(S.COMPANY_PROFILES, table)], rejects, run_id)
 
-    def write_universe(self, rows: Sequence[ScreenerRow], shard_of: Callable[[str], str]) -> int:
-        """Today's universe, point in time: its symbols listed, and those it no longer lists
-        kept (with their last listed day and all their data) but not listed, in one transaction."""
-        table = symbols_table(rows, shard_of)
+    def write_universe(self, rows: Sequence[ScreenerRow], shard_of: Callable[[str], str],
+                       screened_at: dt.datetime | None = None) -> UniverseWrite:
+        """Today's universe, point in time, and the screener layer of the profiles, in one transaction.
 
-        def work(conn) -> int:
-            written = upsert(conn, S.SYMBOLS.name, table)
-            conn.execute("UPDATE market.symbols SET listed = FALSE "
-                         "WHERE symbol NOT IN (SELECT unnest(?::VARCHAR[]))", [[r.symbol for r in rows]])
-            return written
+        The symbols it lists are written; those it no longer lists are kept (with
+        their last listed day and all their data) but not listed. Every stored
+        profile of a listed symbol takes the screener's columns (`SCREENER_LAYER`;
+        a field the screener leaves empty keeps the profile's), and one whose
+        name, sector, industry or exchange changed on the screener since the last
+        refresh is marked (`screener_change`) for a full profile.
+        """
+        table = symbols_table(rows, shard_of, screened_at)
+        now = utc_naive(screened_at)
+
+        def work(conn) -> UniverseWrite:
+            conn.register("screened", table)
+            try:
+                changed = dict(conn.execute(_MARK_SCREENER_CHANGES).fetchall())
+                written = upsert(conn, S.SYMBOLS.name, table)
+                conn.execute("UPDATE market.symbols SET listed = FALSE "
+                             "WHERE symbol NOT IN (SELECT symbol FROM screened)")
+                screened = len(conn.execute(_WRITE_SCREENER_LAYER, [now]).fetchall())
+            finally:
+                conn.unregister("screened")
+            return UniverseWrite(written, screened, changed)
 
         return self.transaction(work)
 
@@ -251,6 +305,14 @@ class WarehouseResource(DuckDBFile):
                           f"WHERE {_LISTED}")
         return {r["shard"] for r in rows}
 
+    def first_bar_dates(self, symbols: Iterable[str]) -> dict[str, dt.date]:
+        """Each symbol's first stored bar (symbols without one are left out)."""
+        symbols = list(dict.fromkeys(symbols))
+        if not symbols:
+            return {}
+        return dict(self._rows("SELECT symbol, min(date) FROM market.prices "
+                               "WHERE symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol", [symbols]))
+
     def symbols_needing_restatement(self, dataset: str, symbols: Iterable[str]) -> list[str]:
         """`symbols` (in their order) whose stored `dataset` history predates a split.
 
@@ -275,21 +337,6 @@ class WarehouseResource(DuckDBFile):
         """Symbols that already have a bar for `day`."""
         rows = self.query("SELECT symbol FROM market.prices WHERE date = ?", [day])
         return {r["symbol"] for r in rows}
-
-    def profiles_fetched_at(self, symbols: Iterable[str] | None = None) -> dict[str, dt.datetime]:
-        """When each stored profile was fetched (UTC, naive); all when `symbols` is None."""
-        if symbols is None:
-            rows = self.query("SELECT symbol, fetched_at FROM market.company_profiles")
-        else:
-            symbols = list(dict.fromkeys(symbols))
-            if not symbols:
-                return {}
-            rows = self.query(
-                "SELECT symbol, fetched_at FROM market.company_profiles"
-                " WHERE symbol IN (SELECT unnest(?::VARCHAR[]))",
-                [symbols],
-            )
-        return {r["symbol"]: r["fetched_at"] for r in rows}
 
     def universe(self, shard: str | None = None) -> list[dict[str, Any]]:
         """`market.symbols` rows (all, or one shard's), ordered by symbol."""
@@ -401,10 +448,12 @@ class WarehouseResource(DuckDBFile):
             WHERE s.shard = ? AND {_LISTED}""", [max_age_days, shard])
         return total, fresh
 
-    def profile_ages(self) -> list[tuple[str, str, dt.datetime | None]]:
-        """(shard, symbol, when its profile was fetched) for the whole universe: what planners need."""
-        return self._rows(f"SELECT s.shard, s.symbol, p.fetched_at FROM market.symbols s "
-                          f"LEFT JOIN market.company_profiles p USING (symbol) WHERE {_LISTED}", [])
+    def profile_states(self) -> list[ProfileState]:
+        """Every listed symbol with its shard, when its full profile was fetched and any change the
+        screener showed since: what decides whose full profile is due."""
+        return [ProfileState(*row) for row in self._rows(
+            f"SELECT s.shard, s.symbol, p.fetched_at, p.screener_change FROM market.symbols s "
+            f"LEFT JOIN market.company_profiles p USING (symbol) WHERE {_LISTED}", [])]
 
     def _rows(self, sql: str, params: list) -> list[tuple]:
         return [tuple(row.values()) for row in self.query(sql, params)]

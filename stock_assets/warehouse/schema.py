@@ -171,47 +171,56 @@ CALENDAR_LOADS = Table(
     ("endpoint",),
 )
 
-# Same names as records.Profile; a test checks they stay in step.
+# Same names as records.Profile; a test checks they stay in step. Two layers: the
+# columns the company screener also carries are rewritten from the universe refresh
+# every day (no call; `screened_at`), the rest come from the full `profile` call
+# (`fetched_at`), made when a symbol is new, when its name, sector, industry or
+# exchange changed on the screener (`screener_change`), and on its refresh turn.
+# Each column's description names its layer.
 COMPANY_PROFILES = Table(
     f"{SCHEMA}.company_profiles",
     (
         _c("symbol", "text", 'Ticker.', False),
-        _c("price", "double", 'Price when the profile was fetched (USD).'),
-        _c("market_cap", "double", 'Market capitalisation in USD.'),
-        _c("beta", "double", 'Beta against the market.'),
-        _c("last_dividend", "double", 'Last annual dividend per share (USD).'),
-        _c("price_range", "text", '52-week range as text, low-high.'),
-        _c("change", "double", 'Price change on the day (USD).'),
-        _c("change_percentage", "double", 'Price change on the day in percent.'),
-        _c("volume", "bigint", 'Session volume.'),
-        _c("average_volume", "bigint", 'Average daily volume.'),
-        _c("company_name", "text", 'Company name.'),
-        _c("currency", "text", 'Trading currency.'),
-        _c("cik", "text", 'SEC Central Index Key.'),
-        _c("isin", "text", 'ISIN.'),
-        _c("cusip", "text", 'CUSIP.'),
-        _c("exchange_full_name", "text", "Exchange's full name."),
-        _c("exchange", "text", 'Exchange code.'),
-        _c("industry", "text", 'Industry.'),
-        _c("website", "text", 'Company website.'),
-        _c("description", "text", 'Business description.'),
-        _c("ceo", "text", 'Chief executive.'),
-        _c("sector", "text", 'Sector.'),
-        _c("country", "text", 'Country.'),
-        _c("full_time_employees", "bigint", 'Full-time employees.'),
-        _c("phone", "text", 'Phone number.'),
-        _c("address", "text", 'Street address.'),
-        _c("city", "text", 'City.'),
-        _c("state", "text", 'State.'),
-        _c("zip", "text", 'Postal code.'),
-        _c("image", "text", 'Logo URL.'),
-        _c("ipo_date", "date", 'IPO date.'),
-        _c("default_image", "bool", 'True when FMP has no logo of its own for the company.'),
-        _c("is_etf", "bool", 'True for an ETF.'),
-        _c("is_actively_trading", "bool", 'True while the symbol trades.'),
-        _c("is_adr", "bool", 'True for an American depositary receipt.'),
-        _c("is_fund", "bool", 'True for a fund.'),
-        _c("fetched_at", "ts", 'When the full profile was fetched (UTC).', False),
+        _c("price", "double", "Screener, daily: last price (USD)."),
+        _c("market_cap", "double", "Screener, daily: market capitalisation in USD."),
+        _c("beta", "double", "Screener, daily: beta against the market."),
+        _c("last_dividend", "double", "Screener, daily: dividends per share over the last year (USD)."),
+        _c("price_range", "text", "Full profile: 52-week range as text, low-high."),
+        _c("change", "double", "Full profile: price change on the day (USD)."),
+        _c("change_percentage", "double", "Full profile: price change on the day in percent."),
+        _c("volume", "bigint", "Screener, daily: last session's volume."),
+        _c("average_volume", "bigint", "Full profile: average daily volume."),
+        _c("company_name", "text", "Screener, daily: company name."),
+        _c("currency", "text", "Full profile: trading currency."),
+        _c("cik", "text", "Full profile: SEC Central Index Key."),
+        _c("isin", "text", "Full profile: ISIN."),
+        _c("cusip", "text", "Full profile: CUSIP."),
+        _c("exchange_full_name", "text", "Screener, daily: exchange's full name."),
+        _c("exchange", "text", "Screener, daily: exchange code."),
+        _c("industry", "text", "Screener, daily: industry."),
+        _c("website", "text", "Full profile: company website."),
+        _c("description", "text", "Full profile: business description."),
+        _c("ceo", "text", "Full profile: chief executive."),
+        _c("sector", "text", "Screener, daily: sector."),
+        _c("country", "text", "Full profile: country."),
+        _c("full_time_employees", "bigint", "Full profile: full-time employees."),
+        _c("phone", "text", "Full profile: phone number."),
+        _c("address", "text", "Full profile: street address."),
+        _c("city", "text", "Full profile: city."),
+        _c("state", "text", "Full profile: state."),
+        _c("zip", "text", "Full profile: postal code."),
+        _c("image", "text", "Full profile: logo URL."),
+        _c("ipo_date", "date", "Full profile: IPO date."),
+        _c("default_image", "bool", "Full profile: true when FMP has no logo of its own for the company."),
+        _c("is_etf", "bool", "Full profile: true for an ETF."),
+        _c("is_actively_trading", "bool", "Screener, daily: true while the symbol trades."),
+        _c("is_adr", "bool", "Full profile: true for an American depositary receipt."),
+        _c("is_fund", "bool", "Full profile: true for a fund."),
+        _c("fetched_at", "ts", "When the full profile was fetched (UTC).", False),
+        _c("screened_at", "ts", "When the screener layer was last written (UTC); NULL until the first universe "
+                                "refresh after the full profile."),
+        _c("screener_change", "text", "What the screener showed changed since the full profile (e.g. 'sector: "
+                                      "Technology -> Energy'): the next sync fetches the full profile again."),
     ),
     ("symbol",),
 )
@@ -444,7 +453,18 @@ MIGRATIONS = [
     "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS listed BOOLEAN",
     "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS last_listed DATE",
     "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS delisted_date DATE",
+    # Profiles in two layers: the screener's columns daily, the full profile on its turn.
+    "ALTER TABLE market.company_profiles ADD COLUMN IF NOT EXISTS screened_at TIMESTAMP",
+    "ALTER TABLE market.company_profiles ADD COLUMN IF NOT EXISTS screener_change VARCHAR",
 ]
+
+# The company_profiles columns the universe refresh rewrites daily, from these market.symbols
+# columns (the screener's). A change in the first four makes the full profile due again.
+SCREENER_LAYER = {"company_name": "company_name", "sector": "sector", "industry": "industry",
+                  "exchange": "exchange_short_name", "exchange_full_name": "exchange", "price": "price",
+                  "market_cap": "market_cap", "beta": "beta", "last_dividend": "last_annual_dividend",
+                  "volume": "volume", "is_actively_trading": "is_actively_trading"}
+PROFILE_CHANGING = ("company_name", "sector", "industry", "exchange")
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:

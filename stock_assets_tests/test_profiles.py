@@ -1,0 +1,80 @@
+"""Profiles in two layers: the screener's columns daily, the full profile only when it is due.
+
+Three syncs on three sessions (the platform's and the simulator's clocks set
+together), in this process, on the persistent instance, against the
+simulator over HTTP: a first load; a day on which one company is
+reclassified and one symbol is listed; an ordinary day.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from fmp_simulator import GroundTruth, SimConfig
+from stock_assets import trading
+from stock_assets.profile_refresh import todays_slice
+from stock_assets.tags import SYNC_TAG
+from stock_assets_tests.conftest import SYMBOLS, after_close, daily_sync, make_platform, session
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def profile_calls(platform) -> set[str]:
+    return {r["params"]["symbol"] for r in platform.sim.settled_requests() if r["path"] == "profile"}
+
+
+def sync_runs(platform, day) -> list[dg.DagsterRun]:
+    return platform.instance().get_runs(dg.RunsFilter(tags={SYNC_TAG: f"sync-{day}"}))
+
+
+def test_the_screener_layer_is_daily_and_a_full_profile_comes_only_when_due(tmp_path, monkeypatch):
+    day1, day2, day3 = session(2), session(1), session(0)
+    probe = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0))
+    symbols = probe.symbols()
+    reclassified, listed = symbols[2], symbols[7]
+    sector = next(s for s in ("Energy", "Utilities") if s != probe.profile(reclassified)["sector"])
+    platform = make_platform(tmp_path, monkeypatch, now=after_close(day1), split_rate_per_symbol_week=0.0,
+                             sector_changes=((reclassified, day2, sector, "Oil & Gas Midstream"),),
+                             listings=((listed, day2),))
+    wh = platform.resources()["warehouse"]
+
+    def sync(day) -> set[str]:
+        monkeypatch.setattr(trading, "now_utc", lambda: after_close(day))
+        platform.sim.config.now = after_close(day)
+        daily_sync(platform, day)
+        return profile_calls(platform)
+
+    try:
+        first = sync(day1)
+        assert listed not in first and first == set(symbols) - {listed}
+        first_prices = dict(platform.sql("SELECT symbol, price FROM market.company_profiles"))
+
+        # Day 2: the turn's slice, the reclassified company and the new symbol; nothing else.
+        turn = todays_slice(wh.profile_states(), trading.last_closed_session(after_close(day2)), 30)
+        called = sync(day2)
+        assert called == turn | {reclassified, listed}, (called, turn)
+        (stored_sector, industry, change), = platform.sql(
+            "SELECT sector, industry, screener_change FROM market.company_profiles WHERE symbol = ?", [reclassified])
+        assert (stored_sector, industry, change) == (sector, "Oil & Gas Midstream", None)  # fetched: flag cleared
+        (ipo,), = platform.sql("SELECT ipo_date FROM market.company_profiles WHERE symbol = ?", [listed])
+        assert ipo == day2  # the new symbol's full profile, the day it listed
+
+        # A symbol whose price moved but is not due: no call, yet its daily columns are the screener's.
+        quiet = next(s for s in sorted(set(symbols) - called))
+        screener = next(r for r in platform.sim.truth.screener_rows() if r["symbol"] == quiet)
+        (price, market_cap, fetched_at, screened_at), = platform.sql(
+            "SELECT price, market_cap, fetched_at, screened_at FROM market.company_profiles WHERE symbol = ?",
+            [quiet])
+        assert (price, market_cap) == (screener["price"], screener["marketCap"])
+        assert price != first_prices[quiet]
+        assert fetched_at.date() == after_close(day1).date() and screened_at.date() == after_close(day2).date()
+
+        # Day 3, an ordinary day: no profile call beyond the turn's slice, a handful of runs.
+        turn = todays_slice(wh.profile_states(), trading.last_closed_session(after_close(day3)), 30)
+        assert len(turn) <= len(symbols) // 20 + 1
+        assert sync(day3) == turn
+        runs = sync_runs(platform, day3)
+        assert 3 <= len(runs) <= 8 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    finally:
+        platform.sim.stop()
