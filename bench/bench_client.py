@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_client.py            # full: ~4 min
     .venv/bin/python bench/bench_client.py --quick    # ~1 min
+    .venv/bin/python bench/bench_client.py --fractions 0.9,0.97,0.98,0.99,1.0   # part C, ~13 min
 
 Part A, pacing: 1 process and 4 processes sharing one key (one limiter file)
 call `profile` as fast as the client lets them, against a simulator limited to
@@ -13,6 +14,11 @@ Part B, chunking: the same profile fetches through the same client, limiter
 and max concurrency, 5% of symbols 10x slower: the adaptive, barrier-free
 `fetch_chunks` against fixed chunks with a barrier (the old script: submit a
 chunk of N to a thread pool, wait for all of it, write, next chunk).
+
+Part C, how close to the limit: the pacing cases of part A at several
+`pace_fraction`s, each 75 s so that the simulator's sliding minute fills
+(its count of accepted calls over the last 60 s), with the first 10 s left
+out; reported against the plan's limit itself, with the 429 share.
 
 The simulator runs in its own process so that its work does not share the
 benchmark's GIL.
@@ -97,10 +103,10 @@ WORKER = textwrap.dedent("""
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
     from stock_assets.fmp import FMPResource
-    base_url, key, state, go, ready, duration, threads, limit, symbols = sys.argv[1:10]
+    base_url, key, state, go, ready, duration, threads, limit, fraction, symbols = sys.argv[1:11]
     threads = int(threads)
     r = FMPResource(api_key=key, base_url=base_url, plan="ultimate", rate_limit_per_min=int(limit),
-                    limiter_state=state, max_in_flight=threads)
+                    limiter_state=state, max_in_flight=threads, pace_fraction=float(fraction))
     symbols = symbols.split(",")
     r._ensure_started()
     with ThreadPoolExecutor(threads) as pool:  # open the connections before the start
@@ -124,17 +130,17 @@ WORKER = textwrap.dedent("""
 
 
 def pacing_case(sim: Simulator, symbols: list[str], procs: int, threads: int, duration: float,
-                warmup: float, tmp: Path) -> dict:
+                warmup: float, tmp: Path, fraction: float = 0.9) -> dict:
     sim.faults(latency_s=LATENCY_S, latency_jitter_s=JITTER_S)
     sim.config(rate_limit_per_min=LIMIT)
-    case = tmp / f"pace{procs}"
+    case = tmp / f"pace{procs}-{fraction}"
     case.mkdir()
     time.sleep(1.1)  # the warm-up calls below must not share a second with a previous case
     sim.clear()
     go = case / "go"
     workers = [subprocess.Popen(
         [sys.executable, "-c", WORKER, sim.base_url, KEY, str(case / "limiter.sqlite"), str(go),
-         str(case / f"ready{k}"), str(duration), str(threads), str(LIMIT), ",".join(symbols)],
+         str(case / f"ready{k}"), str(duration), str(threads), str(LIMIT), str(fraction), ",".join(symbols)],
         cwd=ROOT, stderr=subprocess.PIPE) for k in range(procs)]
     while not all((case / f"ready{k}").exists() for k in range(procs)):
         if any(w.poll() is not None for w in workers):
@@ -148,10 +154,11 @@ def pacing_case(sim: Simulator, symbols: list[str], procs: int, threads: int, du
     # Whole seconds, with edges between the limiter's per-second bursts.
     lo, hi = start + warmup - 0.5, start + duration - 0.5
     steady = [e for e in log if lo <= e["t"] < hi]
-    pace = LIMIT * 0.9 / 60
-    rate = len(steady) / (hi - lo)
+    pace = LIMIT * fraction / 60
+    rate = len([e for e in steady if e["status"] != 429]) / (hi - lo)
     return {"case": f"{procs} process{'es' if procs > 1 else ''} x {threads} threads", "calls": len(log),
             "window_s": hi - lo, "rate": rate, "pace": pace, "ratio": rate / pace,
+            "fraction": fraction, "of_limit": rate / (LIMIT / 60),
             "429": sum(e["status"] == 429 for e in log), "429_share": sum(e["status"] == 429 for e in log) / len(log)}
 
 
@@ -210,10 +217,27 @@ def chunking(sim: Simulator, symbols: list[str], n_items: int, fixed_size: int, 
             "429": sum(e["status"] == 429 for e in requests)}
 
 
+# --------------------------------------------------------------------------- part C: fractions
+def fraction_sweep(sim: Simulator, symbols: list[str], fractions: list[float], tmp: Path) -> None:
+    duration, warmup = 75.0, 10.0
+    print(f"\n## How close to the limit: limit {LIMIT}/min against the simulator's sliding minute, "
+          f"latency {LATENCY_S * 1000:.0f}-{(LATENCY_S + JITTER_S) * 1000:.0f} ms; {duration:.0f} s per case, "
+          f"first {warmup:.0f} s excluded; rate counts accepted calls")
+    print(f"{'pace_fraction':>13}  {'case':<26}{'calls':>7}{'rate/s':>8}{'rate/pace':>10}{'rate/limit':>11}"
+          f"{'429s':>6}{'429 share':>10}")
+    for fraction in fractions:
+        for procs, threads in ((1, 16), (4, 8)):
+            row = pacing_case(sim, symbols, procs, threads, duration, warmup, tmp, fraction)
+            print(f"{fraction:>13.2f}  {row['case']:<26}{row['calls']:>7}{row['rate']:>8.2f}{row['ratio']:>10.3f}"
+                  f"{row['of_limit']:>11.3f}{row['429']:>6}{row['429_share']:>10.2%}", flush=True)
+    print("goal: the highest fraction with a 429 share <= 0.5% in both cases, at >= 0.97 of the limit")
+
+
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run (~1 min) instead of the full one")
+    parser.add_argument("--fractions", help="part C only: comma-separated pace_fractions to compare")
     args = parser.parse_args(argv)
     duration, warmup = (12.0, 2.0) if args.quick else (45.0, 5.0)
     n_items, reps = (400, 1) if args.quick else (1200, 3)
@@ -230,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
         probe.close()
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
+            if args.fractions:
+                return fraction_sweep(sim, symbols, [float(f) for f in args.fractions.split(",")], tmp)
             print(f"\n## Pacing: limit {LIMIT}/min, pace_fraction 0.9 -> pace {LIMIT * 0.9 / 60:.0f}/s; "
                   f"{duration:.0f} s per case, first {warmup:.0f} s excluded")
             rows = [pacing_case(sim, symbols, 1, 16, duration, warmup, tmp),

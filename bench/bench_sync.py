@@ -51,10 +51,11 @@ def free_port() -> int:
 class Simulator:
     """`stock-assets simulate` in its own process, logging requests to a file."""
 
-    def __init__(self, symbols: int, limit: int, latency_ms: float, jitter_ms: float, log: Path):
+    def __init__(self, symbols: int, limit: int, latency_ms: float, jitter_ms: float, log: Path,
+                 plan: str = "premium"):
         self.port, self.log = free_port(), log
         self.proc = subprocess.Popen(
-            [str(BIN / "stock-assets"), "simulate", "--port", str(self.port), "--plan", "premium",
+            [str(BIN / "stock-assets"), "simulate", "--port", str(self.port), "--plan", plan,
              "--symbols", str(symbols), "--api-key", KEY, "--rate-limit-per-min", str(limit),
              "--latency-ms", str(latency_ms), "--latency-jitter-ms", str(jitter_ms),
              "--request-log", str(log)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

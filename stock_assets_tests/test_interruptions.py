@@ -47,7 +47,7 @@ def cli(tmp_path: Path, *args: str, timeout: float = 300, env: dict | None = Non
 
 @pytest.fixture()
 def small(tmp_path, monkeypatch):
-    platform = make_platform(tmp_path, monkeypatch, symbols=24)
+    platform = make_platform(tmp_path, monkeypatch, symbols=8)  # a first sync of a dozen runs
     yield platform
     platform.sim.stop()
 

@@ -1,0 +1,224 @@
+"""Benchmark of the daily sync after a first load, side by side in one run (not part of the tests).
+
+    .venv/bin/python bench/bench_daily.py                     # 19,205 symbols: ~1 h
+    .venv/bin/python bench/bench_daily.py --symbols 2000      # same shape, smaller
+    .venv/bin/python bench/bench_daily.py --work DIR          # reuse DIR's first load
+
+1. First load at Ultimate's pace: `stock-assets sync` on an empty folder
+   against the simulator (its own process) at 3,000 calls/min (pace 2,700/min =
+   45 calls/s) with 60 ms latency. Reported: calls, rate / pace, the sync's
+   CPU-seconds (all its processes) per 1,000 calls, and the peak resident
+   memory of any one of its processes.
+2. The state an ordinary weekday's sync meets is kept (the next session's bars
+   not stored yet, every full profile a day older), and from a copy of it:
+   - today's code, headless (`stock-assets sync`), Premium 750 calls/min;
+   - the baseline, the same command on `--baseline` (default: the last commit
+     before the two-layer profiles: a 7-day cache, each symbol on its own
+     day), from a git worktree, on its own copy;
+   - today's code under `dagster dev`: the `universe` job launched as the
+     schedule launches it, the sensor and the run queue doing the rest;
+   - today's code on Ultimate (3,000/min): its calls, and the peak memory of a
+     process during the `eod-bulk` day.
+   Each: calls (from the simulator's request log), Dagster runs of the sync,
+   wall time, and the rate-limit bound (calls / the limit's rate).
+Goals (issue: a Premium daily sync in under 1,000 calls): Premium calls <= 1,000,
+runs <= 8, wall <= 1.15 x bound + 30 s; Ultimate calls <= 15; first load rate / pace
+>= 0.95; peak memory <= 1 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_daemon import daemon  # noqa: E402
+from bench.bench_sync import KEY, Simulator, as_next_day  # noqa: E402
+
+BASELINE = "e222979"  # main before the two-layer profiles
+PREMIUM, ULTIMATE = 750, 3000
+LATENCY_MS, JITTER_MS = 60.0, 20.0
+
+
+class PeakMemory:
+    """The highest resident set (VmHWM) of any process descended from `pid`, polled."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak_kb, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.5):
+            for pid in _descendants(self.pid) | {self.pid}:
+                try:
+                    text = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in text.splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb / 1024
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children[ppid].append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def environment(work: Path, sim: Simulator, plan: str, limit: int) -> dict[str, str]:
+    return {**os.environ, "FMP_API_KEY": KEY, "FMP_PLAN": plan, "FMP_BASE_URL": sim.base_url,
+            "FMP_RATE_LIMIT_PER_MIN": str(limit), "DAGSTER_HOME": str(work / "dagster_home"),
+            "STOCK_ASSETS_DB": str(work / "stocks.duckdb"), "FMP_LIMITER_STATE": str(work / "limit.sqlite")}
+
+
+def sync(env: dict[str, str], work: Path, code: Path = ROOT) -> dict[str, float]:
+    """`stock-assets sync` (the code at `code`): wall, CPU seconds of all its processes, peak memory."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    with open(work / "sync.log", "a") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "stock_assets.cli", "sync"], cwd=code,
+                                env={**env, "PYTHONPATH": str(code)}, stdout=out, stderr=subprocess.STDOUT)
+        memory = PeakMemory(proc.pid)
+        code_ = proc.wait()
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if code_ != 0:
+        raise SystemExit(f"stock-assets sync failed (exit {code_}); see {work / 'sync.log'}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "peak_mb": memory.stop()}
+
+
+def sync_runs(home: Path) -> int:
+    """Runs of the newest sync (the runs that share its sync tag)."""
+    from stock_assets.tags import SYNC_TAG
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        newest = runs[0].tags.get(SYNC_TAG)
+        return sum(1 for r in runs if r.tags.get(SYNC_TAG) == newest)
+
+
+def first_load(args, work: Path) -> None:
+    (work / "dagster_home").mkdir(parents=True)
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", work / "dagster_home" / "dagster.yaml")
+    sim = Simulator(args.symbols, ULTIMATE, LATENCY_MS, JITTER_MS, work / "first.jsonl", plan="ultimate")
+    try:
+        figures = sync(environment(work, sim, "ultimate", ULTIMATE), work)
+        calls = sim.requests()
+    finally:
+        sim.stop()
+    pace = ULTIMATE * 0.9 / 60
+    history = sum(1 for r in calls if r["path"] in ("historical-price-eod/full", "dividends"))
+    print(f"first load, Ultimate {ULTIMATE}/min (pace {pace:.0f}/s), latency {LATENCY_MS:.0f}+{JITTER_MS:.0f} ms: "
+          f"{len(calls):,} calls ({history:,} history) in {figures['wall_s']:.1f} s")
+    print(f"  rate / pace = {len(calls) / figures['wall_s']:.2f}/s / {pace:.0f}/s = "
+          f"{len(calls) / figures['wall_s'] / pace:.3f} (goal >= 0.95)")
+    print(f"  CPU {figures['cpu_s']:.0f} s in {figures['wall_s']:.0f} s = {figures['cpu_s'] / figures['wall_s']:.2f} "
+          f"cores; {1000 * figures['cpu_s'] / max(1, len(calls)):.1f} CPU-s per 1,000 calls, so 2 cores alone "
+          f"would hold {2 * len(calls) / figures['cpu_s']:.0f} calls/s")
+    print(f"  peak resident memory of one process: {figures['peak_mb']:.0f} MB (goal <= 1024)", flush=True)
+    as_next_day(work / "stocks.duckdb")  # the state every daily case starts from
+
+
+def daily_case(name: str, state: Path, work: Path, args, plan: str, limit: int, code: Path = ROOT,
+               under_daemon: bool = False) -> dict[str, float]:
+    shutil.copytree(state, work, ignore=shutil.ignore_patterns("*.jsonl", "sync.log", "cache"))
+    sim = Simulator(args.symbols, limit, LATENCY_MS, JITTER_MS, work / "daily.jsonl", plan=plan)
+    try:
+        env = environment(work, sim, plan, limit)
+        if under_daemon:
+            ran = daemon(work, env, timeout_s=3600)
+            figures = {"wall_s": ran["wall_s"], "peak_mb": float("nan")}
+            runs = ran["runs"] - _runs_before(state)
+        else:
+            figures = sync(env, work, code)
+            runs = sync_runs(work / "dagster_home")
+        calls = sim.requests()
+    finally:
+        sim.stop()
+    bound = len(calls) / (limit / 60)
+    by_path = dict(collections.Counter(r["path"] for r in calls).most_common())
+    row = {"name": name, "calls": len(calls), "runs": runs, "wall_s": figures["wall_s"], "bound_s": bound,
+           "peak_mb": figures["peak_mb"], "by_path": by_path}
+    print(f"{name:<44}{row['calls']:>7,}{row['runs']:>6}{row['wall_s']:>9.1f}{bound:>9.1f}"
+          f"{row['wall_s'] / max(bound, 1e-9):>10.2f}   {by_path}", flush=True)
+    return row
+
+
+def _runs_before(state: Path) -> int:
+    with dg.DagsterInstance.from_config(str(state / "dagster_home")) as instance:
+        return len(instance.get_runs())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--symbols", type=int, default=19205)
+    parser.add_argument("--work", type=Path, help="a folder of an earlier run: reuse its first load")
+    parser.add_argument("--baseline", default=BASELINE, help="the commit to compare with")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-daily-"))
+    state = work / "first-load"
+    print(f"universe {args.symbols} symbols; work folder {work}", flush=True)
+    if not (state / "stocks.duckdb").exists():
+        first_load(args, state)
+
+    baseline = work / "baseline-code"
+    subprocess.check_call(["git", "-C", str(ROOT), "worktree", "add", "--force", "--detach", str(baseline),
+                           args.baseline], stdout=subprocess.DEVNULL)
+    try:
+        compare(args, work, state, baseline)
+    finally:
+        subprocess.call(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)])
+
+
+def compare(args, work: Path, state: Path, baseline: Path) -> None:
+    cases = work / "cases"
+    shutil.rmtree(cases, ignore_errors=True)
+    print(f"\ndaily sync after the first load, latency {LATENCY_MS:.0f}+{JITTER_MS:.0f} ms")
+    print(f"{'case':<44}{'calls':>7}{'runs':>6}{'wall s':>9}{'bound s':>9}{'wall/bound':>10}   calls by endpoint")
+    ours = daily_case("Premium, headless", state, cases / "ours", args, "premium", PREMIUM)
+    before = daily_case(f"Premium, headless, baseline {args.baseline}", state, cases / "baseline", args,
+                        "premium", PREMIUM, code=baseline)
+    dev = daily_case("Premium, dagster dev (schedule's job + sensor)", state, cases / "daemon", args, "premium",
+                     PREMIUM, under_daemon=True)
+    ultimate = daily_case("Ultimate, headless", state, cases / "ultimate", args, "ultimate", ULTIMATE)
+    print(f"\nPremium: calls {ours['calls']:,} (goal <= 1,000; baseline {before['calls']:,}), runs {ours['runs']} "
+          f"(goal <= 8; baseline {before['runs']}), wall {ours['wall_s']:.1f} s vs goal 1.15 x bound + 30 = "
+          f"{1.15 * ours['bound_s'] + 30:.1f} s (baseline {before['wall_s']:.1f} s)")
+    print(f"daemon path: {dev['wall_s']:.1f} s = {dev['wall_s'] / ours['wall_s']:.2f} x headless, {dev['runs']} runs")
+    print(f"Ultimate: calls {ultimate['calls']} (goal <= 15) in {ultimate['wall_s']:.1f} s; peak memory of a "
+          f"process on the eod-bulk day {ultimate['peak_mb']:.0f} MB (goal <= 1024)")
+
+
+if __name__ == "__main__":
+    main()
