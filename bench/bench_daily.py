@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_daemon import daemon  # noqa: E402
 from bench.bench_sync import KEY, Simulator, as_next_day  # noqa: E402
+from stock_assets.fmp import DEFAULT_PACE_FRACTION  # noqa: E402
 
 BASELINE = "e222979"  # main before the two-layer profiles
 PREMIUM, ULTIMATE = 750, 3000
@@ -137,7 +138,7 @@ def first_load(args, work: Path) -> None:
         calls = sim.requests()
     finally:
         sim.stop()
-    pace = ULTIMATE * 0.9 / 60
+    pace = ULTIMATE * DEFAULT_PACE_FRACTION / 60
     history = sum(1 for r in calls if r["path"] in ("historical-price-eod/full", "dividends"))
     print(f"first load, Ultimate {ULTIMATE}/min (pace {pace:.0f}/s), latency {LATENCY_MS:.0f}+{JITTER_MS:.0f} ms: "
           f"{len(calls):,} calls ({history:,} history) in {figures['wall_s']:.1f} s")

@@ -35,6 +35,8 @@ from pathlib import Path
 import duckdb
 import httpx
 
+from stock_assets.fmp import DEFAULT_PACE_FRACTION
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 KEY = "bench-key"
@@ -134,7 +136,7 @@ def first_load(args, work: Path, env: dict[str, str]) -> None:
     print()
     print(f"first load  (limit {first_limit}/min, latency {LATENCY_MS / args.scale:.0f}"
           f"+{JITTER_MS / args.scale:.0f} ms): {len(first):,} calls in {first_s:.1f}s")
-    first_pace = first_limit * 0.9 / 60
+    first_pace = first_limit * DEFAULT_PACE_FRACTION / 60
     print(f"            rate achieved / pace = {len(first) / first_s:.2f}/s / {first_pace:.2f}/s "
           f"= {len(first) / first_s / first_pace:.3f}")
     print(f"            calls by endpoint: {calls_by_path(first)}")

@@ -28,6 +28,7 @@ from stock_assets.fmp import (
     FMPAuthError, FMPError, FMPForbiddenError, FMPPlanError, FMPQueryError, FMPResource, FMPTransientError)
 from stock_assets.fmp import redaction
 from stock_assets.fmp.chunking import ChunkSizer, FetchSummary, fetch_chunks
+from stock_assets.fmp import DEFAULT_PACE_FRACTION
 from stock_assets.fmp.limiter import SharedRateLimiter, pace_rates
 from stock_assets.fmp.records import Dividend, HistoricalBar, Profile, Quote, ScreenerRow
 from fmp_simulator import SimConfig, SimulatorServer
@@ -442,7 +443,7 @@ WORKER = textwrap.dedent("""
 
 def test_four_processes_sharing_a_key_stay_under_its_limit(tmp_path):
     limit, duration, procs = 1200, 8.0, 4
-    pace = pace_rates(limit * 0.9)  # the client's pace: 18/s and 1080/min
+    pace = pace_rates(limit * DEFAULT_PACE_FRACTION)  # the client's pace
     per_sec = pace[0].limit
     with SimulatorServer(sim_config(rate_limit_per_min=limit)) as s:
         symbols = ",".join(some_symbols(s, 40))

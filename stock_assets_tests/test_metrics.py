@@ -24,6 +24,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from stock_assets.fmp import DEFAULT_PACE_FRACTION
 from stock_assets import trading
 from stock_assets.assets import assets_for
 from stock_assets.config import Config
@@ -161,7 +162,7 @@ def test_optimizations_name_their_savings_at_the_paced_rate(synced):
     assert saved == considered - math.ceil(considered / 100)  # 100 symbols per batch-quote call
     # seconds saved = calls saved / the pace the key's limit allows (per second)
     pace_per_s = fmp_resource(Config.from_env()).pace_per_min / 60
-    assert pace_per_s == pytest.approx(60_000 * 0.9 / 60)
+    assert pace_per_s == pytest.approx(60_000 * DEFAULT_PACE_FRACTION / 60)
     for name, _, _, calls_saved, seconds_saved in synced.platform.sql(
             "SELECT name, items_considered, items_skipped, calls_saved, seconds_saved FROM metrics.optimizations"):
         assert seconds_saved == pytest.approx(calls_saved / pace_per_s), name

@@ -4,7 +4,7 @@ The assets use only what is exported here.
 """
 
 from stock_assets.fmp.chunking import Chunk, FetchSummary, ItemFailure
-from stock_assets.fmp.client import DEFAULT_BASE_URL, FMPResource
+from stock_assets.fmp.client import DEFAULT_BASE_URL, DEFAULT_PACE_FRACTION, FMPResource
 from stock_assets.fmp.errors import (
     FMPAuthError, FMPBandwidthError, FMPError, FMPForbiddenError, FMPPlanError, FMPQueryError,
     FMPRateLimitError, FMPTransientError)
@@ -13,7 +13,7 @@ from stock_assets.fmp.records import Parsed, ScreenerRow
 from stock_assets.fmp.redaction import redact
 
 __all__ = [
-    "Chunk", "DEFAULT_BASE_URL", "FMPResource", "FMPAuthError", "FMPBandwidthError", "FMPError",
+    "Chunk", "DEFAULT_BASE_URL", "DEFAULT_PACE_FRACTION", "FMPResource", "FMPAuthError", "FMPBandwidthError", "FMPError",
     "FMPForbiddenError", "FMPPlanError", "FMPQueryError", "FMPRateLimitError", "FMPTransientError",
     "FetchSummary", "ItemFailure", "PLANS", "Parsed", "ScreenerRow", "get_plan", "redact",
 ]
