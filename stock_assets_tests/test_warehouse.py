@@ -427,3 +427,37 @@ def test_an_older_warehouse_loses_the_adj_close_that_meant_two_things(tmp_path):
         pass
     rows = wh.query("SELECT * FROM market.prices")
     assert rows == [{**rows[0]}] and "adj_close" not in rows[0] and rows[0]["close"] == 1.5
+
+
+def test_the_universe_refresh_writes_the_screener_layer_and_marks_identity_changes(wh):
+    from stock_assets.fmp.records import ScreenerRow
+    from stock_assets.partitions import shard_of
+
+    def screener(sector: str, price: float, name: str | None = "Acme Corp") -> list[ScreenerRow]:
+        return [ScreenerRow(symbol="ACME", company_name=name, sector=sector, industry="Widgets", price=price,
+                            market_cap=price * 1e6, exchange_short_name="NYSE", exchange="New York Stock Exchange"),
+                ScreenerRow(symbol="NEWC", company_name="New Co", sector="Energy", price=5.0)]
+
+    fetched = dt.datetime(2024, 3, 1, 12, 0)
+    wh.write_universe(screener("Technology", 10.0), shard_of, dt.datetime(2024, 3, 1, 22, 0))
+    profile = Profile.model_validate({"symbol": "ACME", "companyName": "Acme Corp", "sector": "Technology",
+                                      "industry": "Widgets", "price": 9.5, "ceo": "R. Runner", "exchange": "NYSE"})
+    wh.write_profiles([profile], fetched_at=fetched)
+
+    # The price moves: the daily columns follow the screener, the rest and fetched_at stay.
+    moved = wh.write_universe(screener("Technology", 12.0, name=None), shard_of, dt.datetime(2024, 3, 4, 22, 0))
+    assert (moved.profiles_screened, moved.screener_changes) == (1, {})  # NEWC has no profile yet
+    row = wh.query("SELECT * FROM market.company_profiles")[0]
+    assert (row["price"], row["market_cap"], row["company_name"], row["ceo"]) == (12.0, 12e6, "Acme Corp",
+                                                                                  "R. Runner")
+    assert row["fetched_at"] == fetched and row["screened_at"] == dt.datetime(2024, 3, 4, 22, 0)
+
+    # The sector changes: marked for a full profile, and shown at once.
+    changed = wh.write_universe(screener("Energy", 12.5), shard_of, dt.datetime(2024, 3, 5, 22, 0))
+    assert changed.screener_changes == {"ACME": "sector: Technology -> Energy"}
+    (sector, change), = wh._rows("SELECT sector, screener_change FROM market.company_profiles", [])
+    assert (sector, change) == ("Energy", "sector: Technology -> Energy")
+    assert [s.symbol for s in wh.profile_states() if s.screener_change] == ["ACME"]
+    # The full profile clears the mark.
+    wh.write_profiles([profile.model_copy(update={"sector": "Energy"})], fetched_at=dt.datetime(2024, 3, 6))
+    assert [s.screener_change for s in wh.profile_states()] == [None, None]

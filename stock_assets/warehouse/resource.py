@@ -51,11 +51,11 @@ _LISTED = "coalesce(listed, TRUE)"
 
 # Profiles whose name, sector, industry or exchange the screener (view `screened`: today's
 # universe rows) shows changed since the last refresh (market.symbols, not yet overwritten).
+# A field the screener left empty on either day is no change: FMP omits fields now and then.
 _MARK_SCREENER_CHANGES = f"""
     UPDATE market.company_profiles p SET screener_change = concat_ws('; ', p.screener_change, c.change)
     FROM (SELECT n.symbol, concat_ws('; ', {", ".join(
-        f"CASE WHEN n.{s} IS NOT NULL AND o.{s} IS DISTINCT FROM n.{s} "
-        f"THEN '{s}: ' || coalesce(o.{s}, '(none)') || ' -> ' || n.{s} END"
+        f"CASE WHEN o.{s} <> n.{s} THEN '{s}: ' || o.{s} || ' -> ' || n.{s} END"
         for p, s in S.SCREENER_LAYER.items() if p in S.PROFILE_CHANGING)}) AS change
           FROM screened n JOIN market.symbols o USING (symbol)) c
     WHERE p.symbol = c.symbol AND c.change <> ''
