@@ -1,10 +1,12 @@
 """The daily sync in the UI/daemon world: a schedule and the sensor that follows it.
 
 The schedule refreshes the universe on weekdays after the close (New York
-time); when that run succeeds, the sensor requests the day's `splits` run,
-and when that succeeds, the session's run and one run per shard with work, as
+time); when that run succeeds, the sensor requests the day's `splits` run and
+the session's run together (the session's bars and dividends need no split),
+and when the splits run succeeds, one run per shard with work, as
 `plan.plan_after_universe` lays out (a shard with a split symbol to restate
-is one of them).
+is one of them). Each hop costs a sensor tick and a run's start-up, so the
+session does not wait for the splits.
 `stock-assets sync` runs the same plan headless.
 
 Both are on from the first `dagster dev` (a daily-sync platform whose daily
@@ -40,8 +42,8 @@ def daily_sync_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, request_jobs=[splits_job, session_job, shards_job],
                       default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=5,
                       description="After a run that refreshed the universe alone (the schedule's, or `symbols` "
-                                  "materialized by hand): the day's splits; after those, the session's run and "
-                                  "one run per shard with work.")
+                                  "materialized by hand): the day's splits and the session's run; after the "
+                                  "splits, one run per shard with work.")
 def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: WarehouseResource,
                         settings: SyncSettings):
     run = context.dagster_run
@@ -50,6 +52,8 @@ def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: Warehouse
         sync_id = run.tags.get(SYNC_TAG) or f"ui-{run.run_id[:8]}"
         yield dg.RunRequest(run_key=f"{sync_id}:splits", job_name=splits_job.name, partition_key=day.isoformat(),
                             tags={SYNC_TAG: sync_id})
+        yield dg.RunRequest(run_key=f"{sync_id}:{day.isoformat()}", job_name=session_job.name,
+                            partition_key=day.isoformat(), tags={SYNC_TAG: sync_id})
         return
     if run.job_name != splits_job.name or not run.tags.get(SYNC_TAG):
         yield dg.SkipReason(f"Run {run.run_id[:8]} did not refresh the universe alone, nor a sync's splits.")
@@ -57,10 +61,11 @@ def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: Warehouse
     # The splits are stored: a split symbol's shard is in the plan, to be restated.
     sync_id = run.tags[SYNC_TAG]
     for planned in plan_after_universe(warehouse, context.instance, day, settings):
-        job = session_job if planned.partition_key == day.isoformat() else shards_job
+        if planned.partition_key == day.isoformat():
+            continue  # the session's run was requested with the splits
         yield dg.RunRequest(
             run_key=f"{sync_id}:{planned.partition_key}",
-            job_name=job.name,
+            job_name=shards_job.name,
             partition_key=planned.partition_key,
             asset_selection=planned.asset_keys,
             tags={SYNC_TAG: sync_id},

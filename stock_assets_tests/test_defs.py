@@ -100,8 +100,11 @@ def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform
                                resources=platform.resources()).resolve_implicit_global_asset_job_def()
     universe = asset_job.execute_in_process(instance=platform.instance(), asset_selection=[dg.AssetKey("symbols")])
     assert platform.instance().get_run_by_id(universe.run_id).asset_selection == {dg.AssetKey("symbols")}
-    (splits,) = _sensor_requests(platform, universe)  # first the day's splits, which the plan reads
+    # First the day's splits, which the plan reads, and the session, which needs no split.
+    splits, session = _sensor_requests(platform, universe)
     assert splits.job_name == "corporate_actions" and splits.tags["stock_assets/sync"] == f"ui-{universe.run_id[:8]}"
+    assert session.job_name == "session" and session.partition_key == splits.partition_key
+    assert session.tags == splits.tags
     splits_job = dg.Definitions(assets=assets_for(Config.from_env()), jobs=[corporate_actions_job],
                                 resources=platform.resources()).resolve_job_def("corporate_actions")
     splits_run = splits_job.execute_in_process(instance=platform.instance(), partition_key=splits.partition_key,
@@ -110,7 +113,7 @@ def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform
     assert requests and all(isinstance(r, dg.RunRequest) for r in requests)
     assert {r.tags["stock_assets/sync"] for r in requests} == {f"ui-{universe.run_id[:8]}"}
     present = {s for (s,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
-    assert {r.partition_key for r in requests} - present == {requests[0].partition_key}  # the session day
+    assert {r.partition_key for r in requests} == present  # every shard (a first sync), the session requested before
 
     # A run that refreshed more than the universe is not the start of a sync.
     shard = sorted(present)[0]
