@@ -10,7 +10,9 @@
    CPU-seconds (all its processes) per 1,000 calls, and the peak resident
    memory of any one of its processes.
 2. The state an ordinary weekday's sync meets is kept (the next session's bars
-   not stored yet, every full profile a day older), and from a copy of it:
+   not stored yet, every full profile a day older; for today's code 30 days
+   more, so that today's refresh turn is due: see `age_profiles`), and from a
+   copy of it:
    - today's code, headless (`stock-assets sync`), Premium 750 calls/min;
    - the baseline, the same command on `--baseline` (default: the last commit
      before the two-layer profiles: a 7-day cache, each symbol on its own
@@ -41,6 +43,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -152,8 +155,9 @@ def first_load(args, work: Path) -> None:
 
 
 def daily_case(name: str, state: Path, work: Path, args, plan: str, limit: int, code: Path = ROOT,
-               under_daemon: bool = False) -> dict[str, float]:
+               under_daemon: bool = False, profiles_older_by_days: int = 30) -> dict[str, float]:
     shutil.copytree(state, work, ignore=shutil.ignore_patterns("*.jsonl", "sync.log", "cache"))
+    age_profiles(work / "stocks.duckdb", profiles_older_by_days)
     sim = Simulator(args.symbols, limit, LATENCY_MS, JITTER_MS, work / "daily.jsonl", plan=plan)
     try:
         env = environment(work, sim, plan, limit)
@@ -174,6 +178,15 @@ def daily_case(name: str, state: Path, work: Path, args, plan: str, limit: int, 
     print(f"{name:<44}{row['calls']:>7,}{row['runs']:>6}{row['wall_s']:>9.1f}{bound:>9.1f}"
           f"{row['wall_s'] / max(bound, 1e-9):>10.2f}   {by_path}", flush=True)
     return row
+
+
+def age_profiles(db: Path, days: int) -> None:
+    """An ordinary day of the code's steady cycle: today's turn due, and only it. The full profiles
+    (a day old in the state) are made `days` older: 30 more for today's code (31 days: due, yet
+    due for none of the earlier turns), none for the baseline (its slot: a day old)."""
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("UPDATE market.company_profiles SET fetched_at = fetched_at - to_days(CAST(? AS INTEGER))",
+                     [days])
 
 
 def _runs_before(state: Path) -> int:
@@ -209,7 +222,7 @@ def compare(args, work: Path, state: Path, baseline: Path) -> None:
     print(f"{'case':<44}{'calls':>7}{'runs':>6}{'wall s':>9}{'bound s':>9}{'wall/bound':>10}   calls by endpoint")
     ours = daily_case("Premium, headless", state, cases / "ours", args, "premium", PREMIUM)
     before = daily_case(f"Premium, headless, baseline {args.baseline}", state, cases / "baseline", args,
-                        "premium", PREMIUM, code=baseline)
+                        "premium", PREMIUM, code=baseline, profiles_older_by_days=0)
     dev = daily_case("Premium, dagster dev (schedule's job + sensor)", state, cases / "daemon", args, "premium",
                      PREMIUM, under_daemon=True)
     ultimate = daily_case("Ultimate, headless", state, cases / "ultimate", args, "ultimate", ULTIMATE)

@@ -13,7 +13,7 @@ import warnings
 
 import dagster as dg
 
-from stock_assets.profile_refresh import HOLIDAY_SLACK_DAYS
+from stock_assets.profile_refresh import FRESHNESS_SLACK_DAYS
 from stock_assets.run_stats import RunStats
 from stock_assets.warehouse import WarehouseResource
 
@@ -37,8 +37,8 @@ def specs(asset: str, partitions: dg.PartitionsDefinition | None, *names: str) -
         PRICES_SANE: "Prices positive, low ≤ open, close ≤ high, volume ≥ 0 in what this run covers.",
         NO_DUPLICATES: "No key appears twice in the asset's table.",
         COVERAGE: f"A session's bars cover at least {MIN_COVERAGE:.0%} of the active universe.",
-        PROFILES_FRESH: f"At least {MIN_FRESH_SHARE:.0%} of the shard's full profiles are within "
-                        f"profile_max_age_days (and the days holidays add to a refresh cycle).",
+        PROFILES_FRESH: f"At least {MIN_FRESH_SHARE:.0%} of the shard's full profiles are no older than "
+                        f"profile_max_age_days + {FRESHNESS_SLACK_DAYS} (the wait for their refresh turn).",
         ITEM_SUCCESS: "The share of the partition's items fetched is within the allowed failure share.",
         SPLITS_RESTATED: "No symbol of the shard has a split newer than the day its stored history is "
                          "adjusted to (the run restates them).",
@@ -100,7 +100,7 @@ def coverage(warehouse: WarehouseResource, day: dt.date, session: bool) -> dg.As
 
 
 def profiles_fresh(warehouse: WarehouseResource, shard: str, max_age_days: int) -> dg.AssetCheckResult:
-    total, fresh = warehouse.profile_freshness(shard, max_age_days + HOLIDAY_SLACK_DAYS)
+    total, fresh = warehouse.profile_freshness(shard, max_age_days + FRESHNESS_SLACK_DAYS)
     share = fresh / total if total else 1.0
     return dg.AssetCheckResult(check_name=PROFILES_FRESH, passed=share >= MIN_FRESH_SHARE,
                                metadata={"symbols": total, "fresh": fresh, "fresh_share": share})

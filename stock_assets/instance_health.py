@@ -93,6 +93,15 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     return reaped
 
 
+def fail_own_unfinished_runs(instance: dg.DagsterInstance) -> None:
+    """Mark FAILED the runs of this process still in progress: a signal that lands between a
+    run's creation and its start leaves it NOT_STARTED, which Dagster's own handling misses."""
+    for run in instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS, tags={PID_TAG: str(os.getpid())})):
+        instance.report_run_failed(run, message="Interrupted before it could start: its command was stopped. "
+                                                "`stock-assets backfill-failed` fetches what is missing.")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+
+
 # -- the fmp pool ------------------------------------------------------------------------
 
 class PoolBusy(CommandError):

@@ -54,6 +54,11 @@ def _names(keys: Iterable[dg.AssetKey]) -> tuple[str, ...]:
 
 # -- a daily sync, after its universe run ----------------------------------------------
 
+def session_run(day: dt.date) -> PlannedRun:
+    """The session's run: its bars and dividends for every symbol."""
+    return PlannedRun(_names(DAILY_ASSETS), day.isoformat())
+
+
 def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstance,
                         day: dt.date, settings: SyncSettings | None = None) -> list[PlannedRun]:
     """The runs that follow a fresh universe: the session, then each shard with work to do.
@@ -66,7 +71,7 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
     run, and an empty shard has nothing to materialize.
     """
     settings = settings or SyncSettings()
-    runs = [PlannedRun(_names(DAILY_ASSETS), day.isoformat())]
+    runs = [session_run(day)]
     present = warehouse.shards_present()
     history = (warehouse.shards_needing_history() | warehouse.shards_needing_restatement()
                | _never_materialized(instance, HISTORY_ASSETS))

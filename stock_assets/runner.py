@@ -41,7 +41,7 @@ from multiprocessing.connection import wait as wait_for
 
 import dagster as dg
 
-from stock_assets.instance_health import RUNS_AT_ONCE, process_tags, reap_dead_runs
+from stock_assets.instance_health import RUNS_AT_ONCE, fail_own_unfinished_runs, process_tags, reap_dead_runs
 from stock_assets.plan import PlannedRun
 from stock_assets.tags import BACKFILL_TAG, SYNC_TAG
 
@@ -224,6 +224,7 @@ def _worker_main(conn, parent_pid: int, home: str) -> None:
     _end_with_parent(parent_pid)
     _interrupt_once_on(signal.SIGTERM, signal.SIGINT)
     _quiet_interruptions_in_cleanup()
+    instance = None
     try:
         instance = dg.DagsterInstance.from_config(home)
         while True:
@@ -235,7 +236,8 @@ def _worker_main(conn, parent_pid: int, home: str) -> None:
             if _INTERRUPTED.is_set():
                 break
     except (EOFError, OSError, KeyboardInterrupt):
-        pass
+        if instance is not None:
+            fail_own_unfinished_runs(instance)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

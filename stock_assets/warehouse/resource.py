@@ -61,12 +61,20 @@ _MARK_SCREENER_CHANGES = f"""
     WHERE p.symbol = c.symbol AND c.change <> ''
     RETURNING p.symbol, p.screener_change"""
 
-# The screener layer of every stored profile the universe lists today.
-_WRITE_SCREENER_LAYER = f"""
+# The screener layer of every stored profile the universe lists today: the numbers for all
+# (they move daily), the texts where they differ (rewriting a text column costs ~2 s for
+# 19,205 rows, against 0.02 s for the numbers).
+_TEXT_LAYER = [p for p in S.SCREENER_LAYER if S.COMPANY_PROFILES.column(p).sql_type == "VARCHAR"]
+_WRITE_SCREENER_NUMBERS = f"""
     UPDATE market.company_profiles p SET {", ".join(
-        f"{p} = coalesce(n.{s}, p.{p})" for p, s in S.SCREENER_LAYER.items())}, screened_at = ?
-    FROM screened n WHERE p.symbol = n.symbol
-    RETURNING p.symbol"""
+        f"{p} = coalesce(n.{s}, p.{p})" for p, s in S.SCREENER_LAYER.items() if p not in _TEXT_LAYER)},
+        screened_at = ?
+    FROM screened n WHERE p.symbol = n.symbol"""  # no RETURNING: it cost 2 s for 19,205 rows
+_WRITE_SCREENER_TEXTS = f"""
+    UPDATE market.company_profiles p SET {", ".join(
+        f"{p} = coalesce(n.{S.SCREENER_LAYER[p]}, p.{p})" for p in _TEXT_LAYER)}
+    FROM screened n WHERE p.symbol = n.symbol AND ({" OR ".join(
+        f"coalesce(n.{S.SCREENER_LAYER[p]}, p.{p}) IS DISTINCT FROM p.{p}" for p in _TEXT_LAYER)})"""
 
 # The column that dates a row: a trading-day partition holds the rows of its day.
 _DAY_COLUMNS = {"market.prices": "date", "market.dividends": "ex_date", "market.splits": "date"}
@@ -214,7 +222,8 @@ class WarehouseResource(DuckDBFile):
                 written = upsert(conn, S.SYMBOLS.name, table)
                 conn.execute("UPDATE market.symbols SET listed = FALSE "
                              "WHERE symbol NOT IN (SELECT symbol FROM screened)")
-                screened = len(conn.execute(_WRITE_SCREENER_LAYER, [now]).fetchall())
+                (screened,), = conn.execute(_WRITE_SCREENER_NUMBERS, [now]).fetchall()  # the rows updated
+                conn.execute(_WRITE_SCREENER_TEXTS)
             finally:
                 conn.unregister("screened")
             return UniverseWrite(written, screened, changed)
