@@ -84,10 +84,12 @@ def no_split_jumps(warehouse: WarehouseResource, shard: str) -> dg.AssetCheckRes
                   "examples": ", ".join(f"{s} {d} x{j:.2f}" for s, d, _, j in jumps[:5]) or "none"})
 
 
-def no_duplicates(warehouse: WarehouseResource, table: str) -> dg.AssetCheckResult:
-    dupes = warehouse.duplicated_keys(table)
+def no_duplicates(warehouse: WarehouseResource, table: str, day: dt.date | None = None) -> dg.AssetCheckResult:
+    """No key held twice: in `day`'s rows for a trading-day partition, else in the whole table."""
+    dupes = warehouse.duplicated_keys(table, day)
     return dg.AssetCheckResult(check_name=NO_DUPLICATES, passed=dupes == 0,
-                               metadata={"table": table, "duplicated_keys": dupes})
+                               metadata={"table": table, "duplicated_keys": dupes,
+                                         "rows_of": day.isoformat() if day else "all"})
 
 
 def coverage(warehouse: WarehouseResource, day: dt.date, session: bool) -> dg.AssetCheckResult:

@@ -229,11 +229,11 @@ def test_full_profiles_on_premium_are_kept_until_due(platform):
     meta = metadata(platform, "company_profiles", shard)
     assert meta["skipped_items/profile cycle"] == len(members) and meta["api_calls"] == 0
 
-    # Forty days later (the platform stopped for weeks) every full profile has missed its turn:
-    # due at once, whatever today's turn.
+    # Seventy days later (the platform stopped for weeks) every full profile has been due for
+    # longer than a cycle (24 sessions, 36 days at most): its turn was missed, it is due at once.
     platform.sim.clear_requests()
     with platform_write(platform) as conn:
-        conn.execute("UPDATE market.company_profiles SET fetched_at = fetched_at - INTERVAL 40 DAY")
+        conn.execute("UPDATE market.company_profiles SET fetched_at = fetched_at - INTERVAL 70 DAY")
     run(platform, "company_profiles", shard)
     assert sorted(r["params"]["symbol"] for r in requests(platform)) == members
 

@@ -34,7 +34,7 @@ def dividends(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Wa
         if not universe:
             raise dg.Failure("market.symbols is empty: materialize `symbols` first.")
         if not trading.is_session(day):
-            return m.market_closed(1, [checks_mod.no_duplicates(warehouse, "market.dividends")])
+            return m.market_closed(1, [checks_mod.no_duplicates(warehouse, "market.dividends", day)])
         m.stats.route = "dividends-calendar"
         with m.stats.phase("fetch") as phase:
             parsed = fmp.dividends_calendar(day, day)
@@ -53,7 +53,7 @@ def dividends(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Wa
         m.stats.optimized("dividend calendar", len(payers), len(payers), max(0, len(payers) - 1))
         m.log(f"{day}: {len(rows)} dividends for the universe (of {len(parsed.records)} worldwide) "
               f"from one calendar call.")
-        return m.result([checks_mod.no_duplicates(warehouse, "market.dividends")])
+        return m.result([checks_mod.no_duplicates(warehouse, "market.dividends", day)])
 
 
 @dg.asset(group_name="dividends", partitions_def=symbol_shards, deps=[symbols], pool=FMP_POOL,

@@ -67,7 +67,7 @@ def daily_prices(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse:
 def day_checks(warehouse: WarehouseResource, day: dt.date) -> list[dg.AssetCheckResult]:
     return [checks_mod.prices_sane(warehouse, day=day),
             checks_mod.coverage(warehouse, day, trading.is_session(day)),
-            checks_mod.no_duplicates(warehouse, "market.prices")]
+            checks_mod.no_duplicates(warehouse, "market.prices", day)]
 
 
 def routes(fmp: FMPResource, day: dt.date) -> list[str]:

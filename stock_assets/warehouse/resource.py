@@ -434,10 +434,13 @@ class WarehouseResource(DuckDBFile):
             FROM on_day d ASOF JOIN market.prices b ON b.symbol = d.symbol AND d.date > b.date
             WHERE d.close > 0""", [shard])
 
-    def duplicated_keys(self, table: str) -> int:
+    def duplicated_keys(self, table: str, day: dt.date | None = None) -> int:
+        """Keys held more than once, in the whole table or in `day`'s rows: grouping the 24 million
+        rows of market.prices took 1.4 GB and 3 s, a day's 19,205 rows take nothing."""
         key = ", ".join(S.table(table).key)
-        (dupes,), = self._rows(f"SELECT count(*) FROM (SELECT {key} FROM {S.table(table).name} "
-                               f"GROUP BY ALL HAVING count(*) > 1)", [])
+        where, params = (f"WHERE {_DAY_COLUMNS[table]} = ?", [day]) if day else ("", [])
+        (dupes,), = self._rows(f"SELECT count(*) FROM (SELECT {key} FROM {S.table(table).name} {where} "
+                               f"GROUP BY ALL HAVING count(*) > 1)", params)
         return dupes
 
     def day_coverage(self, day: dt.date) -> tuple[int, int]:
