@@ -16,7 +16,7 @@ call (one per symbol) is made only when:
   refreshes its slice. A slice falls in two to four shards, so an ordinary day
   plans a few shard runs instead of one per shard. The cycle is long enough
   that a turn never comes before the slice is due (its span is always more
-  than `profile_max_age_days`: 32 to 36 days for 30), so each profile is
+  than `profile_max_age_days`: 32 to 39 days for 30), so each profile is
   fetched once a cycle, on the first turn after it is due;
 - or it missed its turn: its slice's last turn came after it was due, and the
   platform did not run that day. Then it is due at once.
@@ -41,7 +41,7 @@ NEW = "new symbol"
 TURN = "refresh turn"
 MISSED_TURN = "missed its refresh turn"
 # A full profile is this much past its due age at most, in a steady cycle (24 sessions
-# span 32 to 36 days, holidays included) or awaiting its first turn after a first load.
+# span 32 to 39 days, holidays included) or awaiting its first turn after a first load.
 FRESHNESS_SLACK_DAYS = 40
 
 
