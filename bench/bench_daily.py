@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_daemon import daemon  # noqa: E402
 from bench.bench_sync import KEY, Simulator, as_next_day  # noqa: E402
 from stock_assets.fmp import DEFAULT_PACE_FRACTION  # noqa: E402
+from stock_assets.instance_health import descendants  # noqa: E402
 
 BASELINE = "e222979"  # main before the two-layer profiles
 PREMIUM, ULTIMATE = 750, 3000
@@ -67,7 +68,7 @@ class PeakMemory:
 
     def _poll(self) -> None:
         while not self._stop.wait(0.5):
-            for pid in _descendants(self.pid) | {self.pid}:
+            for pid in descendants(self.pid) | {self.pid}:
                 try:
                     text = Path(f"/proc/{pid}/status").read_text()
                 except OSError:
@@ -80,23 +81,6 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         return self.peak_kb / 1024
-
-
-def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children[ppid].append(int(entry.name))
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def environment(work: Path, sim: Simulator, plan: str, limit: int) -> dict[str, str]:
