@@ -31,6 +31,7 @@ import duckdb
 import pytest
 
 from stock_assets.tags import SYNC_TAG
+from stock_assets_tests.conftest import make_platform
 from stock_assets_tests.ui_support import ARTIFACTS, chromium_path, dagster_dev, launch_chromium
 
 ASSETS = ["symbols", "splits", "daily_prices", "price_history", "dividends", "dividend_history",
@@ -38,6 +39,15 @@ ASSETS = ["symbols", "splits", "daily_prices", "price_history", "dividends", "di
 TIMEOUT_MS = 60_000  # a 2-core machine running other tests beside this one
 RUN_TIMEOUT_MS = 180_000  # dequeue by the daemon, a new process that loads the code, the step
 RUNS_TIMEOUT_S = 480  # a sync's or a backfill's runs, each a new process, on a loaded 2-core machine
+
+
+@pytest.fixture()
+def platform(tmp_path, monkeypatch):
+    """Ten symbols in eight shards (one holds two, for step 5): every run under the daemon is a new
+    process that loads the code, so the daemon's sync is kept to a dozen runs."""
+    platform = make_platform(tmp_path, monkeypatch, symbols=10)
+    yield platform
+    platform.sim.stop()
 
 
 @pytest.mark.timeout(1200)
