@@ -24,7 +24,7 @@ from stock_assets.assets import ASSET_NAMES, DAILY_ASSETS, HISTORY_ASSETS, asset
 from stock_assets.config import Config
 from stock_assets.errors import ConfigError
 from stock_assets.partitions import SHARD_KEYS, latest_session_day
-from stock_assets.profile_refresh import due_profiles
+from stock_assets.profile_refresh import due_now
 from stock_assets.resources import SyncSettings, warehouse_resource
 from stock_assets.warehouse import WarehouseResource
 
@@ -87,9 +87,8 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
 
 
 def _shards_with_due_profiles(warehouse: WarehouseResource, settings: SyncSettings) -> set[str]:
-    now = trading.now_utc()  # the turn is the last closed session's, as the asset will see it
     states = warehouse.profile_states()
-    due = due_profiles(states, trading.last_closed_session(now), now.date(), settings.profile_max_age_days)
+    due = due_now(states, settings.profile_max_age_days)
     return {state.shard for state in states if state.symbol in due}
 
 

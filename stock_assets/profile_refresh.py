@@ -82,6 +82,13 @@ def due_profiles(states: list[ProfileState], day: dt.date, today: dt.date,
     return due
 
 
+def due_now(states: list[ProfileState], max_age_days: int) -> dict[str, str]:
+    """`due_profiles` as of now: the last closed session's turn. The planner and the asset both ask
+    this, so a shard planned for its turn is a shard whose run finds the same profiles due."""
+    now = trading.now_utc()
+    return due_profiles(states, trading.last_closed_session(now), now.date(), max_age_days)
+
+
 def _reason(state: ProfileState, on_turn: bool, last_turn: dt.date, today: dt.date,
             max_age_days: int) -> str | None:
     if state.fetched_at is None:

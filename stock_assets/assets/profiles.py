@@ -28,7 +28,7 @@ from stock_assets.assets.materialization import Materialization
 from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPPlanError, FMPResource, get_plan
 from stock_assets.partitions import symbol_shards
-from stock_assets.profile_refresh import due_profiles
+from stock_assets.profile_refresh import due_now
 from stock_assets.resources import SyncSettings
 from stock_assets.warehouse import WarehouseResource, column_schema, profiles_table
 
@@ -45,10 +45,9 @@ MAX_BULK_PARTS = 50  # FMP gives no part count; stop well past any real one
 def company_profiles(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: WarehouseResource,
                      settings: SyncSettings) -> dg.MaterializeResult:
     with Materialization(context, fmp, warehouse, settings) as m:
-        now = trading.now_utc()
         with m.stats.phase("plan"):
             states = warehouse.profile_states()
-            reasons = due_profiles(states, trading.last_closed_session(now), now.date(), settings.profile_max_age_days)
+            reasons = due_now(states, settings.profile_max_age_days)
             shard_symbols = sorted(s.symbol for s in states if s.shard == m.partition_key)
             due = shard_symbols if settings.refresh else [s for s in shard_symbols if s in reasons]
         fresh = len(shard_symbols) - len(due)
@@ -58,7 +57,7 @@ def company_profiles(context: dg.AssetExecutionContext, fmp: FMPResource, wareho
         if due and not settings.refresh:
             why = Counter(reasons[s].split(":")[0] for s in due)
             m.log(f"{len(due)} full profiles due: " + ", ".join(f"{n} {r}" for r, n in why.most_common()))
-        if not (due and get_plan(fmp.plan).serves("profile-bulk") and from_bulk(m, due, now.date())):
+        if not (due and get_plan(fmp.plan).serves("profile-bulk") and from_bulk(m, due, trading.now_utc().date())):
             m.stats.route = "profile"
             summary = m.fetch_and_write(due, fmp.profile, lambda got: warehouse.write_profiles(
                 got.records, fetched_at=trading.now_utc(), rejects=got.rejects, run_id=m.run_id))
