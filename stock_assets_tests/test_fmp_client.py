@@ -590,6 +590,28 @@ def test_no_barrier_a_slow_symbol_holds_back_only_itself(sim, make):
     assert before >= 50  # ...and every other symbol was delivered while it was still in flight
 
 
+def test_fetching_goes_on_while_the_caller_writes_a_chunk(sim, make):
+    """The caller's first "write" lasts until every other item has been fetched: it returns only
+    if the fetchers went on meanwhile (they used to stop after the few calls queued ahead)."""
+    r = make(max_in_flight=4)
+    symbols = some_symbols(sim, 60)
+    fetched, all_fetched = [], threading.Event()
+
+    def fetch(symbol):
+        profile = r.profile(symbol)
+        fetched.append(symbol)
+        if len(fetched) == len(symbols):
+            all_fetched.set()
+        return profile
+
+    chunks = fetch_chunks(symbols, fetch, max_in_flight=4, sizer=ChunkSizer(min_size=10, max_size=10, initial=10))
+    first = next(chunks)
+    assert len(first.results) == 10
+    assert all_fetched.wait(timeout=60), f"fetching stopped during the write: {len(fetched)} of 60 fetched"
+    rest = list(chunks)
+    assert sum(len(c.results) for c in [first, *rest]) == 60
+
+
 def test_failing_symbol_is_reported_while_the_others_succeed(sim, make):
     r = make(max_retries=2)
     symbols = some_symbols(sim, 30)

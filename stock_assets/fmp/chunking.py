@@ -1,6 +1,6 @@
 """Adaptive chunked fetching: many items, bounded concurrency, no barrier.
 
-Items are fetched by a pool of workers (each call draws from the shared rate
+Items are fetched by a few threads (each call draws from the shared rate
 limiter) and handed back in completion order. Every `chunk_size` results form
 a chunk that the caller writes and checkpoints while the workers go on, so a
 slow item holds back only itself, never the chunk it would have been in. The
@@ -10,10 +10,10 @@ chunk size follows the measured throughput so that a chunk takes about
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -113,38 +113,73 @@ def fetch_chunks(
 ) -> Iterator[Chunk[T, V]]:
     """Fetch every item; yield the results in adaptive chunks as they complete.
 
-    The caller writes each chunk while the workers keep fetching (in the
-    caller's thread, where writes belong: DuckDB allows one writer). Items
-    whose fetch still fails after the client's retries are reported in the
-    chunk and in `chunk.summary`, not raised; an error that would fail every
-    item (`FMPError.stops_fetch`: a bad key) stops the fetch at once.
+    The caller writes each chunk while the fetchers go on (in the caller's
+    thread, where writes belong: DuckDB allows one writer). Items whose fetch
+    still fails after the client's retries are reported in the chunk and in
+    `chunk.summary`, not raised; an error that would fail every item
+    (`FMPError.stops_fetch`: a bad key) stops the fetch at once.
     """
     items = list(items)
     cutter = _ChunkCutter(FetchSummary(total=len(items)), sizer or ChunkSizer())
     progress = Progress(label, len(items), log, progress_every_s)
-    pending_items = iter(items)
-    with _thread_pool(max_in_flight, label) as pool:
-        in_flight: dict[Future, T] = {}
-        while True:
-            # Keep the pool a little more than busy; never queue all items at
-            # once, so a fatal error leaves little queued to cancel.
-            while len(in_flight) < 2 * max_in_flight and (item := next(pending_items, _END)) is not _END:
-                in_flight[pool.submit(fetch_one, item)] = item
-            if not in_flight:
-                break
-            done, _ = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
-            for future in done:
-                item = in_flight.pop(future)
-                error = future.exception()
-                if isinstance(error, FMPError) and error.stops_fetch:
-                    raise error
-                cutter.add(item, future.result() if error is None else None, error)
-                if cutter.full():  # cut at exactly the size, however many completed together
-                    yield cutter.cut()
+    with _Fetchers(items, fetch_one, max_in_flight, label) as fetchers:
+        for item, value, error in fetchers.results():
+            if isinstance(error, FMPError) and error.stops_fetch:
+                raise error
+            cutter.add(item, value, error)
+            if cutter.full():  # cut at exactly the size, however many completed together
+                yield cutter.cut()
             progress.update(*cutter.done())
     if cutter.pending():
         yield cutter.cut()
     progress.update(*cutter.done(), force=True)
+
+
+class _Fetchers(Generic[T, V]):
+    """Threads that each fetch the next item until none is left, whatever the caller is doing.
+
+    A pool fed from the caller's loop stopped fetching while the caller wrote a
+    chunk (up to 5 s for a shard's history), once the few calls queued ahead
+    had ended: measured, the first load's call rate dipped to zero at writes.
+    Leaving (an error, an interruption, a fatal answer) stops them taking more
+    items; nobody waits for the calls in flight, which end on their own.
+    """
+
+    def __init__(self, items: list[T], fetch_one: Callable[[T], V], threads: int, label: str):
+        self._items, self._count, self._fetch_one = iter(items), len(items), fetch_one
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._done: queue.SimpleQueue[tuple[T, V | None, BaseException | None]] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._fetch, name=f"{label}-{i}", daemon=True)
+                         for i in range(min(threads, len(items)))]
+
+    def __enter__(self) -> _Fetchers[T, V]:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    def results(self) -> Iterator[tuple[T, V | None, BaseException | None]]:
+        """(item, value, error) for every item, in completion order."""
+        for _ in range(self._count):
+            while True:
+                try:
+                    yield self._done.get(timeout=1.0)  # a timeout, so that a signal is seen
+                    break
+                except queue.Empty:
+                    continue
+
+    def _fetch(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                item = next(self._items, _END)
+            if item is _END:
+                return
+            try:
+                self._done.put((item, self._fetch_one(item), None))
+            except Exception as error:  # noqa: BLE001 - reported as the item's failure
+                self._done.put((item, None, error))
 
 
 class _ChunkCutter(Generic[T, V]):
@@ -188,20 +223,6 @@ class _ChunkCutter(Generic[T, V]):
 
 
 _END: Any = object()
-
-
-@contextmanager
-def _thread_pool(workers: int, label: str) -> Iterator[ThreadPoolExecutor]:
-    """A pool that, left by an error or an interruption, does not wait for the calls in flight.
-
-    Waiting would hold a Ctrl-C back by up to a request timeout, for answers
-    nobody will read; the calls end on their own.
-    """
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=label)
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _describe(error: BaseException) -> str:
