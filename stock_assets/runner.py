@@ -25,6 +25,7 @@ pid tag and marks them FAILED, and frees any concurrency slot they held.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import multiprocessing
 import os
@@ -33,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -145,7 +147,7 @@ class Workers:
         self._instance = instance
         self._context = multiprocessing.get_context("spawn")
         self._count = count
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerProcess] = []
 
     def __enter__(self) -> Workers:
         return self
@@ -155,12 +157,12 @@ class Workers:
 
     def map(self, planned: Sequence[PlannedRun], tags: dict[str, str]) -> Iterator[tuple[PlannedRun, RunOutcome]]:
         todo = deque(planned)
-        busy: dict[_Worker, PlannedRun] = {}
+        busy: dict[WorkerProcess, PlannedRun] = {}
         while todo or busy:
             while todo and len(busy) < self._count:
                 worker = self._idle_worker(busy)
                 busy[worker] = todo.popleft()
-                worker.send((busy[worker], tags))
+                worker.send(functools.partial(execute, planned=busy[worker], tags=tags))
             ready = wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy])
             for worker in list(busy):
                 if worker.conn in ready and worker.conn.poll():
@@ -169,15 +171,15 @@ class Workers:
                     run = busy.pop(worker)
                     yield run, self._died(worker, run)
 
-    def _idle_worker(self, busy: dict) -> _Worker:
+    def _idle_worker(self, busy: dict) -> WorkerProcess:
         for worker in self._workers:
             if worker not in busy and worker.process.is_alive():
                 return worker
-        worker = _Worker(self._context, self._instance.root_directory)
+        worker = WorkerProcess(self._context, self._instance.root_directory)
         self._workers.append(worker)
         return worker
 
-    def _died(self, worker: _Worker, planned: PlannedRun) -> RunOutcome:
+    def _died(self, worker: WorkerProcess, planned: PlannedRun) -> RunOutcome:
         self._workers.remove(worker)
         worker.process.join()
         reaped = reap_dead_runs(self._instance)
@@ -204,7 +206,12 @@ class Workers:
         self._workers.clear()
 
 
-class _Worker:
+class WorkerProcess:
+    """A process that executes the tasks it is sent (`task(instance)`), one at a time, until sent None.
+
+    A task is a planned run (`execute`) or a run the daemon launched (`launcher.execute_launched`).
+    """
+
     def __init__(self, context, home: str):
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_worker_main, args=(child, os.getpid(), home), daemon=False,
@@ -220,7 +227,7 @@ class _Worker:
 
 
 def _worker_main(conn, parent_pid: int, home: str) -> None:
-    """A worker: execute what the parent sends until told to stop, interrupted, or orphaned."""
+    """A worker: execute the tasks the parent sends until told to stop, interrupted, or orphaned."""
     _end_with_parent(parent_pid)
     _interrupt_once_on(signal.SIGTERM, signal.SIGINT)
     _quiet_interruptions_in_cleanup()
@@ -231,11 +238,12 @@ def _worker_main(conn, parent_pid: int, home: str) -> None:
             message = conn.recv()
             if message is None:
                 break
-            planned, tags = message
-            conn.send(execute(instance, planned, tags))
+            conn.send(message(instance))  # a task: planned run, or a run the daemon launched
             if _INTERRUPTED.is_set():
                 break
-    except (EOFError, OSError, KeyboardInterrupt):
+    except BaseException as error:
+        if not isinstance(error, (EOFError, OSError, KeyboardInterrupt)):
+            traceback.print_exc()  # a bug: say where before the hard exit below
         if instance is not None:
             fail_own_unfinished_runs(instance)
     finally:
