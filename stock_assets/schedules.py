@@ -1,12 +1,15 @@
 """The daily sync in the UI/daemon world: a schedule and the sensor that follows it.
 
 The schedule refreshes the universe on weekdays after the close (New York
-time); when that run succeeds, the sensor requests the day's `splits` run and
-the session's run together (the session's bars and dividends need no split),
-and when the splits run succeeds, one run per shard with work, as
-`plan.plan_after_universe` lays out (a shard with a split symbol to restate
-is one of them). Each hop costs a sensor tick and a run's start-up, so the
-session does not wait for the splits.
+time); when that run succeeds, the sensor requests at once the day's `splits`
+run, the session's run and one run per shard with work, as
+`plan.plan_after_universe` lays out. A shard's history run restates the
+symbols that split as it begins, so a split the splits run stores before it
+is restated there; when the splits run succeeds, the sensor requests a
+restatement run for each shard still holding history that predates a split
+(those whose run began first). Each hop costs a sensor tick (5 s), so the
+shards do not wait for the splits: measured under `dagster dev`, that hop
+was a quarter of a 300-symbol first sync's wall (bench/bench_daemon.py).
 `stock-assets sync` runs the same plan headless.
 
 Both are on from the first `dagster dev` (a daily-sync platform whose daily
@@ -21,6 +24,7 @@ doubles them.
 
 import dagster as dg
 
+from stock_assets.assets import HISTORY_ASSETS
 from stock_assets.partitions import latest_session_day
 from stock_assets.jobs import session_job, shards_job, splits_job, universe_job
 from stock_assets.plan import plan_after_universe
@@ -42,31 +46,35 @@ def daily_sync_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, request_jobs=[splits_job, session_job, shards_job],
                       default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=5,
                       description="After a run that refreshed the universe alone (the schedule's, or `symbols` "
-                                  "materialized by hand): the day's splits and the session's run; after the "
-                                  "splits, one run per shard with work.")
+                                  "materialized by hand): the day's splits, the session's run and one run per "
+                                  "shard with work; after the splits, a run per shard left with history to "
+                                  "restate.")
 def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: WarehouseResource,
                         settings: SyncSettings):
     run = context.dagster_run
     day = latest_session_day()  # its partition exists (windows open at 17:00 ET)
     if set(run.asset_selection or ()) == {UNIVERSE} or run.job_name == universe_job.name:
         sync_id = run.tags.get(SYNC_TAG) or f"ui-{run.run_id[:8]}"
+        tags = {SYNC_TAG: sync_id}
         yield dg.RunRequest(run_key=f"{sync_id}:splits", job_name=splits_job.name, partition_key=day.isoformat(),
-                            tags={SYNC_TAG: sync_id})
-        yield dg.RunRequest(run_key=f"{sync_id}:{day.isoformat()}", job_name=session_job.name,
-                            partition_key=day.isoformat(), tags={SYNC_TAG: sync_id})
+                            tags=tags)
+        for planned in plan_after_universe(warehouse, context.instance, day, settings):
+            if planned.partition_key == day.isoformat():
+                yield dg.RunRequest(run_key=f"{sync_id}:{day.isoformat()}", job_name=session_job.name,
+                                    partition_key=day.isoformat(), tags=tags)
+            else:
+                yield dg.RunRequest(run_key=f"{sync_id}:{planned.partition_key}", job_name=shards_job.name,
+                                    partition_key=planned.partition_key, asset_selection=planned.asset_keys,
+                                    tags=tags)
         return
     if run.job_name != splits_job.name or not run.tags.get(SYNC_TAG):
         yield dg.SkipReason(f"Run {run.run_id[:8]} did not refresh the universe alone, nor a sync's splits.")
         return
-    # The splits are stored: a split symbol's shard is in the plan, to be restated.
+    # The splits are stored: a shard whose run began before them restates its split symbols now.
     sync_id = run.tags[SYNC_TAG]
-    for planned in plan_after_universe(warehouse, context.instance, day, settings):
-        if planned.partition_key == day.isoformat():
-            continue  # the session's run was requested with the splits
-        yield dg.RunRequest(
-            run_key=f"{sync_id}:{planned.partition_key}",
-            job_name=shards_job.name,
-            partition_key=planned.partition_key,
-            asset_selection=planned.asset_keys,
-            tags={SYNC_TAG: sync_id},
-        )
+    restate = sorted(warehouse.shards_needing_restatement())
+    if not restate:
+        yield dg.SkipReason(f"No stored history predates a split after the splits run {run.run_id[:8]}.")
+    for shard in restate:
+        yield dg.RunRequest(run_key=f"{sync_id}:{shard}:restated", job_name=shards_job.name, partition_key=shard,
+                            asset_selection=list(HISTORY_ASSETS), tags={SYNC_TAG: sync_id})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dagster as dg
+import duckdb
 
 from stock_assets.definitions import defs
 from stock_assets.jobs import splits_job as corporate_actions_job
@@ -100,23 +103,38 @@ def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform
                                resources=platform.resources()).resolve_implicit_global_asset_job_def()
     universe = asset_job.execute_in_process(instance=platform.instance(), asset_selection=[dg.AssetKey("symbols")])
     assert platform.instance().get_run_by_id(universe.run_id).asset_selection == {dg.AssetKey("symbols")}
-    # First the day's splits, which the plan reads, and the session, which needs no split.
-    splits, session = _sensor_requests(platform, universe)
+    # At once: the day's splits, the session, and every shard with work (a first sync: all present).
+    splits, session, *shards = _sensor_requests(platform, universe)
     assert splits.job_name == "corporate_actions" and splits.tags["stock_assets/sync"] == f"ui-{universe.run_id[:8]}"
     assert session.job_name == "session" and session.partition_key == splits.partition_key
-    assert session.tags == splits.tags
+    assert {r.tags["stock_assets/sync"] for r in [session, *shards]} == {f"ui-{universe.run_id[:8]}"}
+    present = {s for (s,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
+    assert {r.job_name for r in shards} == {"shards"} and {r.partition_key for r in shards} == present
+
+    # The shards' runs began before the splits were stored: after the splits run, a shard whose
+    # stored history predates a split gets a run that restates it, and no other shard does.
+    shard = sorted(present)[0]
+    history = asset_job.execute_in_process(instance=platform.instance(), partition_key=shard,
+                                           asset_selection=[dg.AssetKey("price_history")])
+    assert history.success
+    (symbol, end), = platform.sql("SELECT h.symbol, h.end_date FROM market.history_loads h JOIN market.symbols u "
+                                  "USING (symbol) WHERE u.shard = ? AND h.dataset = 'prices' LIMIT 1", [shard])
     splits_job = dg.Definitions(assets=assets_for(Config.from_env()), jobs=[corporate_actions_job],
                                 resources=platform.resources()).resolve_job_def("corporate_actions")
     splits_run = splits_job.execute_in_process(instance=platform.instance(), partition_key=splits.partition_key,
                                                tags=splits.tags)
-    requests = _sensor_requests(platform, splits_run)
-    assert requests and all(isinstance(r, dg.RunRequest) for r in requests)
-    assert {r.tags["stock_assets/sync"] for r in requests} == {f"ui-{universe.run_id[:8]}"}
-    present = {s for (s,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
-    assert {r.partition_key for r in requests} == present  # every shard (a first sync), the session requested before
+    (nothing,) = _sensor_requests(platform, splits_run)
+    assert isinstance(nothing, dg.SkipReason)
+    with duckdb.connect(str(platform.db)) as conn:  # a split after the history was loaded
+        conn.execute("INSERT INTO market.splits (symbol, date, numerator, denominator, loaded_at) "
+                     "VALUES (?, ?, 2, 1, now())",
+                     [symbol, end + dt.timedelta(days=1)])
+    (restate,) = _sensor_requests(platform, splits_run)
+    assert restate.partition_key == shard and restate.job_name == "shards"
+    assert set(restate.asset_selection) == {dg.AssetKey("price_history"), dg.AssetKey("dividend_history")}
+    assert restate.run_key == f"ui-{universe.run_id[:8]}:{shard}:restated"
 
     # A run that refreshed more than the universe is not the start of a sync.
-    shard = sorted(present)[0]
     other = asset_job.execute_in_process(instance=platform.instance(), partition_key=shard,
                                          asset_selection=[dg.AssetKey("company_profiles")])
     (skip,) = _sensor_requests(platform, other)
