@@ -63,7 +63,7 @@ def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: Warehouse
                 yield dg.RunRequest(run_key=f"{sync_id}:{day.isoformat()}", job_name=session_job.name,
                                     partition_key=day.isoformat(), tags=tags)
             else:
-                yield dg.RunRequest(run_key=f"{sync_id}:{planned.partition_key}", job_name=shards_job.name,
+                yield dg.RunRequest(run_key=f"{sync_id}:{planned.describe()}", job_name=shards_job.name,
                                     partition_key=planned.partition_key, asset_selection=planned.asset_keys,
                                     tags=tags)
         return

@@ -20,6 +20,7 @@ from stock_assets import trading
 from stock_assets.assets import assets_for
 from stock_assets.config import Config
 from stock_assets.assets.prices import history_start
+from stock_assets.plan import PlannedRun
 from stock_assets.partitions import latest_session_day, shard_of, symbol_shards, trading_days
 from stock_assets_tests.conftest import configured_trading_days
 from stock_assets.resources import SyncSettings
@@ -214,6 +215,29 @@ def test_bulk_profiles_on_ultimate_download_once_for_every_shard(ultimate):
     assert meta["route"] == "profile-bulk" and meta["api_calls"] == 0
     stored = [s for (s,) in ultimate.sql("SELECT symbol FROM market.company_profiles ORDER BY symbol")]
     assert stored == sorted(s for shard in shards[:3] for s in by_shard(ultimate)[shard])
+
+
+def test_on_ultimate_a_first_load_downloads_bulk_profiles_beside_the_history_runs(ultimate):
+    """The first shard's profiles alone first (its run downloads the bulk file), every history run
+    next, the other profile runs last; once the download is cached, profiles and history together."""
+    from stock_assets.plan import plan_after_universe
+
+    run(ultimate, "symbols")
+    instance, day = ultimate.instance(), dt.date.fromisoformat(latest())
+    warehouse = ultimate.resources()["warehouse"]
+    session, *shards = plan_after_universe(warehouse, instance, day)
+    present = sorted(by_shard(ultimate))
+    assert session.partition_key == latest()
+    assert shards[0] == PlannedRun(("company_profiles",), present[0])
+    history = shards[1:1 + len(present)]
+    assert [r.partition_key for r in history] == present
+    assert {r.assets for r in history} == {("price_history", "dividend_history")}
+    assert shards[1 + len(present):] == [PlannedRun(("company_profiles",), s) for s in present[1:]]
+
+    run(ultimate, "company_profiles", present[0])  # the day's download, cached
+    _, *shards = plan_after_universe(warehouse, instance, day)
+    assert [r.partition_key for r in shards] == present
+    assert all(set(r.assets) == {"company_profiles", "price_history", "dividend_history"} for r in shards[1:])
 
 
 def test_full_profiles_on_premium_are_kept_until_due(platform):

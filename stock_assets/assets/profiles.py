@@ -69,8 +69,7 @@ def from_bulk(m: Materialization, due: list[str], today: dt.date) -> bool:
     """The due profiles from today's cached `profile-bulk`; False when the plan refuses it (402)."""
     try:
         with m.stats.phase("fetch") as phase:
-            table = bulk_profiles(m.fmp, Path(m.warehouse.database).parent / "cache" / "profile-bulk", today,
-                                  m.log)
+            table = bulk_profiles(m.fmp, bulk_cache(m.warehouse), today, m.log)
             table = table.filter(pc.is_in(table["symbol"], value_set=pa.array(due)))
             phase.items = phase.succeeded = table.num_rows
     except FMPPlanError as error:
@@ -83,6 +82,15 @@ def from_bulk(m: Materialization, due: list[str], today: dt.date) -> bool:
     m.count_items(len(due))
     m.stats.optimized("bulk profiles", len(due), len(due), max(0, len(due) - m.stats.api_calls))
     return True
+
+
+def bulk_cache(warehouse: WarehouseResource) -> Path:
+    return Path(warehouse.database).parent / "cache" / "profile-bulk"
+
+
+def bulk_profiles_cached(warehouse: WarehouseResource, day: dt.date) -> bool:
+    """Whether `day`'s bulk profiles are downloaded already (a shard's profiles then cost no call)."""
+    return (bulk_cache(warehouse) / day.isoformat() / "complete").exists()
 
 
 def bulk_profiles(fmp: FMPResource, cache_dir: Path, today: dt.date, log) -> pa.Table:
