@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_daily.py                     # 19,205 symbols: ~1 h
     .venv/bin/python bench/bench_daily.py --symbols 2000      # same shape, smaller
     .venv/bin/python bench/bench_daily.py --work DIR          # reuse DIR's first load
+    .venv/bin/python bench/bench_daily.py --symbols 4000 --first-load-only
 
 1. First load at Ultimate's pace: `stock-assets sync` on an empty folder
    against the simulator (its own process) at 3,000 calls/min (pace 2,700/min =
@@ -83,6 +84,12 @@ class PeakMemory:
         return self.peak_kb / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def environment(work: Path, sim: Simulator, plan: str, limit: int) -> dict[str, str]:
     return {**os.environ, "FMP_API_KEY": KEY, "FMP_PLAN": plan, "FMP_BASE_URL": sim.base_url,
             "FMP_RATE_LIMIT_PER_MIN": str(limit), "DAGSTER_HOME": str(work / "dagster_home"),
@@ -123,6 +130,7 @@ def first_load(args, work: Path) -> None:
     try:
         figures = sync(environment(work, sim, "ultimate", ULTIMATE), work)
         calls = sim.requests()
+        sim_cpu = cpu_seconds(sim.proc.pid)
     finally:
         sim.stop()
     pace = ULTIMATE * DEFAULT_PACE_FRACTION / 60
@@ -134,6 +142,9 @@ def first_load(args, work: Path) -> None:
     print(f"  CPU {figures['cpu_s']:.0f} s in {figures['wall_s']:.0f} s = {figures['cpu_s'] / figures['wall_s']:.2f} "
           f"cores; {1000 * figures['cpu_s'] / max(1, len(calls)):.1f} CPU-s per 1,000 calls, so 2 cores alone "
           f"would hold {2 * len(calls) / figures['cpu_s']:.0f} calls/s")
+    print(f"  the simulator's CPU beside it: {sim_cpu:.0f} s ({1000 * sim_cpu / max(1, len(calls)):.1f} CPU-s per "
+          f"1,000 calls): sync and simulator together {figures['cpu_s'] + sim_cpu:.0f} CPU-s of the "
+          f"{2 * figures['wall_s']:.0f} two cores had")
     print(f"  peak resident memory of one process: {figures['peak_mb']:.0f} MB (goal <= 1024)", flush=True)
     as_next_day(work / "stocks.duckdb")  # the state every daily case starts from
 
@@ -183,12 +194,15 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=19205)
     parser.add_argument("--work", type=Path, help="a folder of an earlier run: reuse its first load")
     parser.add_argument("--baseline", default=BASELINE, help="the commit to compare with")
+    parser.add_argument("--first-load-only", action="store_true", help="stop after the first load")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-daily-"))
     state = work / "first-load"
     print(f"universe {args.symbols} symbols; work folder {work}", flush=True)
     if not (state / "stocks.duckdb").exists():
         first_load(args, state)
+    if args.first_load_only:
+        return
 
     baseline = work / "baseline-code"
     subprocess.check_call(["git", "-C", str(ROOT), "worktree", "add", "--force", "--detach", str(baseline),
