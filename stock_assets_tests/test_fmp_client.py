@@ -30,7 +30,8 @@ from stock_assets.fmp import redaction
 from stock_assets.fmp.chunking import ChunkSizer, FetchSummary, fetch_chunks
 from stock_assets.fmp import DEFAULT_PACE_FRACTION
 from stock_assets.fmp.limiter import SharedRateLimiter, pace_rates
-from stock_assets.fmp.records import Dividend, HistoricalBar, Profile, Quote, ScreenerRow
+from stock_assets.fmp.records import (
+    BAR_COLUMNS, Dividend, HistoricalBar, Profile, Quote, ScreenerRow, parse_history, parse_rows)
 from fmp_simulator import SimConfig, SimulatorServer
 from fmp_simulator.calendar import ET
 from fmp_simulator.truth import ExpFloat
@@ -184,12 +185,39 @@ def test_price_history_walks_back_across_the_row_cap(sim, make, sessions, calls)
     else:
         assert len(expected) == sessions
     assert not parsed.rejects
-    got = sorted(parsed.records, key=lambda bar: bar.date, reverse=True)
-    assert len({bar.date for bar in got}) == len(got), "no duplicate rows where pages meet"
-    assert got == expected, "no gap, no duplicate, same values as the simulator's truth"
+    got = sorted(parsed.table.to_pylist(), key=lambda bar: bar["date"], reverse=True)
+    assert len({bar["date"] for bar in got}) == len(got), "no duplicate rows where pages meet"
+    assert got == [_columns(bar) for bar in expected], "no gap, no duplicate, same values as the simulator's truth"
     log = sim.requests("historical-price-eod/full")
     assert len(log) == calls
     assert [entry["params"]["to"] for entry in log][0] == LAST.isoformat()
+
+
+def _columns(bar: HistoricalBar) -> dict:
+    return {name: getattr(bar, name) for name in BAR_COLUMNS.names}
+
+
+def test_history_as_columns_checks_what_the_records_check():
+    """A clean answer becomes columns straight from the JSON; one messy row sends the answer row by
+    row: either way the same bars and the same rejects as `HistoricalBar` validation."""
+    clean = [{"symbol": "AAA", "date": f"2024-01-{d:02d}", "open": 1.0 + d, "high": 3, "low": 0.5, "close": 2.5,
+              "volume": 1000.0 * d, "vwap": 1.2} for d in range(1, 29)]
+    messy = clean + [
+        {"symbol": "AAA", "date": "2024-02-01", "open": "", "high": 2, "low": 1, "close": 1, "volume": 5},
+        {"symbol": "AAA", "date": "2024-02-02", "open": "1.5", "high": 2, "low": 1, "close": 1, "volume": "2.9e7"},
+        {"symbol": "AAA", "date": "2024-02-05", "open": 1, "high": 2, "low": 1, "close": 1, "volume": 10.6},
+        {"symbol": "AAA", "date": "2024-02-06", "open": 1, "high": 2, "low": 1, "volume": 1},
+        {"symbol": "", "date": "2024-02-07", "open": 1, "high": 2, "low": 1, "close": 1},
+        {"symbol": "AAA", "date": "not a date", "open": 1, "high": 2, "low": 1, "close": 1},
+        "not a row",
+    ]
+    for rows in (clean, messy):
+        history = parse_history(rows, "historical-price-eod/full", "AAA")
+        parsed = parse_rows(HistoricalBar, rows, "historical-price-eod/full", "AAA")
+        assert history.table.schema == BAR_COLUMNS
+        assert history.table.to_pylist() == [_columns(bar) for bar in parsed.records]
+        assert history.rejects == parsed.rejects
+    assert len(parse_history(messy, "historical-price-eod/full", "AAA").rejects) == 5
 
 
 def _truth_bars(sim, symbol, start, end) -> list[dict]:

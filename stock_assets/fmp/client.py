@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
@@ -28,8 +30,8 @@ from stock_assets.fmp.chunking import Chunk, ChunkSizer, fetch_chunks
 from stock_assets.fmp.limiter import SharedRateLimiter, interval_rates, pace_rates
 from stock_assets.fmp.plans import get_plan
 from stock_assets.fmp.records import (
-    Delisting, Dividend, EodBar, FMPRecord, HistoricalBar, Parsed, Profile, Quote, ScreenerRow,
-    Reject, Split, StockListEntry, SymbolChange, parse_rows)
+    Delisting, Dividend, EodBar, FMPRecord, HistoricalBar, History, Parsed, Profile, Quote, ScreenerRow,
+    Reject, Split, StockListEntry, SymbolChange, parse_history, parse_rows)
 from stock_assets.fmp.redaction import protect_secret, redact
 
 DEFAULT_BASE_URL = "https://financialmodelingprep.com/stable"
@@ -269,17 +271,19 @@ class FMPResource(ConfigurableResource):
         rows = self._rows("historical-price-eod/full", params)
         return parse_rows(HistoricalBar, rows, "historical-price-eod/full", symbol)
 
-    def price_history(self, symbol: str, start: dt.date, end: dt.date) -> Parsed[HistoricalBar]:
-        """Every bar from start to end, walking `to` backwards across the row cap."""
-        result: Parsed[HistoricalBar] = Parsed()
+    def price_history(self, symbol: str, start: dt.date, end: dt.date) -> History:
+        """Every bar from start to end as columns, walking `to` backwards across the row cap."""
+        pages: list[History] = []
         to = end
         while to >= start:
-            page = self.historical_prices(symbol, start, to)
-            result.extend(page)
-            if len(page.records) + len(page.rejects) < HISTORY_ROW_CAP or not page.records:
+            params = {"symbol": symbol, "from": start.isoformat(), "to": to.isoformat()}
+            page = parse_history(self._rows("historical-price-eod/full", params), "historical-price-eod/full",
+                                 symbol)
+            pages.append(page)
+            if page.table.num_rows + len(page.rejects) < HISTORY_ROW_CAP or not page.table.num_rows:
                 break
-            to = min(bar.date for bar in page.records) - dt.timedelta(days=1)
-        return result
+            to = pc.min(page.table["date"]).as_py() - dt.timedelta(days=1)
+        return History(pa.concat_tables([p.table for p in pages]), [r for p in pages for r in p.rejects])
 
     def batch_quotes(self, symbols: Sequence[str]) -> Parsed[Quote]:
         rows = self._rows("batch-quote", {"symbols": ",".join(symbols)})

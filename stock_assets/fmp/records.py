@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Iterable, TypeVar
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -237,3 +239,71 @@ def parse_rows(model: type[R], rows: Iterable[Any], source: str, key: str = "") 
             row_key = raw.get("symbol") if isinstance(raw, dict) else None
             parsed.rejects.append(Reject(source, str(row_key or key), _reason(error), raw))
     return parsed
+
+
+# -- price history as columns -----------------------------------------------------------
+
+BAR_COLUMNS = pa.schema([("symbol", pa.string()), ("date", pa.date32()), ("open", pa.float64()),
+                         ("high", pa.float64()), ("low", pa.float64()), ("close", pa.float64()),
+                         ("volume", pa.int64())])
+_REQUIRED = ("symbol", "date", "open", "high", "low", "close")
+
+
+@dataclass
+class History:
+    """A symbol's price history: its bars as one Arrow table (`BAR_COLUMNS`), and the rows rejected.
+
+    A first load is millions of bars: as validated `HistoricalBar` records they cost ~21 ms of
+    CPU a call (pydantic, then Arrow from the objects) and 1.45 KB a bar; as columns ~3 ms and
+    a few dozen bytes (measured on a 1,305-bar answer). `records` is the table, alone in a list,
+    so that chunks of histories are gathered like any other answer.
+    """
+
+    table: pa.Table
+    rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def records(self) -> list[pa.Table]:
+        return [self.table]
+
+
+def parse_history(rows: list[Any], source: str, key: str) -> History:
+    """The answer's bars as columns, checked as `HistoricalBar` would check them.
+
+    Columns are built straight from the JSON when every row is clean (the usual case); a row
+    that is not (a missing price, a number sent as text, a fractional volume) sends the whole
+    answer through the row-by-row validation, which coerces what it can and rejects the rest.
+    """
+    try:
+        return History(_clean_columns(rows))
+    except (_NotClean, pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        parsed = parse_rows(HistoricalBar, rows, source, key)
+        columns = {name: [getattr(bar, name) for bar in parsed.records] for name in BAR_COLUMNS.names}
+        return History(pa.Table.from_pydict(columns, schema=BAR_COLUMNS), parsed.rejects)
+
+
+class _NotClean(Exception):
+    pass
+
+
+def _clean_columns(rows: list[Any]) -> pa.Table:
+    if not all(isinstance(row, dict) for row in rows):
+        raise _NotClean
+    arrays = {}
+    for name, kind in zip(BAR_COLUMNS.names, BAR_COLUMNS.types):
+        values = [row.get(name) for row in rows]
+        if name == "date":
+            arrays[name] = pa.array(values, pa.string()).cast(pa.date32())
+        elif name == "volume":
+            # Volumes come as floats now and then; whole ones are integers, others need the rounding rules.
+            volume = pa.array(values, pa.float64())
+            if pc.any(pc.not_equal(pc.floor(volume), volume)).as_py():
+                raise _NotClean
+            arrays[name] = volume.cast(pa.int64())
+        else:
+            arrays[name] = pa.array(values, kind)
+        if name in _REQUIRED and arrays[name].null_count:
+            raise _NotClean
+    if pc.any(pc.equal(arrays["symbol"], "")).as_py():  # blank means none: not a clean row
+        raise _NotClean
+    return pa.Table.from_pydict(arrays, schema=BAR_COLUMNS)

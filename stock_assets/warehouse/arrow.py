@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 
 from stock_assets.fmp.records import (
-    Dividend, EodBar, HistoricalBar, Profile, Quote, Reject, ScreenerRow, Split, SymbolChange)
+    BAR_COLUMNS, Dividend, EodBar, HistoricalBar, Profile, Quote, Reject, ScreenerRow, Split, SymbolChange)
 
 from . import schema as S
 
@@ -98,6 +98,18 @@ def prices_table(
     cols["source"] = sources
     cols["loaded_at"] = [utc_naive(loaded_at)] * len(bars)
     return _table(S.PRICES, cols, len(bars))
+
+
+def history_prices_table(histories: Sequence[pa.Table], source: str, loaded_at: dt.datetime | None = None) -> pa.Table:
+    """Histories already in columns (`fmp.records.History`): the source and load time added."""
+    bars = pa.concat_tables(histories) if histories else BAR_COLUMNS.empty_table()
+    n = bars.num_rows
+    columns = {name: bars[name] for name in BAR_COLUMNS.names}
+    columns["source"] = pa.array([source] * n, pa.string())
+    columns["loaded_at"] = pa.array([utc_naive(loaded_at)] * n, pa.timestamp("us"))
+    schema = S.PRICES.arrow_schema()
+    return pa.Table.from_arrays([columns[f.name].cast(f.type) if f.name in columns else pa.nulls(n, f.type)
+                                 for f in schema], schema=schema)
 
 
 def quote_session_date(quote: Quote) -> dt.date:

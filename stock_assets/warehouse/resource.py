@@ -29,8 +29,8 @@ from stock_assets.fmp.records import Delisting, Dividend, Profile, Quote, Reject
 
 from . import schema as S
 from .arrow import (
-    SOURCE_HISTORICAL, calendar_loads_table, dividends_table, history_loads_table, prices_table, profiles_table,
-    quotes_as_prices, rejects_table, splits_table, symbol_changes_table, symbols_table, utc_naive)
+    SOURCE_HISTORICAL, calendar_loads_table, dividends_table, history_loads_table, history_prices_table, prices_table,
+    profiles_table, quotes_as_prices, rejects_table, splits_table, symbol_changes_table, symbols_table, utc_naive)
 from .duckdb_file import DuckDBFile, upsert
 
 _INSANE_PRICE = """(close <= 0 OR open <= 0 OR high <= 0 OR low <= 0 OR volume < 0
@@ -162,16 +162,17 @@ class WarehouseResource(DuckDBFile):
         return self._write([(S.PRICES, quotes_as_prices(quotes, day))], rejects, run_id)
 
     def write_price_history(self, symbols: Sequence[str], span: tuple[dt.date, dt.date | None],
-                            bars: Iterable[Any], *, rejects: Sequence[Reject] = (),
+                            histories: Sequence[pa.Table], *, rejects: Sequence[Reject] = (),
                             run_id: str | None = None, restated: Sequence[str] = ()) -> int:
-        """`symbols`' full history over `span` (start, end): their bars, and the record
-        that it is loaded, in one transaction (a reader never sees one without the other).
+        """`symbols`' full history over `span` (start, end): their bars (`History` tables), and the
+        record that it is loaded, in one transaction (a reader never sees one without the other).
 
         The `restated` symbols' stored bars (in the units before a split) are
         replaced, not merged: deleted and written again in that same transaction.
         """
         loads = history_loads_table("prices", symbols, *span)
-        return self._write([(S.PRICES, prices_table(bars, SOURCE_HISTORICAL)), (S.HISTORY_LOADS, loads)],
+        prices = history_prices_table(histories, SOURCE_HISTORICAL)
+        return self._write([(S.PRICES, prices), (S.HISTORY_LOADS, loads)],
                            rejects, run_id, replacing=restated)
 
     def write_dividends(self, rows: Iterable[Dividend], source: str, *, rejects: Sequence[Reject] = (),
