@@ -206,6 +206,8 @@ def test_bulk_profiles_on_ultimate_download_once_for_every_shard(ultimate):
     run(ultimate, "company_profiles", first)
     bulk = paths(ultimate)
     assert set(bulk) == {"profile-bulk"} and bulk["profile-bulk"] <= 10
+    # The parts it took held the whole universe: no call for the part past the last (a 400, 30 s).
+    assert [r["status"] for r in ultimate.sim.requests("profile-bulk")] == [200] * bulk["profile-bulk"]
     assert metadata(ultimate, "company_profiles", first)["route"] == "profile-bulk"
     # Other shards read the same download: no call at all.
     for shard in shards[1:3]:
