@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import signal
 import socket
 import threading
 from collections.abc import Mapping
@@ -109,11 +110,11 @@ class WorkerRunLauncher(RunLauncher, ConfigurableClass):
             return False
         self._instance.report_run_canceling(run)
         pid = _worker_pid(run)
-        if pid is None:
-            # Not begun on a worker yet: it will find the run canceled and not start it.
-            self._instance.report_run_canceled(run, message="Canceled before a worker began it.")
+        if pid is None or not alive(pid):
+            # Not begun on a worker yet (it will find the run canceled and not start it), or its worker is gone.
+            self._instance.report_run_canceled(run, message="Canceled before a worker began it, or after it died.")
             return True
-        os.kill(pid, _INTERRUPT)
+        os.kill(pid, signal.SIGINT)  # the run ends as Dagster ends an interrupted run: CANCELED
         return True
 
     @property
@@ -133,9 +134,6 @@ class WorkerRunLauncher(RunLauncher, ConfigurableClass):
             if self._owner is not None:
                 self._owner.stop()
                 self._owner = None
-
-
-_INTERRUPT = 2  # SIGINT: the worker's run ends as Dagster ends an interrupted run
 
 
 def _worker_pid(run: DagsterRun) -> int | None:
