@@ -27,7 +27,7 @@ from dagster import DagsterRunStatus
 from stock_assets.errors import CommandError
 from stock_assets.tags import HOST_TAG, PID_TAG
 
-RUNS_AT_ONCE = 2
+RUNS_AT_ONCE = 3  # as many as the `fmp` pool admits (dagster_home/dagster.yaml)
 IN_PROGRESS = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED,
                DagsterRunStatus.QUEUED, DagsterRunStatus.CANCELING]
 

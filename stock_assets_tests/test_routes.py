@@ -231,10 +231,16 @@ def test_on_ultimate_a_first_load_downloads_bulk_profiles_beside_the_history_run
     present = sorted(by_shard(ultimate))
     assert session.partition_key == latest()
     assert shards[0] == PlannedRun(("company_profiles",), present[0])
-    history = shards[1:1 + len(present)]
+    history = [r for r in shards if r.assets == ("price_history", "dividend_history")]
+    profiles = [r for r in shards if r.assets == ("company_profiles",)]
+    assert len(history) + len(profiles) == len(shards)
     assert [r.partition_key for r in history] == present
-    assert {r.assets for r in history} == {("price_history", "dividend_history")}
-    assert shards[1 + len(present):] == [PlannedRun(("company_profiles",), s) for s in present[1:]]
+    assert [r.partition_key for r in profiles] == present
+    # The other profile runs come after the first third of the history runs, spread among the rest.
+    positions = [shards.index(r) for r in profiles[1:]]
+    assert min(positions) > shards.index(history[len(history) // 3 - 1])
+    assert shards[-1] in profiles and shards[-2] in history
+    assert any(shards[i] in history for i in range(min(positions), max(positions))), "spread, not in one block"
 
     run(ultimate, "company_profiles", present[0])  # the day's download, cached
     _, *shards = plan_after_universe(warehouse, instance, day)
