@@ -165,11 +165,11 @@ class Workers:
                 worker.send(functools.partial(execute, planned=busy[worker], tags=tags))
             ready = wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy])
             for worker in list(busy):
-                if worker.conn in ready and worker.conn.poll():
-                    yield busy.pop(worker), worker.conn.recv()
-                elif worker.process.sentinel in ready:
-                    run = busy.pop(worker)
-                    yield run, self._died(worker, run)
+                if worker.conn not in ready and worker.process.sentinel not in ready:
+                    continue
+                outcome = worker.answer()
+                run = busy.pop(worker)
+                yield run, outcome if outcome is not None else self._died(worker, run)
 
     def _idle_worker(self, busy: dict) -> WorkerProcess:
         for worker in self._workers:
@@ -224,6 +224,13 @@ class WorkerProcess:
             self.conn.send(message)
         except (BrokenPipeError, OSError):
             pass  # it died: `map` sees its sentinel
+
+    def answer(self):
+        """What the task it was sent returned; None if it died first (its pipe then reads as EOF)."""
+        try:
+            return self.conn.recv() if self.conn.poll() else None
+        except (EOFError, OSError):
+            return None
 
 
 def _worker_main(conn, parent_pid: int, home: str) -> None:
