@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -121,16 +121,19 @@ class Materialization:
         label = f"{self.stats.route} {self.partition_key}"  # e.g. "profile A1" in the progress lines
         write_s = 0.0
         started = time.monotonic()
-        for chunk in self.fmp.fetch_chunks(items, fetch_one, label=label, log=self.log):
-            chunk_started = time.monotonic()
-            fetched = Fetched([item for item, _ in chunk.results],
-                              [r for _, parsed in chunk.results for r in parsed.records],
-                              [r for _, parsed in chunk.results for r in parsed.rejects])
-            self.stats.rows_written += write(fetched)
-            self.stats.rejects += len(fetched.rejects)
-            elapsed = time.monotonic() - chunk_started
-            write_s += elapsed
-            self.stats.add_phase_time("write", elapsed, sum(weight(item) for item in fetched.items))
+        chunks = self.fmp.fetch_chunks(items, fetch_one, label=label, log=self.log)
+        # Closed however this ends (a failed write, an interruption): its fetchers stop at once.
+        with closing(chunks):
+            for chunk in chunks:
+                chunk_started = time.monotonic()
+                fetched = Fetched([item for item, _ in chunk.results],
+                                  [r for _, parsed in chunk.results for r in parsed.records],
+                                  [r for _, parsed in chunk.results for r in parsed.rejects])
+                self.stats.rows_written += write(fetched)
+                self.stats.rejects += len(fetched.rejects)
+                elapsed = time.monotonic() - chunk_started
+                write_s += elapsed
+                self.stats.add_phase_time("write", elapsed, sum(weight(item) for item in fetched.items))
         summary = chunk.summary if items else FetchSummary(total=0)
         # The workers fetched while this thread wrote: fetch time is what was not writing.
         failed = [f.item for f in summary.failures]

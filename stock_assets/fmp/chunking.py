@@ -23,7 +23,6 @@ T = TypeVar("T")  # an item
 V = TypeVar("V")  # what fetching it returned
 
 
-
 @dataclass(frozen=True)
 class ItemFailure(Generic[T]):
     item: T
@@ -148,7 +147,9 @@ class _Fetchers(Generic[T, V]):
     def __init__(self, items: list[T], fetch_one: Callable[[T], V], threads: int, label: str):
         self._items, self._count, self._fetch_one = iter(items), len(items), fetch_one
         self._lock, self._stop = threading.Lock(), threading.Event()
-        self._done: queue.SimpleQueue[tuple[T, V | None, BaseException | None]] = queue.SimpleQueue()
+        # Bounded: fetchers run ahead of a slow write by this much, not through the whole list
+        # (and the key's allowance) when nobody reads any more.
+        self._done: queue.Queue[tuple[T, V | None, BaseException | None]] = queue.Queue(maxsize=16 * threads)
         self._threads = [threading.Thread(target=self._fetch, name=f"{label}-{i}", daemon=True)
                          for i in range(min(threads, len(items)))]
 
@@ -177,9 +178,22 @@ class _Fetchers(Generic[T, V]):
             if item is _END:
                 return
             try:
-                self._done.put((item, self._fetch_one(item), None))
-            except Exception as error:  # noqa: BLE001 - reported as the item's failure
-                self._done.put((item, None, error))
+                result = (item, self._fetch_one(item), None)
+            except BaseException as error:  # noqa: BLE001 - reported as the item's failure
+                result = (item, None, error)
+                if isinstance(error, FMPError) and error.stops_fetch:
+                    self._stop.set()  # it would fail every item (a bad key): no more calls
+            self._hand_over(result)
+
+    def _hand_over(self, result: tuple[T, V | None, BaseException | None]) -> None:
+        """Into the results, waiting while they are full, unless the fetch was stopped meanwhile."""
+        while True:
+            try:
+                self._done.put(result, timeout=1.0)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    return
 
 
 class _ChunkCutter(Generic[T, V]):
