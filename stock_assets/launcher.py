@@ -16,10 +16,12 @@ same workers. It is the instance's launcher in `dagster_home/dagster.yaml`.
   (`core_execute_run`), tagged with its pid, so `reap_dead_runs` and run
   monitoring (`check_run_worker_health`) see a worker that died.
 - Terminate (the UI's button) interrupts the run's worker (SIGINT): Dagster
-  ends the run CANCELED, and the worker serves on.
+  ends the run CANCELED (so does the worker, if the signal comes while it is
+  still loading the code, and then it exits).
 - A worker runs one version of the code: one started before a source file
-  changed (the UI's "Reload") is retired before it takes another run, and an
-  idle worker exits after `idle_exit_seconds`, giving its memory back.
+  changed (the UI's "Reload") is retired before it takes another run; after
+  `idle_exit_seconds` without a run, the idle workers exit, giving their
+  memory back. When the daemon stops, its workers' runs are interrupted.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
@@ -62,6 +65,12 @@ def execute_launched(instance: DagsterInstance, run_id: str) -> str:
     try:
         for _ in core_execute_run(recon_job_from_origin(run.job_code_origin), run, instance, inject_env_vars=False):
             pass
+    except KeyboardInterrupt:
+        # Terminated while the code was still loading, before Dagster took the signal over.
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status == DagsterRunStatus.CANCELING:
+            instance.report_run_canceled(run, message="Canceled while its worker was loading the code.")
+        raise
     except Exception as error:  # noqa: BLE001 - already in the run's event log; the worker serves on
         return f"{type(error).__name__}: {error}"
     finished = instance.get_run_by_id(run_id)
@@ -70,7 +79,13 @@ def execute_launched(instance: DagsterInstance, run_id: str) -> str:
 
 def code_version() -> tuple[tuple[str, int], ...]:
     """The package's source files and their modification times: a worker runs one version."""
-    return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in PACKAGE.rglob("*.py")))
+    version = []
+    for path in PACKAGE.rglob("*.py"):
+        try:
+            version.append((str(path), path.stat().st_mtime_ns))
+        except OSError:
+            continue  # gone while listed (a checkout), or an editor's dangling lock link
+    return tuple(sorted(version))
 
 
 class WorkerRunLauncher(RunLauncher, ConfigurableClass):
@@ -159,7 +174,7 @@ class _WorkerPool(threading.Thread):
         self._inbox, self._outbox = self._context.Pipe(duplex=False)
         self._send_lock = threading.Lock()
         self._idle: list[tuple[WorkerProcess, tuple]] = []  # with the code version each loaded
-        self._busy: dict[WorkerProcess, tuple] = {}
+        self._busy: dict[WorkerProcess, tuple[str, tuple]] = {}  # the run each executes, and its version
 
     def submit(self, run_id: str | None) -> None:
         with self._send_lock:
@@ -179,20 +194,30 @@ class _WorkerPool(threading.Thread):
                     _retire([w for w, _ in self._idle])
                     self._idle.clear()
                 for worker in busy:
-                    if worker.conn in ready and worker.conn.poll():
-                        worker.conn.recv()
-                        self._idle.append((worker, self._busy.pop(worker)))
-                    elif worker.process.sentinel in ready:
-                        self._busy.pop(worker)
-                        worker.process.join()
-                        reap_dead_runs(self._instance)  # its run ends FAILED, not STARTED forever
+                    if worker.conn not in ready and worker.process.sentinel not in ready:
+                        continue
+                    run_id, version = self._busy.pop(worker)
+                    if worker.answer() is not None and worker.process.is_alive():
+                        self._idle.append((worker, version))
+                    else:  # it died, or exits after an interrupted run
+                        worker.process.join(timeout=30)
+                        self._fail_if_unfinished(run_id, worker.process.exitcode)
                 if self._inbox in ready:
                     run_id = self._inbox.recv()
                     if run_id is None:
                         return
                     self._hand(run_id)
         finally:
+            for worker in self._busy:  # their runs end as Dagster ends interrupted runs
+                os.kill(worker.process.pid, signal.SIGINT)
             _retire([w for w, _ in self._idle] + list(self._busy))
+
+    def _fail_if_unfinished(self, run_id: str, exitcode: int | None) -> None:
+        """A run whose worker died ends FAILED, not STARTED (or STARTING, if it never began) forever."""
+        reap_dead_runs(self._instance)
+        run = self._instance.get_run_by_id(run_id)
+        if run is not None and not run.is_finished:
+            self._instance.report_run_failed(run, message=f"Its worker process ended (exit code {exitcode}).")
 
     def _hand(self, run_id: str) -> None:
         """To an idle worker on today's code, else to a new one; workers on older code retire."""
@@ -205,18 +230,20 @@ class _WorkerPool(threading.Thread):
             else:
                 _retire([candidate])
         worker = worker or WorkerProcess(self._context, self._instance.root_directory)
-        self._busy[worker] = version
+        self._busy[worker] = (run_id, version)
         worker.send(functools.partial(execute_launched, run_id=run_id))
         # The runs the queue admits next find a worker that has loaded the code already.
         while len(self._idle) + len(self._busy) < self._size:
             self._idle.append((WorkerProcess(self._context, self._instance.root_directory), version))
 
 
-def _retire(workers: list[WorkerProcess]) -> None:
+def _retire(workers: list[WorkerProcess], grace_s: float = 20.0) -> None:
+    """Ask each to stop; those still alive after `grace_s` (all together) are killed."""
     for worker in workers:
         worker.send(None)
+    deadline = time.monotonic() + grace_s
     for worker in workers:
-        worker.process.join(timeout=30)
+        worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
         if worker.process.is_alive():
             worker.process.kill()
             worker.process.join()
