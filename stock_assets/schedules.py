@@ -33,6 +33,7 @@ from stock_assets.tags import SYNC_TAG
 from stock_assets.warehouse import WarehouseResource
 
 UNIVERSE = dg.AssetKey("symbols")
+PARTITION_TAG = "dagster/partition"
 
 
 @dg.schedule(job=universe_job, cron_schedule="30 17 * * 1-5", execution_timezone="America/New_York",
@@ -70,9 +71,13 @@ def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: Warehouse
     if run.job_name != splits_job.name or not run.tags.get(SYNC_TAG):
         yield dg.SkipReason(f"Run {run.run_id[:8]} did not refresh the universe alone, nor a sync's splits.")
         return
-    # The splits are stored: a shard whose run began before them restates its split symbols now.
+    # The splits are stored: a shard whose run began before them restates its split symbols now
+    # (one whose run has not begun yet will restate them itself).
     sync_id = run.tags[SYNC_TAG]
-    restate = sorted(warehouse.shards_needing_restatement())
+    waiting = {r.tags.get(PARTITION_TAG) for r in context.instance.get_runs(dg.RunsFilter(
+        tags={SYNC_TAG: sync_id}, statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+                                             dg.DagsterRunStatus.STARTING]))}
+    restate = sorted(warehouse.shards_needing_restatement() - waiting)
     if not restate:
         yield dg.SkipReason(f"No stored history predates a split after the splits run {run.run_id[:8]}.")
     for shard in restate:
