@@ -219,6 +219,27 @@ def test_bulk_profiles_on_ultimate_download_once_for_every_shard(ultimate):
     assert stored == sorted(s for shard in shards[:3] for s in by_shard(ultimate)[shard])
 
 
+def test_a_due_profile_the_bulk_file_lacks_is_fetched_on_its_own(ultimate):
+    """A symbol listed after the day's download (or one FMP's bulk file leaves out) still gets
+    its full profile: one `profile` call, not a silent gap."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    run(ultimate, "symbols")
+    shards = sorted(by_shard(ultimate), key=lambda s: -len(by_shard(ultimate)[s]))
+    run(ultimate, "company_profiles", shards[0])  # downloads and caches the day's file
+    absent = by_shard(ultimate)[shards[1]][0]
+    for part in (ultimate.db.parent / "cache" / "profile-bulk").glob("*/part-*.parquet"):
+        table = pq.read_table(part)
+        pq.write_table(table.filter(pc.not_equal(table["symbol"], absent)), part)
+    paths(ultimate)  # the download's calls, set aside
+    run(ultimate, "company_profiles", shards[1])
+    assert [r["params"]["symbol"] for r in ultimate.sim.requests("profile")] == [absent]
+    assert ultimate.sql("SELECT count(*) FROM market.company_profiles WHERE symbol = ?", [absent]) == [(1,)]
+    meta = metadata(ultimate, "company_profiles", shards[1])
+    assert meta["route"] == "profile-bulk, then profile" and "1 due profiles not in today's bulk file" in meta["notes"]
+
+
 def test_on_ultimate_a_first_load_downloads_bulk_profiles_beside_the_history_runs(ultimate):
     """The first shard's profiles alone first (its run downloads the bulk file), every history run
     next, the other profile runs last; once the download is cached, profiles and history together."""

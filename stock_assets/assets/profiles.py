@@ -57,16 +57,21 @@ def company_profiles(context: dg.AssetExecutionContext, fmp: FMPResource, wareho
         if due and not settings.refresh:
             why = Counter(reasons[s].split(":")[0] for s in due)
             m.log(f"{len(due)} full profiles due: " + ", ".join(f"{n} {r}" for r, n in why.most_common()))
-        if not (due and get_plan(fmp.plan).serves("profile-bulk") and from_bulk(m, due, trading.now_utc().date())):
-            m.stats.route = "profile"
-            summary = m.fetch_and_write(due, fmp.profile, lambda got: warehouse.write_profiles(
+        rest = due
+        if due and get_plan(fmp.plan).serves("profile-bulk"):
+            rest = from_bulk(m, due, trading.now_utc().date())
+        if rest:
+            m.stats.route = "profile" if len(rest) == len(due) else "profile-bulk, then profile"
+            summary = m.fetch_and_write(rest, fmp.profile, lambda got: warehouse.write_profiles(
                 got.records, fetched_at=trading.now_utc(), rejects=got.rejects, run_id=m.run_id))
             m.count_items(summary.total, [f.item for f in summary.failures])
         return m.result([checks_mod.profiles_fresh(warehouse, m.partition_key, settings.profile_max_age_days)])
 
 
-def from_bulk(m: Materialization, due: list[str], today: dt.date) -> bool:
-    """The due profiles from today's cached `profile-bulk`; False when the plan refuses it (402)."""
+def from_bulk(m: Materialization, due: list[str], today: dt.date) -> list[str]:
+    """The due profiles from today's cached `profile-bulk`; returns the due symbols it lacks, for
+    per-symbol calls (all of them when the plan refuses it, 402; those listed after the day's
+    download, or that FMP's bulk file leaves out)."""
     try:
         with m.stats.phase("fetch") as phase:
             table = bulk_profiles(m.fmp, bulk_cache(m.warehouse), today, m.log, m.warehouse.universe_symbols())
@@ -76,12 +81,16 @@ def from_bulk(m: Materialization, due: list[str], today: dt.date) -> bool:
         note = "profile-bulk is not in the plan (402); falling back to per-symbol profile calls"
         m.stats.notes.append(note)
         m.warn(f"{note}: {error}")
-        return False
+        return due
+    found = set(table["symbol"].to_pylist())
     m.stats.route = "profile-bulk"
     m.write(lambda: m.warehouse.write_profiles(table), table.num_rows)
-    m.count_items(len(due))
-    m.stats.optimized("bulk profiles", len(due), len(due), max(0, len(due) - m.stats.api_calls))
-    return True
+    m.count_items(len(found))
+    m.stats.optimized("bulk profiles", len(due), len(found), max(0, len(found) - m.stats.api_calls))
+    lacking = [s for s in due if s not in found]
+    if lacking:
+        m.stats.notes.append(f"{len(lacking)} due profiles not in today's bulk file: fetched one by one")
+    return lacking
 
 
 def bulk_cache(warehouse: WarehouseResource) -> Path:
@@ -115,7 +124,9 @@ def bulk_profiles(fmp: FMPResource, cache_dir: Path, today: dt.date, log, wanted
                     parsed = fmp.profile_bulk(part)
                     if parsed is None:
                         break
-                    pq.write_table(profiles_table(parsed.records, fetched_at), target)
+                    partial = target.with_suffix(".partial")  # a killed write leaves no unreadable part
+                    pq.write_table(profiles_table(parsed.records, fetched_at), partial)
+                    partial.replace(target)
                     log(f"profile-bulk part {part}: {len(parsed.records)} profiles cached")
                 missing -= set(pq.read_table(target, columns=["symbol"])["symbol"].to_pylist())
             done.touch()
