@@ -85,7 +85,8 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
             tuple(HISTORY_ASSETS) if shard in history else ())
         if assets:
             runs.append(PlannedRun(_names(assets), shard))
-    if get_plan(Config.from_env().plan).serves("profile-bulk") and not bulk_profiles_cached(warehouse, trading.now_utc().date()):
+    bulk = get_plan(Config.from_env().plan).serves("profile-bulk")
+    if bulk and not bulk_profiles_cached(warehouse, trading.now_utc().date()):
         return runs[:1] + bulk_download_first(runs[1:])
     return runs
 

@@ -192,7 +192,8 @@ def test_a_pool_full_of_live_runs_is_named_instead_of_waited_on(small, tmp_path)
     instance = small.instance()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        holders = [_run_in_progress(instance, sleeper.pid) for _ in range(2)]
+        limit = instance.global_op_concurrency_default_limit  # the project's dagster.yaml: 3
+        holders = [_run_in_progress(instance, sleeper.pid) for _ in range(limit)]
         done = cli(tmp_path, "sync", timeout=120)
     finally:
         sleeper.kill()
@@ -202,7 +203,7 @@ def test_a_pool_full_of_live_runs_is_named_instead_of_waited_on(small, tmp_path)
     assert len(lines) == 1, done.stderr
     assert "`fmp` pool" in lines[0] and all(r.run_id[:8] in lines[0] for r in holders)
     assert small.sim.requests() == []  # nothing was started
-    assert len(instance.get_runs()) == 2
+    assert len(instance.get_runs()) == limit
 
 
 # -- readers -------------------------------------------------------------------------------

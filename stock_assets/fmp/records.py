@@ -246,7 +246,7 @@ def parse_rows(model: type[R], rows: Iterable[Any], source: str, key: str = "") 
 BAR_COLUMNS = pa.schema([("symbol", pa.string()), ("date", pa.date32()), ("open", pa.float64()),
                          ("high", pa.float64()), ("low", pa.float64()), ("close", pa.float64()),
                          ("volume", pa.int64())])
-_REQUIRED = ("symbol", "date", "open", "high", "low", "close")
+_REQUIRED = tuple(name for name, spec in HistoricalBar.model_fields.items() if spec.is_required())
 
 
 @dataclass
