@@ -7,15 +7,10 @@ thread-safe: it reconfigures logging per run), each executing its share one
 after another. Every run lands in the persistent instance, tagged with the
 pid and host of the process executing it.
 
-However the command ends, its workers end with it:
-- a worker asks the kernel for SIGTERM when its parent dies (Linux's
-  parent-death signal; a watchdog thread checks the parent's pid elsewhere);
-- SIGTERM or SIGINT interrupts a worker's run once: Dagster ends it FAILURE
-  (so its partitions show FAILED and `backfill-failed` picks them up), the
-  chunks already written stay written, and the worker exits; a worker that
-  has not exited 15 s after its first signal exits hard;
-- on Ctrl-C or SIGTERM the command stops its workers within seconds
-  (`Workers.stop`) and marks any run they left in progress as failed.
+However the command ends, its workers end with it (`workers.WorkerProcess`:
+a parent-death signal, one interruption, a hard exit 15 s later); on Ctrl-C
+or SIGTERM the command stops its workers within seconds (`Workers.stop`) and
+marks any run they left in progress as failed.
 
 A run whose process was killed (SIGKILL, a crash, a power cut) stays STARTED
 in the instance: `instance_health.reap_dead_runs` finds such runs by their
@@ -24,17 +19,11 @@ pid tag and marks them FAILED, and frees any concurrency slot they held.
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import logging
 import multiprocessing
-import os
 import re
 import signal
-import sys
-import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,17 +32,15 @@ from multiprocessing.connection import wait as wait_for
 
 import dagster as dg
 
-from stock_assets.instance_health import RUNS_AT_ONCE, fail_own_unfinished_runs, process_tags, reap_dead_runs
+from stock_assets.instance_health import RUNS_AT_ONCE, process_tags, reap_dead_runs
 from stock_assets.plan import PlannedRun
 from stock_assets.tags import BACKFILL_TAG, SYNC_TAG
+from stock_assets.workers import WorkerProcess, quiet_interruptions_in_cleanup
 
 # The terminal shows the command's own lines; Dagster's step-by-step events stay
 # in the instance (the UI shows them), and its console stays quiet: a failure is
 # summed up by the command in a few lines.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-# A worker interrupted by a signal normally ends its run in about a second
-# (Dagster records the failure, the metrics are written); past this it exits hard.
-HARD_EXIT_AFTER_S = 15.0
 # How long the command waits for interrupted workers before killing them.
 STOP_GRACE_S = 8.0
 
@@ -206,126 +193,6 @@ class Workers:
         self._workers.clear()
 
 
-class WorkerProcess:
-    """A process that executes the tasks it is sent (`task(instance)`), one at a time, until sent None.
-
-    A task is a planned run (`execute`) or a run the daemon launched (`launcher.execute_launched`).
-    """
-
-    def __init__(self, context, home: str):
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, os.getpid(), home), daemon=False,
-                                       name="stock-assets-worker")
-        self.process.start()
-        child.close()
-
-    def send(self, message) -> None:
-        try:
-            self.conn.send(message)
-        except (BrokenPipeError, OSError):
-            pass  # it died: `map` sees its sentinel
-
-    def answer(self):
-        """What the task it was sent returned; None if it died first (its pipe then reads as EOF)."""
-        try:
-            return self.conn.recv() if self.conn.poll() else None
-        except (EOFError, OSError):
-            return None
-
-
-def _worker_main(conn, parent_pid: int, home: str) -> None:
-    """A worker: execute the tasks the parent sends until told to stop, interrupted, or orphaned."""
-    _end_with_parent(parent_pid)
-    _interrupt_once_on(signal.SIGTERM, signal.SIGINT)
-    _quiet_interruptions_in_cleanup()
-    instance = None
-    try:
-        instance = dg.DagsterInstance.from_config(home)
-        while True:
-            message = conn.recv()
-            if message is None:
-                break
-            conn.send(message(instance))  # a task: planned run, or a run the daemon launched
-            if _INTERRUPTED.is_set():
-                break
-    except BaseException as error:
-        if not isinstance(error, (EOFError, OSError, KeyboardInterrupt)):
-            traceback.print_exc()  # a bug: say where before the hard exit below
-        if instance is not None:
-            fail_own_unfinished_runs(instance)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Not a normal exit: the HTTP client's threads may still be waiting on
-        # calls nobody needs any more.
-        os._exit(0)
-
-
-_INTERRUPTED = threading.Event()
-
-
-def _interrupt_once_on(*signums: int) -> None:
-    """The first signal interrupts the run in progress; later ones are absorbed.
-
-    A second interruption would break Dagster's own recording of the first
-    (the run's failure), leaving the run STARTED.
-    """
-    def handler(signum, frame):
-        if _INTERRUPTED.is_set():
-            return
-        _INTERRUPTED.set()
-        threading.Timer(HARD_EXIT_AFTER_S, os._exit, args=(1,)).start()
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    for signum in signums:
-        signal.signal(signum, handler)
-
-
-def _quiet_interruptions_in_cleanup() -> None:
-    """No traceback on the terminal for an interruption that lands in someone's cleanup.
-
-    A signal that arrives while Python runs a destructor is printed as "Exception
-    ignored in ..." with a traceback, and one that arrives while a library closes
-    a connection is logged by it with one ("Exception closing connection"): on a
-    Ctrl-C that is noise. Any other error is printed as before.
-    """
-    from dagster._core.errors import DagsterExecutionInterruptedError  # what Dagster raises for a signal
-
-    interruptions = (KeyboardInterrupt, DagsterExecutionInterruptedError)
-    default = sys.unraisablehook
-
-    def hook(unraisable) -> None:
-        if not isinstance(unraisable.exc_value, interruptions):
-            default(unraisable)
-
-    def not_an_interruption(record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], interruptions))
-
-    sys.unraisablehook = hook
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(not_an_interruption)
-
-
-def _end_with_parent(parent_pid: int) -> None:
-    """Get SIGTERM when the parent dies, however it dies (SIGKILL included)."""
-    PR_SET_PDEATHSIG = 1
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: the watchdog below is the only guard
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
-        os._exit(1)
-
-    def watchdog() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watchdog, name="parent-watchdog", daemon=True).start()
-
-
 # -- the command's side ------------------------------------------------------------------
 
 _SIGNALLED: list[int] = []  # the signal that interrupted this command, if any
@@ -348,7 +215,7 @@ def interruptible() -> Iterator[None]:
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     _SIGNALLED.clear()
-    _quiet_interruptions_in_cleanup()
+    quiet_interruptions_in_cleanup()
     for signum in saved:
         signal.signal(signum, interrupt)
     try:
