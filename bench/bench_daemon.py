@@ -36,15 +36,6 @@ from stock_assets.tags import SYNC_TAG  # noqa: E402
 from stock_assets_tests.ui_support import dagster_dev  # noqa: E402
 
 BIN = Path(sys.executable).parent
-LAUNCH = """
-mutation($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}"""
 
 
 def side(work: Path, sim: Simulator, limit: int) -> dict[str, str]:
@@ -83,12 +74,7 @@ def daemon(work: Path, env: dict[str, str], timeout_s: float) -> dict[str, float
     try:
         with dagster_dev(work) as ui:
             started = time.time()
-            answer = ui.graphql(LAUNCH, {"params": {
-                "selector": {"repositoryLocationName": "stock_assets", "repositoryName": "__repository__",
-                             "jobName": "universe"},
-                "runConfigData": {}, "executionMetadata": {"tags": [{"key": SYNC_TAG, "value": "bench-daemon"}]}}})
-            if answer["data"]["launchRun"]["__typename"] != "LaunchRunSuccess":
-                raise SystemExit(f"could not launch the universe run: {answer}")
+            ui.launch_job("universe", {SYNC_TAG: "bench-daemon"})
             wait_until_settled(Path(env["DAGSTER_HOME"]), timeout_s)
     finally:
         os.environ.clear()

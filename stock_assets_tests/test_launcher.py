@@ -25,29 +25,10 @@ from stock_assets_tests.ui_support import dagster_dev
 
 pytestmark = pytest.mark.slow
 
-LAUNCH = """
-mutation($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}"""
-
 TERMINATE = """
 mutation($runId: String!) {
   terminateRun(runId: $runId) { __typename ... on PythonError { message } }
 }"""
-
-
-def launch_universe(ui, tags: dict[str, str] | None = None) -> str:
-    answer = ui.graphql(LAUNCH, {"params": {
-        "selector": {"repositoryLocationName": "stock_assets", "repositoryName": "__repository__",
-                     "jobName": "universe"},
-        "runConfigData": {},
-        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}}})
-    assert answer["data"]["launchRun"]["__typename"] == "LaunchRunSuccess", answer
-    return answer["data"]["launchRun"]["run"]["runId"]
 
 
 def test_daemon_runs_share_worker_processes_that_end_cancel_and_die_cleanly(platform, tmp_path):
@@ -55,7 +36,7 @@ def test_daemon_runs_share_worker_processes_that_end_cancel_and_die_cleanly(plat
         daemon_pid = next(pid for pid in descendants(ui.process.pid) if "dagster._daemon" in _cmdline(pid))
 
         # A daily sync through the schedule's job: a dozen runs on a few workers of the daemon.
-        launch_universe(ui, {SYNC_TAG: "launcher-test"})
+        ui.launch_job("universe", {SYNC_TAG: "launcher-test"})
 
         def settled():
             runs = platform.instance().get_runs(dg.RunsFilter(tags={SYNC_TAG: "launcher-test"}))
@@ -76,7 +57,7 @@ def test_daemon_runs_share_worker_processes_that_end_cancel_and_die_cleanly(plat
         # Every call now refused: a run hangs on retries until it is stopped.
         httpx.post(f"{platform.sim.root_url}/_sim/config", json={"rate_limit_per_min": 1, "reset_limits": True})
 
-        canceled = launch_universe(ui)
+        canceled = ui.launch_job("universe")
         started = wait_for("the run to cancel did not start", lambda: _started(platform, canceled), 120,
                            ui.log_tail)
         assert ui.graphql(TERMINATE, {"runId": canceled})["data"]["terminateRun"]["__typename"] == \
@@ -85,7 +66,7 @@ def test_daemon_runs_share_worker_processes_that_end_cancel_and_die_cleanly(plat
                  lambda: platform.instance().get_run_by_id(canceled).status == DagsterRunStatus.CANCELED, 60,
                  ui.log_tail)
 
-        killed = launch_universe(ui)
+        killed = ui.launch_job("universe")
         started = wait_for("the run to kill did not start", lambda: _started(platform, killed), 120, ui.log_tail)
         os.kill(int(started.tags[PID_TAG]), signal.SIGKILL)
         run = wait_for("the run of the killed worker did not end FAILED",
@@ -95,7 +76,7 @@ def test_daemon_runs_share_worker_processes_that_end_cancel_and_die_cleanly(plat
         # The key works again: the next run (on the worker that outlived its canceled run, or a new one)
         # succeeds.
         httpx.post(f"{platform.sim.root_url}/_sim/config", json={"rate_limit_per_min": 60_000, "reset_limits": True})
-        again = launch_universe(ui)
+        again = ui.launch_job("universe")
         run = wait_for("the run after the kill did not end", lambda: _finished(platform, again), 120, ui.log_tail)
         assert run.status == DagsterRunStatus.SUCCESS
         workers = {int(r.tags[PID_TAG]) for r in platform.instance().get_runs() if PID_TAG in r.tags}

@@ -59,6 +59,17 @@ query {
 """
 
 
+_LAUNCH_RUN = """
+mutation($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+
+
 def chromium_path() -> str | None:
     for candidate in (os.environ.get("CHROMIUM_PATH"), *CHROMIUM_CANDIDATES, shutil.which("chromium")):
         if candidate and os.path.exists(candidate):
@@ -83,6 +94,17 @@ class DagsterUI:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
+
+    def launch_job(self, job: str, tags: dict[str, str] | None = None) -> str:
+        """Launch one of the code location's jobs as the UI's Launchpad (or a schedule) does; its run id."""
+        answer = self.graphql(_LAUNCH_RUN, {"params": {
+            "selector": {"repositoryLocationName": "stock_assets", "repositoryName": "__repository__",
+                         "jobName": job},
+            "runConfigData": {},
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}}})
+        if answer["data"]["launchRun"]["__typename"] != "LaunchRunSuccess":
+            raise RuntimeError(f"could not launch the {job} job: {answer}")
+        return answer["data"]["launchRun"]["run"]["runId"]
 
     def graphql(self, query: str, variables: dict | None = None, timeout: float = 10) -> dict:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
