@@ -45,8 +45,8 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from stock_assets.instance_health import alive, process_tags, reap_dead_runs
-from stock_assets.workers import WorkerProcess
 from stock_assets.tags import HOST_TAG, PID_TAG
+from stock_assets.workers import WorkerProcess
 
 PACKAGE = Path(__file__).resolve().parent
 

@@ -103,10 +103,9 @@ def bulk_download_first(shard_runs: list[PlannedRun]) -> list[PlannedRun]:
     (~1 s each, no call): spread among history runs, the other workers' calls go on meanwhile;
     queued last, they were a tail of ~11 s without a call (4,000 symbols, bench_daily).
     """
-    both = [r for r in shard_runs if PROFILES.to_user_string() in r.assets and len(r.assets) > 1]
-    if len(both) < 2:
-        return shard_runs
     name = PROFILES.to_user_string()
+    if sum(1 for r in shard_runs if name in r.assets and len(r.assets) > 1) < 2:
+        return shard_runs
     profiles = [PlannedRun((name,), r.partition_key) for r in shard_runs if name in r.assets]
     history = [PlannedRun(tuple(a for a in r.assets if a != name), r.partition_key)
                for r in shard_runs if set(r.assets) - {name}]

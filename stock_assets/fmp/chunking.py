@@ -163,13 +163,14 @@ class _Fetchers(Generic[T, V]):
 
     def results(self) -> Iterator[tuple[T, V | None, BaseException | None]]:
         """(item, value, error) for every item, in completion order."""
-        for _ in range(self._count):
-            while True:
-                try:
-                    yield self._done.get(timeout=1.0)  # a timeout, so that a signal is seen
-                    break
-                except queue.Empty:
-                    continue
+        delivered = 0
+        while delivered < self._count:
+            try:
+                result = self._done.get(timeout=1.0)  # a timeout, so that a signal is seen
+            except queue.Empty:
+                continue
+            delivered += 1
+            yield result
 
     def _fetch(self) -> None:
         while not self._stop.is_set():
