@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +66,16 @@ class Platform:
                 "settings": SyncSettings(**settings)}
 
     def sql(self, query: str, params=None) -> list[tuple]:
-        with duckdb.connect(str(self.db), read_only=True) as conn:
-            return conn.execute(query, params or []).fetchall()
+        """A reader's query; while a run (the daemon's, in the UI tests) holds the write lock, it waits."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with duckdb.connect(str(self.db), read_only=True) as conn:
+                    return conn.execute(query, params or []).fetchall()
+            except duckdb.IOException as error:
+                if "lock" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
 
 def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, symbols: int = SYMBOLS,
