@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from stock_assets import clock
 from stock_assets.errors import ConfigError
 from stock_assets.fmp import DEFAULT_BASE_URL
 from stock_assets.fmp.plans import PLANS
@@ -50,6 +51,7 @@ class Config:
     sim_rate_per_min: int
     sim_latency_s: float
     sim_seed: int
+    pinned_now: dt.datetime | None  # STOCK_ASSETS_NOW: the clock pinned (clock.now reads it)
 
     @property
     def uses_simulator(self) -> bool:
@@ -73,6 +75,7 @@ class Config:
             sim_rate_per_min=env.positive_int("STOCK_ASSETS_SIM_RATE_PER_MIN", DEFAULT_SIM_RATE_PER_MIN),
             sim_latency_s=env.non_negative_float("STOCK_ASSETS_SIM_LATENCY_S", DEFAULT_SIM_LATENCY_S),
             sim_seed=env.positive_int("STOCK_ASSETS_SIM_SEED", DEFAULT_SIM_SEED),
+            pinned_now=env.moment(clock.ENV),
         )
 
 
@@ -132,6 +135,13 @@ class _Env:
             return dt.date.fromisoformat(value)
         except ValueError:
             raise ConfigError(f"{name}={value!r} is not a date: use YYYY-MM-DD.") from None
+
+    def moment(self, name: str) -> dt.datetime | None:
+        value = self.text(name)
+        try:
+            return clock.parse(value) if value else None
+        except clock.ClockError as error:
+            raise ConfigError(str(error)) from None
 
     def file_path(self, name: str, default: str | None) -> str | None:
         value = self.text(name) or default

@@ -68,7 +68,7 @@ def report_held_partitions(instance: dg.DagsterInstance, warehouse: WarehouseRes
 def _days_held(instance: dg.DagsterInstance, warehouse: WarehouseResource,
                trading_days: dg.TimeWindowPartitionsDefinition, held: DayAsset) -> list[dg.AssetMaterialization]:
     key = dg.AssetKey(held.asset)
-    days = [dt.date.fromisoformat(k) for k in _without_status(instance, key, trading_days.get_partition_keys(),
+    days = [dt.date.fromisoformat(k) for k in _without_status(instance, key, trading_days.get_partition_keys(current_time=trading.now_utc()),
                                                                trading_days)]
     if not days:
         return []
@@ -95,7 +95,7 @@ def _splits_days_held(instance: dg.DagsterInstance, warehouse: WarehouseResource
     if span is None:
         return []
     key = dg.AssetKey("splits")
-    days = [k for k in _without_status(instance, key, trading_days.get_partition_keys(), trading_days)
+    days = [k for k in _without_status(instance, key, trading_days.get_partition_keys(current_time=trading.now_utc()), trading_days)
             if span[0].isoformat() <= k <= span[1].isoformat()]
     if not days:
         return []

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from stock_assets import clock
 from stock_assets.config import Config
 from fmp_simulator import Faults, SimConfig, SimulatorServer
 
@@ -28,6 +29,7 @@ def simulator_config(config: Config) -> SimConfig:
         api_keys=(DEMO_KEY,),
         rate_limit_per_min=config.sim_rate_per_min,
         faults=Faults(latency_s=config.sim_latency_s),
+        now=clock.now,  # the platform's clock: STOCK_ASSETS_NOW moves both
     )
 
 

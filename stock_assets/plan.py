@@ -191,7 +191,7 @@ def _unpartitioned_needs_run(instance: dg.DagsterInstance, key: dg.AssetKey) -> 
 def _partitions_to_run(instance: dg.DagsterInstance, asset: dg.AssetsDefinition,
                        all_missing: bool, shards_present: set[str]) -> list[str]:
     partitions_def = asset.partitions_def
-    keys = list(partitions_def.get_partition_keys())
+    keys = list(partitions_def.get_partition_keys(current_time=trading.now_utc()))
     status = instance.get_status_by_partition(asset.key, keys, partitions_def) or {}
     failed = [k for k in keys if status.get(k) == AssetPartitionStatus.FAILED]
     if isinstance(partitions_def, dg.StaticPartitionsDefinition):

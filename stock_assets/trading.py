@@ -12,6 +12,8 @@ from functools import lru_cache
 import exchange_calendars
 import pandas as pd
 
+from stock_assets import clock
+
 NEW_YORK = "America/New_York"
 CALENDAR_START = "1990-01-01"
 
@@ -39,7 +41,8 @@ def session_close(day: dt.date) -> dt.datetime:
 
 
 def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    """The platform's clock (`clock.now`: STOCK_ASSETS_NOW pins it)."""
+    return clock.now()
 
 
 def last_closed_session(now: dt.datetime | None = None) -> dt.date:

@@ -18,7 +18,7 @@ import duckdb
 import pandas
 import pytest
 
-from stock_assets import trading
+from stock_assets import clock, trading
 
 from stock_assets.fmp import FMPResource
 from stock_assets.plan import PlannedRun, plan_after_universe
@@ -33,7 +33,21 @@ TEST_KEY = "test-key-5f1c9e"
 # Enough symbols to fill a dozen shards (every path runs, a shard holds two or more), few enough
 # that a first sync is a dozen runs: the suite runs dozens of first syncs.
 SYMBOLS = 20
-TEST_TRADING_DAYS_START = (dt.date.today() - dt.timedelta(days=120)).isoformat()
+# Every test runs at a pinned instant (the platform's clock, `STOCK_ASSETS_NOW`, which the
+# simulator follows too): a Friday evening two hours after the close, so no outcome depends on the
+# day the suite runs. A test that needs another hour moves the clock (`set_clock`).
+PINNED_NOW = dt.datetime(2026, 12, 4, 18, 0, tzinfo=clock.NEW_YORK)
+TEST_TRADING_DAYS_START = (PINNED_NOW.date() - dt.timedelta(days=120)).isoformat()
+
+
+@pytest.fixture(autouse=True)
+def pinned_clock(monkeypatch):
+    set_clock(monkeypatch, PINNED_NOW)
+
+
+def set_clock(monkeypatch: pytest.MonkeyPatch, moment: dt.datetime) -> None:
+    """Move the platform's clock, the simulator's (it reads the same one) and every process started after."""
+    monkeypatch.setenv(clock.ENV, clock.setting(moment))
 
 
 def configured_trading_days() -> dg.TimeWindowPartitionsDefinition:
@@ -83,7 +97,9 @@ def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, symbols: i
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    config = SimConfig(seed=11, n_symbols=symbols, plan=plan, api_keys=(TEST_KEY,),
+    if "now" in sim_options:  # the simulator reads the platform's clock: set it there
+        set_clock(monkeypatch, sim_options.pop("now"))
+    config = SimConfig(seed=11, n_symbols=symbols, plan=plan, api_keys=(TEST_KEY,), now=clock.now,
                        rate_limit_per_min=60_000, bulk_min_interval_s=0.0, faults=Faults(), **sim_options)
     sim = SimulatorServer(config, host="127.0.0.1", port=0)
     sim.start()
@@ -144,7 +160,7 @@ def daily_sync(platform, day: dt.date) -> int:
 
 def assert_warehouse_matches_truth(platform: Platform) -> None:
     """Every symbol of the simulator's universe: its bars, dividends and profile as FMP serves them."""
-    from stock_assets import trading
+    from stock_assets import clock, trading
     from stock_assets.assets.prices import history_start
 
     truth = platform.sim.truth

@@ -15,14 +15,14 @@ import time
 import dagster as dg
 import pytest
 
-from stock_assets import checks, trading
+from stock_assets import checks, clock, trading
 from stock_assets.assets import assets_for
 from stock_assets.config import Config
 from stock_assets.plan import plan_after_universe
 from stock_assets.report import load_summary, render_summary
 from stock_assets.resources import SyncSettings
 from stock_assets.tags import SYNC_TAG
-from stock_assets_tests.conftest import SYMBOLS, after_close, daily_sync, make_platform, session
+from stock_assets_tests.conftest import SYMBOLS, after_close, daily_sync, make_platform, session, set_clock
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -32,7 +32,7 @@ def split_platform(tmp_path, monkeypatch):
     from fmp_simulator import GroundTruth, SimConfig
 
     day1, split_day, day2 = session(10), session(5), session(0)
-    probe = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0))
+    probe = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0, now=clock.now))
     payers = {r["symbol"] for r in probe.universe() if r["lastAnnualDividend"]}
     forward = next(s for s in probe.symbols() if s in payers)
     reverse = next(s for s in probe.symbols() if s not in payers and s[0] != forward[0])
@@ -69,7 +69,7 @@ def truth_bars(platform, symbol: str, first: str) -> dict[str, tuple]:
 
 def test_a_split_between_two_syncs_is_restated(split_platform, monkeypatch):
     platform, (day1, split_day, day2), (forward, reverse) = split_platform
-    monkeypatch.setattr(trading, "now_utc", lambda: after_close(day1))
+    set_clock(monkeypatch, after_close(day1))
     materialize(platform, "symbols")
     shards = {shard for (shard,) in platform.sql(
         "SELECT DISTINCT shard FROM market.symbols WHERE symbol IN (?, ?)", [forward, reverse])}
@@ -79,8 +79,7 @@ def test_a_split_between_two_syncs_is_restated(split_platform, monkeypatch):
     assert before[forward] == truth_bars(platform, forward, first)
 
     # The clocks pass the split days.
-    platform.sim.config.now = after_close(day2)
-    monkeypatch.setattr(trading, "now_utc", lambda: after_close(day2))
+    set_clock(monkeypatch, after_close(day2))
     materialize(platform, "symbols")
     materialize(platform, "splits", day2.isoformat())
     splits = platform.sql("SELECT symbol, numerator, denominator FROM market.splits ORDER BY symbol")
@@ -159,21 +158,19 @@ def test_a_delisted_symbol_keeps_its_rows_and_costs_no_more_calls(tmp_path, monk
     from fmp_simulator import GroundTruth, SimConfig
 
     day1, delist_day, day2 = session(10), session(5), session(0)
-    probe = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0))
+    probe = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0, now=clock.now))
     gone = probe.symbols()[7]
     platform = make_platform(tmp_path, monkeypatch, now=after_close(day1), split_rate_per_symbol_week=0.0,
                              delistings=((gone, delist_day),))
     try:
-        monkeypatch.setattr(trading, "now_utc", lambda: after_close(day1))
+        set_clock(monkeypatch, after_close(day1))
         materialize(platform, "symbols")
         (shard,), = platform.sql("SELECT shard FROM market.symbols WHERE symbol = ?", [gone])
         sync_shards(platform, day1, {shard})
         materialize(platform, "company_profiles", shard)
         bars = platform.sql("SELECT count(*) FROM market.prices WHERE symbol = ?", [gone])[0][0]
         assert bars > 0
-
-        platform.sim.config.now = after_close(day2)
-        monkeypatch.setattr(trading, "now_utc", lambda: after_close(day2))
+        set_clock(monkeypatch, after_close(day2))
         materialize(platform, "symbols")
         (listed, last_listed, delisted), = platform.sql(
             "SELECT listed, last_listed, delisted_date FROM market.symbols WHERE symbol = ?", [gone])
@@ -200,20 +197,18 @@ def test_a_renamed_company_is_followed_under_its_new_symbol(tmp_path, monkeypatc
     from fmp_simulator import GroundTruth, SimConfig
 
     day1, rename_day, day2 = session(10), session(5), session(0)
-    old = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0)).symbols()[9]
+    old = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0, now=clock.now)).symbols()[9]
     new = "ZQRN"
     platform = make_platform(tmp_path, monkeypatch, now=after_close(day1), split_rate_per_symbol_week=0.0,
                              renames=((old, new, rename_day),))
     try:
-        monkeypatch.setattr(trading, "now_utc", lambda: after_close(day1))
+        set_clock(monkeypatch, after_close(day1))
         materialize(platform, "symbols")
         (old_shard,), = platform.sql("SELECT shard FROM market.symbols WHERE symbol = ?", [old])
         sync_shards(platform, day1, {old_shard})
         old_bars = platform.sql("SELECT count(*) FROM market.prices WHERE symbol = ?", [old])[0][0]
         assert old_bars > 0
-
-        platform.sim.config.now = after_close(day2)
-        monkeypatch.setattr(trading, "now_utc", lambda: after_close(day2))
+        set_clock(monkeypatch, after_close(day2))
         materialize(platform, "symbols")
         assert platform.sql("SELECT old_symbol, new_symbol, date FROM market.symbol_changes") == [
             (old, new, rename_day)]
@@ -318,7 +313,7 @@ def test_one_daily_sync_after_a_split_a_reverse_split_a_rename_and_a_delisting(t
     from fmp_simulator import GroundTruth, SimConfig
 
     day1, action_day, day2 = session(10), session(5), session(0)
-    probe = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0))
+    probe = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0, now=clock.now))
     payers = [s for s in probe.symbols() if s in {r["symbol"] for r in probe.universe() if r["lastAnnualDividend"]}]
     others = [s for s in probe.symbols() if s not in payers]
     forward, reverse, old, gone = payers[0], others[0], others[1], others[2]
@@ -334,9 +329,8 @@ def test_one_daily_sync_after_a_split_a_reverse_split_a_rename_and_a_delisting(t
     calls = {}
     try:
         for day in (day1, day2):
-            monkeypatch.setattr(trading, "now_utc", lambda day=day: after_close(day))
+            set_clock(monkeypatch, after_close(day))
             for name, platform, env in (("twin", twin, twin_env), ("real", real, real_env)):
-                platform.sim.config.now = after_close(day)
                 for key, value in env.items():
                     monkeypatch.setenv(key, value)
                 calls[name, day] = daily_sync(platform, day)

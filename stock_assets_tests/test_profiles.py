@@ -12,10 +12,10 @@ import dagster as dg
 import pytest
 
 from fmp_simulator import GroundTruth, SimConfig
-from stock_assets import trading
+from stock_assets import clock, trading
 from stock_assets.profile_refresh import todays_slice
 from stock_assets.tags import SYNC_TAG
-from stock_assets_tests.conftest import SYMBOLS, after_close, daily_sync, make_platform, session
+from stock_assets_tests.conftest import SYMBOLS, after_close, daily_sync, make_platform, session, set_clock
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -30,7 +30,7 @@ def sync_runs(platform, day) -> list[dg.DagsterRun]:
 
 def test_the_screener_layer_is_daily_and_a_full_profile_comes_only_when_due(tmp_path, monkeypatch):
     day1, day2, day3 = session(2), session(1), session(0)
-    probe = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0))
+    probe = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0, now=clock.now))
     symbols = probe.symbols()
     reclassified, listed = symbols[2], symbols[7]
     sector = next(s for s in ("Energy", "Utilities") if s != probe.profile(reclassified)["sector"])
@@ -40,8 +40,7 @@ def test_the_screener_layer_is_daily_and_a_full_profile_comes_only_when_due(tmp_
     wh = platform.resources()["warehouse"]
 
     def sync(day) -> set[str]:
-        monkeypatch.setattr(trading, "now_utc", lambda: after_close(day))
-        platform.sim.config.now = after_close(day)
+        set_clock(monkeypatch, after_close(day))
         daily_sync(platform, day)
         return profile_calls(platform)
 
@@ -60,7 +59,11 @@ def test_the_screener_layer_is_daily_and_a_full_profile_comes_only_when_due(tmp_
         assert ipo == day2  # the new symbol's full profile, the day it listed
 
         # A symbol whose price moved but is not due: no call, yet its daily columns are the screener's.
-        quiet = next(s for s in sorted(set(symbols) - called))
+        # (a symbol whose close moved between the two sessions, by the simulator's own bars: a price
+        # quoted to the cent can stand still for a day)
+        truth = platform.sim.truth
+        quiet = next(s for s in sorted(set(symbols) - called)
+                     if len({b["close"] for b in truth.eod_bars(s, day1, day2)}) == 2)
         screener = next(r for r in platform.sim.truth.screener_rows() if r["symbol"] == quiet)
         (price, market_cap, fetched_at, screened_at), = platform.sql(
             "SELECT price, market_cap, fetched_at, screened_at FROM market.company_profiles WHERE symbol = ?",

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from stock_assets import trading
+from stock_assets import clock, trading
 from stock_assets.assets import assets_for
 from stock_assets.config import Config
 from stock_assets.assets.prices import history_start
@@ -24,7 +24,7 @@ from stock_assets.plan import PlannedRun
 from stock_assets.partitions import latest_session_day, shard_of, symbol_shards, trading_days
 from stock_assets_tests.conftest import configured_trading_days
 from stock_assets.resources import SyncSettings
-from stock_assets_tests.conftest import make_platform
+from stock_assets_tests.conftest import make_platform, set_clock
 
 HOLIDAYS = ["2026-09-07", "2026-11-26"]  # Labor Day; Thanksgiving
 PER_SYMBOL = ("historical-price-eod/full", "profile", "dividends")
@@ -111,8 +111,7 @@ def past_session() -> str:
 
 def latest() -> str:
     day = trading.last_closed_session().isoformat()
-    if day not in trading_days.get_partition_keys():
-        pytest.skip("between the close and 17:00 ET the latest session's partition does not exist yet")
+    assert day in trading_days.get_partition_keys(current_time=trading.now_utc())  # the clock is pinned after 17:00
     return day
 
 
@@ -356,7 +355,7 @@ def test_a_full_profile_is_due_when_new_or_changed_on_the_screener_not_when_its_
 # ----------------------------------------------------------------------------- 2. holidays
 @pytest.mark.parametrize("holiday", HOLIDAYS)
 def test_holiday_costs_no_call_and_says_market_closed(platform, holiday):
-    assert holiday in configured_trading_days().get_partition_keys()
+    assert holiday in configured_trading_days().get_partition_keys(current_time=trading.now_utc())
     run(platform, "symbols")
     for asset in ("daily_prices", "dividends"):
         result = run(platform, asset, holiday)
@@ -412,7 +411,7 @@ def test_a_session_that_has_not_closed_refuses_to_run(platform, monkeypatch):
     run(platform, "symbols")
     # The partitions definition does not even offer a day whose window has not opened.
     future = (trading.last_closed_session() + dt.timedelta(days=10)).isoformat()
-    assert future not in trading_days.get_partition_keys()
+    assert future not in trading_days.get_partition_keys(current_time=trading.now_utc())
     with pytest.raises(Exception, match=future):
         run(platform, "daily_prices", future)
     assert calls(platform) == 0
@@ -420,7 +419,7 @@ def test_a_session_that_has_not_closed_refuses_to_run(platform, monkeypatch):
     # The asset's own check: the latest session's partition, run before that session's close.
     day = trading.last_closed_session()
     before_close = trading.session_close(day) - dt.timedelta(hours=2)
-    monkeypatch.setattr(trading, "now_utc", lambda: before_close)
+    set_clock(monkeypatch, before_close)
     for asset in ("daily_prices", "dividends"):
         result = run(platform, asset, day.isoformat(), raise_on_error=False)
         assert not result.success

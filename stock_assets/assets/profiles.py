@@ -114,7 +114,7 @@ def bulk_profiles(fmp: FMPResource, cache_dir: Path, today: dt.date, log, wanted
     done = day_dir / "complete"
     with FileLock(str(day_dir / ".lock")):
         if not done.exists():
-            fetched_at = dt.datetime.now(dt.timezone.utc)
+            fetched_at = trading.now_utc()
             missing = set(wanted)
             for part in range(MAX_BULK_PARTS):
                 if not missing:

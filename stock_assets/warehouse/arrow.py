@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 
+from stock_assets import clock
 from stock_assets.fmp.records import (
     BAR_COLUMNS, Dividend, EodBar, HistoricalBar, Profile, Quote, Reject, ScreenerRow, Split, SymbolChange)
 
@@ -30,7 +31,7 @@ SOURCE_HISTORICAL = "historical-price-eod/full"
 def utc_naive(value: dt.datetime | None = None) -> dt.datetime:
     """A UTC timestamp without tzinfo, as the warehouse's TIMESTAMP columns store it."""
     if value is None:
-        return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        return clock.now().replace(tzinfo=None)
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 from pydantic import Field
 
+from stock_assets import clock
 from stock_assets.fmp.records import Delisting, Dividend, Profile, Quote, Reject, ScreenerRow, Split, SymbolChange
 
 from . import schema as S
@@ -199,7 +200,7 @@ class WarehouseResource(DuckDBFile):
         """Full profiles (records fetched at `fetched_at`, default now, or a table of cached bulk rows)
         replace the stored ones, both layers."""
         table = profiles if isinstance(profiles, pa.Table) else profiles_table(
-            profiles, fetched_at or dt.datetime.now(dt.timezone.utc))
+            profiles, fetched_at or clock.now())
         return self._write([(S.COMPANY_PROFILES, table)], rejects, run_id)
 
     def write_universe(self, rows: Sequence[ScreenerRow], shard_of: Callable[[str], str],
@@ -459,10 +460,9 @@ class WarehouseResource(DuckDBFile):
     def profile_freshness(self, shard: str, max_age_days: int) -> tuple[int, int]:
         """(the shard's symbols, those whose profile is within `max_age_days`)."""
         (total, fresh), = self._rows(f"""
-            SELECT count(*), count(*) FILTER (WHERE p.fetched_at >= (now() AT TIME ZONE 'UTC')
-                                                                     - to_days(CAST(? AS INTEGER)))
+            SELECT count(*), count(*) FILTER (WHERE p.fetched_at >= ?)
             FROM market.symbols s LEFT JOIN market.company_profiles p USING (symbol)
-            WHERE s.shard = ? AND {_LISTED}""", [max_age_days, shard])
+            WHERE s.shard = ? AND {_LISTED}""", [utc_naive(clock.now() - dt.timedelta(days=max_age_days)), shard])
         return total, fresh
 
     def profile_states(self) -> list[ProfileState]:
