@@ -17,7 +17,6 @@ from stock_assets.profile_refresh import FRESHNESS_SLACK_DAYS
 from stock_assets.run_stats import RunStats
 from stock_assets.warehouse import WarehouseResource
 
-MIN_COVERAGE = 0.98
 MIN_FRESH_SHARE = 0.99
 
 PRICES_SANE = "prices_sane"
@@ -27,6 +26,8 @@ PROFILES_FRESH = "profiles_fresh"
 ITEM_SUCCESS = "item_success_rate"
 SPLITS_RESTATED = "splits_restated"
 NO_SPLIT_JUMPS = "no_split_jumps"
+# Checks a materialization cannot succeed without: failing one fails the partition.
+BLOCKING = {COVERAGE}
 # A close-to-close move within this of a split's ratio, on its ex-date, is the split itself.
 SPLIT_JUMP_TOLERANCE = 0.15
 
@@ -36,7 +37,9 @@ def specs(asset: str, partitions: dg.PartitionsDefinition | None, *names: str) -
     descriptions = {
         PRICES_SANE: "Prices positive, low ≤ open, close ≤ high, volume ≥ 0 in what this run covers.",
         NO_DUPLICATES: "No key appears twice in the asset's table.",
-        COVERAGE: f"A session's bars cover at least {MIN_COVERAGE:.0%} of the active universe.",
+        COVERAGE: "Every symbol listed that session has its bar, or FMP itself has none for it (named, with "
+                  "FMP's answer). Blocking: a partition that lacks one fails, so every route that mends "
+                  "Failed partitions mends it.",
         PROFILES_FRESH: f"At least {MIN_FRESH_SHARE:.0%} of the shard's full profiles are no older than "
                         f"profile_max_age_days + {FRESHNESS_SLACK_DAYS} (the wait for their refresh turn).",
         ITEM_SUCCESS: "The share of the partition's items fetched is within the allowed failure share.",
@@ -47,7 +50,8 @@ def specs(asset: str, partitions: dg.PartitionsDefinition | None, *names: str) -
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned checks: preview in 1.13
-        return [dg.AssetCheckSpec(name, asset=asset, description=descriptions[name], partitions_def=partitions)
+        return [dg.AssetCheckSpec(name, asset=asset, description=descriptions[name], partitions_def=partitions,
+                                  blocking=name in BLOCKING)
                 for name in names]
 
 
@@ -93,12 +97,19 @@ def no_duplicates(warehouse: WarehouseResource, table: str, day: dt.date | None 
 
 
 def coverage(warehouse: WarehouseResource, day: dt.date, session: bool) -> dg.AssetCheckResult:
+    """Complete: every symbol listed that session has its bar, or the source said it has none."""
     if not session:
         return dg.AssetCheckResult(check_name=COVERAGE, passed=True, metadata={"market": "closed"})
-    active, covered = warehouse.day_coverage(day)
-    share = covered / active if active else 1.0
-    return dg.AssetCheckResult(check_name=COVERAGE, passed=share >= MIN_COVERAGE,
-                               metadata={"active_symbols": active, "with_bar": covered, "coverage": share})
+    day_bars = warehouse.day_coverage(day)
+    return dg.AssetCheckResult(
+        check_name=COVERAGE, passed=not day_bars.missing,
+        description=(f"Missing the bars of {len(day_bars.missing)} listed symbols: "
+                     f"{', '.join(day_bars.missing[:20])}" if day_bars.missing else None),
+        metadata={"listed_symbols": len(day_bars.listed), "with_bar": len(day_bars.with_bar),
+                  "missing": len(day_bars.missing), "missing_symbols": ", ".join(day_bars.missing[:50]) or "none",
+                  "no_bar_at_source": len(day_bars.absent),
+                  "no_bar_symbols": "; ".join(f"{s}: {why}" for s, why in list(day_bars.absent.items())[:50])
+                  or "none"})
 
 
 def profiles_fresh(warehouse: WarehouseResource, shard: str, max_age_days: int) -> dg.AssetCheckResult:

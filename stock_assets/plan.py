@@ -48,6 +48,7 @@ class PlannedRun:
 
 
 PROFILES = dg.AssetKey("company_profiles")
+DAILY_PRICES = dg.AssetKey("daily_prices")
 
 
 def _names(keys: Iterable[dg.AssetKey]) -> tuple[str, ...]:
@@ -61,9 +62,22 @@ def session_run(day: dt.date) -> PlannedRun:
     return PlannedRun(_names(DAILY_ASSETS), day.isoformat())
 
 
+def sessions_to_sync(instance: dg.DagsterInstance, day: dt.date) -> list[dt.date]:
+    """The closed sessions a sync of `day` stores, oldest first: every session after the newest one
+    stored before it (a missed Friday, a week away), and `day` itself. The first sync stores `day`
+    alone: the history load holds the days before it."""
+    done = instance.get_materialized_partitions(DAILY_PRICES)
+    before = [k for k in done if k < day.isoformat()]
+    if not before:
+        return [day]
+    since = dt.date.fromisoformat(max(before)) + dt.timedelta(days=1)
+    gap = [d for d in trading.sessions_between(since, day - dt.timedelta(days=1)) if d.isoformat() not in done]
+    return gap + [day]
+
+
 def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstance,
                         day: dt.date, settings: SyncSettings | None = None) -> list[PlannedRun]:
-    """The runs that follow a fresh universe: the session, then each shard with work to do.
+    """The runs that follow a fresh universe: the sessions to store, then each shard with work to do.
 
     A shard runs `company_profiles` when some of its full profiles are due
     (`profile_refresh`: new, changed on the screener, or on today's turn) or it
@@ -73,7 +87,7 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
     run, and an empty shard has nothing to materialize.
     """
     settings = settings or SyncSettings()
-    runs = [session_run(day)]
+    runs = [session_run(d) for d in sessions_to_sync(instance, day)]
     present = warehouse.shards_present()
     history = (warehouse.shards_needing_history() | warehouse.shards_needing_restatement()
                | _never_materialized(instance, HISTORY_ASSETS))
@@ -87,7 +101,8 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
             runs.append(PlannedRun(_names(assets), shard))
     bulk = get_plan(Config.from_env().plan).serves("profile-bulk")
     if bulk and not bulk_profiles_cached(warehouse, trading.now_utc().date()):
-        return runs[:1] + bulk_download_first(runs[1:])
+        sessions = [r for r in runs if r.assets == session_run(day).assets]
+        return sessions + bulk_download_first(runs[len(sessions):])
     return runs
 
 

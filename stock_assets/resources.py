@@ -23,7 +23,9 @@ class SyncSettings(dg.ConfigurableResource):
     history_start: str | None = None  # or an explicit YYYY-MM-DD
     # A full profile at least this often; the screener layer is refreshed daily (profile_refresh).
     profile_max_age_days: int = 30
-    max_failed_share: float = 0.01  # a partition fails when more of its items fail
+    # A partition fails when more of its items fail after retries. 0: "Materialized" means complete;
+    # what failed shows Failed, and every route that mends Failed partitions fetches it.
+    max_failed_share: float = 0.0
     # Fetch again what the warehouse already holds fresh. Set it for one run in the
     # launchpad (resources: settings: config: refresh: true) to redo a partition.
     refresh: bool = False

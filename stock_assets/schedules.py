@@ -27,7 +27,7 @@ import dagster as dg
 from stock_assets.assets import HISTORY_ASSETS
 from stock_assets.partitions import latest_session_day
 from stock_assets.jobs import session_job, shards_job, splits_job, universe_job
-from stock_assets.plan import plan_after_universe
+from stock_assets.plan import plan_after_universe, session_run
 from stock_assets.resources import SyncSettings
 from stock_assets.tags import SYNC_TAG
 from stock_assets.warehouse import WarehouseResource
@@ -63,9 +63,9 @@ def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: Warehouse
         yield dg.RunRequest(run_key=f"{sync_id}:splits", job_name=splits_job.name, partition_key=day.isoformat(),
                             tags=tags)
         for planned in plan_after_universe(warehouse, context.instance, day, settings):
-            if planned.partition_key == day.isoformat():
-                yield dg.RunRequest(run_key=f"{sync_id}:{day.isoformat()}", job_name=session_job.name,
-                                    partition_key=day.isoformat(), tags=tags)
+            if planned.assets == session_run(day).assets:  # the day's session, or one of a gap before it
+                yield dg.RunRequest(run_key=f"{sync_id}:{planned.partition_key}", job_name=session_job.name,
+                                    partition_key=planned.partition_key, tags=tags)
             else:
                 yield dg.RunRequest(run_key=f"{sync_id}:{planned.describe()}", job_name=shards_job.name,
                                     partition_key=planned.partition_key, asset_selection=planned.asset_keys,

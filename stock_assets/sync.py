@@ -20,7 +20,7 @@ from stock_assets.config import Config
 from stock_assets.held_partitions import report_held_partitions
 from stock_assets.home import open_instance
 from stock_assets.instance_health import prepare
-from stock_assets.plan import PlannedRun, plan_after_universe, session_run
+from stock_assets.plan import PlannedRun, plan_after_universe, session_run, sessions_to_sync
 from stock_assets.partitions import latest_session_day, trading_days_from
 from stock_assets.progress import PlainReporter, Reporter
 from stock_assets.resources import settings_resource, warehouse_resource
@@ -75,17 +75,19 @@ def run_sync(day: dt.date | None = None, reporter: Reporter | None = None, log=N
 
 def _after_universe(instance, config: Config, day: dt.date, tags: dict[str, str], reporter: Reporter,
                     runs_at_once: int) -> list[RunOutcome]:
-    """The day's splits beside the session's run (it needs no split: as the sensor requests them),
-    then the shards with work: planned after the splits, so that a split symbol's shard is one."""
-    splits, session = PlannedRun(("splits",), day.isoformat()), session_run(day)
+    """The day's splits beside the oldest session to store (it needs no split: as the sensor requests
+    them), then the other sessions and the shards with work: planned after the splits, so that a split
+    symbol's shard is one. The oldest session goes first because its history calls reach through the
+    latest: the later sessions of a gap then find their bars stored."""
+    splits, first = PlannedRun(("splits",), day.isoformat()), session_run(sessions_to_sync(instance, day)[0])
     reporter.planned(2)
-    runs = execute_all(instance, [splits, session], tags, reporter, runs_at_once)
+    runs = execute_all(instance, [splits, first], tags, reporter, runs_at_once)
     if not next(r.success for r in runs if r.description == splits.describe()):
         reporter.say("The day's splits could not be fetched: no shard was run (a split symbol's history "
                      "would stay in the old shares). `stock-assets backfill-failed` fetches them; the next "
                      "sync plans the shards.")
         return runs
     planned = [p for p in plan_after_universe(warehouse_resource(config), instance, day, settings_resource(config))
-               if p != session]
+               if p != first]
     reporter.planned(len(planned))
     return runs + execute_all(instance, planned, tags, reporter, runs_at_once)

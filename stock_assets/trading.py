@@ -55,6 +55,23 @@ def last_closed_session(now: dt.datetime | None = None) -> dt.date:
     return candidate.date()
 
 
+def next_open(day: dt.date) -> dt.datetime:
+    """The open of the session after `day` (aware UTC)."""
+    cal = calendar()
+    following = cal.next_session(cal.date_to_session(pd.Timestamp(day), direction="previous"))
+    return cal.session_open(following).to_pydatetime()
+
+
+def quotes_stand_for(day: dt.date, now: dt.datetime | None = None) -> bool:
+    """A quote taken `now` stands for `day`'s bar: between that session's close and the next open.
+
+    Before the close a quote is the session so far; from the next open on it is the next
+    session's (FMP stamps it with the last trade): neither is `day`'s bar.
+    """
+    now = now or now_utc()
+    return is_session(day) and session_close(day) <= now < next_open(day)
+
+
 def session_number(day: dt.date) -> int:
     """The session's position in the calendar since CALENDAR_START (the session on or before a
     non-trading day): a count that turns on schedules can be taken from."""

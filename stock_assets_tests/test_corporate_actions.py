@@ -185,8 +185,9 @@ def test_a_delisted_symbol_keeps_its_rows_and_costs_no_more_calls(tmp_path, monk
         assert gone not in asked and len(asked) > 10
         warehouse = platform.resources()["warehouse"]
         assert gone not in warehouse.universe_symbols()
-        active, covered = warehouse.day_coverage(day2)
-        assert active == covered == len(warehouse.universe_symbols())
+        day_bars = warehouse.day_coverage(day2)
+        assert gone not in day_bars.listed and not day_bars.missing
+        assert len(day_bars.with_bar) == len(warehouse.universe_symbols())
     finally:
         platform.sim.stop()
 

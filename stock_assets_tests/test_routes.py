@@ -24,7 +24,7 @@ from stock_assets.plan import PlannedRun
 from stock_assets.partitions import latest_session_day, shard_of, symbol_shards, trading_days
 from stock_assets_tests.conftest import configured_trading_days
 from stock_assets.resources import SyncSettings
-from stock_assets_tests.conftest import make_platform, set_clock
+from stock_assets_tests.conftest import PINNED_NOW, make_platform, set_clock
 
 HOLIDAYS = ["2026-09-07", "2026-11-26"]  # Labor Day; Thanksgiving
 PER_SYMBOL = ("historical-price-eod/full", "profile", "dividends")
@@ -156,14 +156,13 @@ def test_latest_session_on_premium_is_batched_quotes(platform):
     assert [r["path"] for r in log] == ["batch-quote"] * math.ceil(n / 16)
     asked = [s for r in log for s in r["params"]["symbols"].split(",")]
     assert sorted(asked) == universe(platform)
-    # The quotes taken after the close are that session's bars.
-    truth = platform.sim.truth
+    # The quotes taken after the close stand for that session's bars (provisional: the official
+    # end-of-day bar can differ, by the closing auction and the consolidated volume), marked so.
     day = trading.last_closed_session()
-    for symbol in universe(platform)[:5]:
-        want = [(round(b["close"], 6), b["volume"]) for b in truth.eod_bars(symbol, day, day)]
-        got = [(round(c, 6), v) for c, v in platform.sql(
-            "SELECT close, volume FROM market.prices WHERE symbol = ? AND date = ?", [symbol, day])]
-        assert got == want, symbol
+    for quote in platform.sim.truth.quotes(universe(platform)[:5]):
+        got = platform.sql("SELECT close, volume, source FROM market.prices WHERE symbol = ? AND date = ?",
+                           [quote["symbol"], day])
+        assert got == [(quote["price"], quote["volume"], "batch-quote")], quote["symbol"]
 
 
 def test_past_day_on_premium_is_one_call_per_symbol_unless_history_stored_it(platform, tmp_path):
@@ -173,8 +172,13 @@ def test_past_day_on_premium_is_one_call_per_symbol_unless_history_stored_it(pla
     log = requests(platform)
     assert {r["path"] for r in log} == {"historical-price-eod/full"}
     assert sorted(r["params"]["symbol"] for r in log) == symbols
-    assert all(r["params"]["from"] == r["params"]["to"] == day for r in log)
+    # Each call reaches through the latest session (the pinned clock's Friday): one call a symbol
+    # fills every session since, whose runs then find their bars stored.
+    latest_day = PINNED_NOW.date().isoformat()
+    assert all(r["params"]["from"] == day and r["params"]["to"] == latest_day for r in log)
     assert metadata(platform, "daily_prices", day)["route"] == "historical-price-eod/full"
+    run(platform, "daily_prices", latest_day)
+    assert calls(platform) == 0
 
     # price_history of every shard stores that day's bars: the day then costs nothing.
     with platform_write(platform) as conn:

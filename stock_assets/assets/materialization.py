@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 import dagster as dg
 
 from stock_assets import metrics
-from stock_assets.checks import ITEM_SUCCESS, item_success
+from stock_assets.checks import BLOCKING, ITEM_SUCCESS, item_success
 from stock_assets.fmp import FetchSummary, FMPResource, Parsed, redact
 from stock_assets.resources import SyncSettings
 from stock_assets.run_stats import ASSET_TABLES, RESTATED_AFTER_SPLIT, RunStats
@@ -55,6 +55,7 @@ class Materialization:
         partition = context.partition_key if context.has_partition_key else None
         self.stats = RunStats(context.asset_key.to_user_string(), partition, fmp.calls, fmp.pace_per_min)
         self.failure_examples: list[str] = []  # "SYMBOL: what FMP answered", the first few
+        self.invalid: set[str] = set()  # items FMP answered with rows that failed validation
 
     @property
     def run_id(self) -> str:
@@ -176,15 +177,15 @@ class Materialization:
         stats, allowed = self.stats, self.settings.max_failed_share
         check_results = [*checks, *self._item_success(allowed)]
         attempted = stats.items_succeeded + stats.items_failed
-        if attempted and stats.items_failed > allowed * attempted:
+        incomplete = [c for c in check_results if c.check_name in BLOCKING and not c.passed]
+        if incomplete or (attempted and stats.items_failed > allowed * attempted):
             for check in check_results:
                 self.context.log_event(self._evaluation(check))
-            raise dg.Failure(
-                description=(
-                    f"{stats.items_failed} of {attempted} items failed after retries "
-                    f"(more than {allowed:.1%}). What was fetched is stored. {RERUN}"),
-                metadata=stats.metadata(),
-            )
+            why = [f"{stats.items_failed} of {attempted} items failed after retries"
+                   + (f" (more than {allowed:.1%})" if allowed else "")] if stats.items_failed else []
+            why += [c.description or f"check {c.check_name} failed" for c in incomplete]
+            raise dg.Failure(description=f"{'; '.join(why)}. What was fetched is stored. {RERUN}",
+                             metadata=stats.metadata())
         if stats.items_failed:
             self.warn(f"{stats.items_failed} items failed and will be fetched next time: "
                       f"{', '.join(stats.failed_items[:20])}")

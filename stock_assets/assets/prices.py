@@ -19,7 +19,7 @@ from stock_assets.assets.common import FMP_POOL, ensure_closed
 from stock_assets.assets.materialization import Fetched, Materialization
 from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPPlanError, FMPResource, Parsed, get_plan
-from stock_assets.partitions import symbol_shards
+from stock_assets.partitions import latest_session_day, symbol_shards
 from stock_assets.resources import SyncSettings
 from stock_assets.run_stats import calls_for
 from stock_assets.warehouse import WarehouseResource, column_schema
@@ -41,27 +41,31 @@ def daily_prices(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse:
     day = ensure_closed(context)
     with Materialization(context, fmp, warehouse, settings) as m:
         with m.stats.phase("plan"):
-            universe = sorted(warehouse.universe_symbols())
-            if not universe:
+            if not warehouse.universe_symbols():
                 raise dg.Failure("market.symbols is empty: materialize `symbols` first.")
-            stored = set() if settings.refresh else warehouse.stored_price_symbols(day) & set(universe)
-            missing = [s for s in universe if s not in stored]
+            listed = warehouse.day_coverage(day)
+            # Every symbol listed that session without its bar; one the source had none for is asked again.
+            missing = sorted(listed.missing + list(listed.absent))
+            if settings.refresh:
+                missing = listed.listed
         if not trading.is_session(day):
-            return m.market_closed(calls_for(len(universe), fmp.quote_batch_size), day_checks(warehouse, day))
-        m.stats.items_skipped = len(stored)
+            return m.market_closed(calls_for(len(warehouse.universe_symbols()), fmp.quote_batch_size),
+                                   day_checks(warehouse, day))
+        stored = len(listed.listed) - len(missing)
+        m.stats.items_skipped = stored
         if stored:
             # Bars already stored (by price_history or an earlier run) cost nothing:
             # saved is what the route would have cost for all minus for the rest.
             cost = route_cost(routes(fmp, day)[0], fmp.quote_batch_size)
-            m.stats.optimized("staleness filter", len(universe), len(stored),
-                              cost(len(universe)) - cost(len(missing)))
+            considered = len(listed.listed)
+            m.stats.optimized("staleness filter", considered, stored, cost(considered) - cost(len(missing)))
         if missing:
             fetch_day(m, missing)
         else:
             m.stats.route = "already stored"
         m.log(f"{day}: {m.stats.rows_written} bars written via {m.stats.route}, "
-              f"{len(stored)} already stored, {m.stats.api_calls} API calls.")
-        return m.result(day_checks(warehouse, day))  # over what is stored now
+              f"{stored} already stored, {m.stats.api_calls} API calls.")
+        return m.result(day_checks(warehouse, day))  # over what is stored now: complete, or Failed
 
 
 def day_checks(warehouse: WarehouseResource, day: dt.date) -> list[dg.AssetCheckResult]:
@@ -75,9 +79,12 @@ def routes(fmp: FMPResource, day: dt.date) -> list[str]:
     found = []
     if get_plan(fmp.plan).serves("eod-bulk"):
         found.append("eod-bulk")
-    if day == trading.last_closed_session():
+    if trading.quotes_stand_for(day):  # after its close, before the next open
         found.append("batch-quote")
-    return found + ["historical-price-eod/full"]
+    return found + [HISTORY]
+
+
+HISTORY = "historical-price-eod/full"
 
 
 def route_cost(route: str, batch_size: int) -> Callable[[int], int]:
@@ -90,20 +97,39 @@ def route_cost(route: str, batch_size: int) -> Callable[[int], int]:
 
 
 def fetch_day(m: Materialization, missing: list[str]) -> None:
-    """The day's missing bars by the cheapest route that the plan really serves."""
-    by_route = {"eod-bulk": via_bulk, "batch-quote": via_quotes, "historical-price-eod/full": via_history}
-    for route in routes(m.fmp, m.day):
+    """The day's missing bars by the cheapest route that the plan really serves; the symbols that
+    route left without a bar, from their own end-of-day history (the source's last word on them)."""
+    by_route = {"eod-bulk": via_bulk, "batch-quote": via_quotes, HISTORY: via_history}
+    *cheaper, last = routes(m.fmp, m.day)
+    got = None
+    for route in cheaper:
         m.stats.route = route
         try:
-            by_route[route](m, missing)
-            return
+            got = by_route[route](m, missing)
+            break
         except FMPPlanError as error:
             note = f"{route} is not in the plan (402); falling back to the next cheaper route"
             m.stats.notes.append(note)
             m.warn(f"{note}: {error}")
+    if got is None:
+        m.stats.route = last
+        got = via_history(m, missing)
+    lacking = [s for s in missing if s not in got]
+    if lacking and m.stats.route != HISTORY:
+        m.stats.notes.append(f"{len(lacking)} symbols without a bar from {m.stats.route}: asked their history")
+        m.log(f"{len(lacking)} symbols had no bar from {m.stats.route}; asking their end-of-day history: "
+              f"{', '.join(lacking[:20])}")
+        got |= via_history(m, lacking)
+    # No bar at the source: its history answered, with no row for the day (not an error, not a row
+    # we had to reject: those leave the day incomplete, and it fails naming them).
+    absent = {s: f"{HISTORY} answered no bar for the day" for s in lacking if s not in got
+              and s not in m.stats.failed_items and s not in m.invalid}
+    m.warehouse.write_bars_absent(m.day, absent)
+    if absent:
+        m.stats.notes.append(f"{len(absent)} symbols have no bar for the day at the source")
 
 
-def via_bulk(m: Materialization, missing: list[str]) -> None:
+def via_bulk(m: Materialization, missing: list[str]) -> set[str]:
     wanted = set(missing)
     with m.stats.phase("fetch") as phase:
         parsed = m.fmp.eod_bulk(m.day, keep=wanted.__contains__)
@@ -111,50 +137,55 @@ def via_bulk(m: Materialization, missing: list[str]) -> None:
     m.write(lambda: m.warehouse.write_prices(parsed.records, "eod-bulk", rejects=parsed.rejects, run_id=m.run_id),
             len(parsed.records))
     m.stats.rejects += len(parsed.rejects)
-    m.count_items(len(missing))
-    note_no_bar(m, missing, {bar.symbol for bar in parsed.records})
-    m.stats.optimized("bulk EOD", len(missing), len(missing), len(missing) - 1)
+    got = {bar.symbol for bar in parsed.records}
+    m.count_items(len(got))
+    m.stats.optimized("bulk EOD", len(missing), len(got), len(got) - 1)
+    return got
 
 
-def via_quotes(m: Materialization, missing: list[str]) -> None:
-    close = trading.session_close(m.day)
+def via_quotes(m: Materialization, missing: list[str]) -> set[str]:
+    close, next_open = trading.session_close(m.day), trading.next_open(m.day)
     size = m.fmp.quote_batch_size
     batches = [tuple(missing[i:i + size]) for i in range(0, len(missing), size)]
     got: set[str] = set()
 
     def fetch(batch: Sequence[str]) -> Parsed:
         parsed = m.fmp.batch_quotes(batch)
-        # A quote stands for the session's bar only if it was taken after the close.
-        parsed.records = [q for q in parsed.records if q.timestamp >= close]
-        got.update(q.symbol for q in parsed.records)
+        # A quote stands for the session's bar only if it was taken after its close and before
+        # the next open: from then on it is the next session's.
+        parsed.records = [q for q in parsed.records if close <= q.timestamp < next_open]
         return parsed
 
     def write(fetched: Fetched) -> int:
-        return m.warehouse.write_quotes(fetched.records, m.day, rejects=fetched.rejects, run_id=m.run_id)
+        written = m.warehouse.write_quotes(fetched.records, m.day, rejects=fetched.rejects, run_id=m.run_id)
+        got.update(q.symbol for q in fetched.records)
+        return written
 
     # A 402 stops the fetch (it would answer every batch alike) and reaches
     # fetch_day, which takes the next route.
-    summary = m.fetch_and_write(batches, fetch, write, weight=len)
-    # Count symbols, not batches, so that shares mean the same on every route.
-    m.count_items(len(missing), [s for f in summary.failures for s in f.item])
-    note_no_bar(m, missing, got)
-    m.stats.optimized("batched quotes", len(missing), len(missing), len(missing) - len(batches))
+    m.fetch_and_write(batches, fetch, write, weight=len)
+    # Count symbols, not batches, so that shares mean the same on every route; a symbol left
+    # without a bar (its batch failed, or its quote was not the day's) is asked again by
+    # history (fetch_day), and counted there.
+    m.count_items(len(got))
+    m.stats.optimized("batched quotes", len(got), len(got), len(got) - len(batches))
+    return got
 
 
-def via_history(m: Materialization, missing: list[str]) -> None:
+def via_history(m: Materialization, symbols: list[str]) -> set[str]:
+    """Each symbol's end-of-day bars from the partition's day to the latest session: one call fills
+    a gap of several sessions (a week away), whose later partitions then find their bars stored."""
+    end = max(m.day, latest_session_day())
+    got: set[str] = set()
+
     def write(fetched: Fetched) -> int:
-        return m.warehouse.write_prices(fetched.records, "historical-price-eod/full", rejects=fetched.rejects,
-                                        run_id=m.run_id)
+        got.update(bar.symbol for bar in fetched.records if bar.date == m.day)
+        m.invalid.update(r.key for r in fetched.rejects)
+        return m.warehouse.write_prices(fetched.records, HISTORY, rejects=fetched.rejects, run_id=m.run_id)
 
-    summary = m.fetch_and_write(missing, lambda symbol: m.fmp.historical_prices(symbol, m.day, m.day), write)
+    summary = m.fetch_and_write(symbols, lambda symbol: m.fmp.historical_prices(symbol, m.day, end), write)
     m.count_items(summary.total, [f.item for f in summary.failures])
-
-
-def note_no_bar(m: Materialization, asked: list[str], got: set[str]) -> None:
-    """Symbols FMP had no bar for (halted, not yet trading) were answered, not failed."""
-    no_bar = sum(1 for s in asked if s not in got)
-    if no_bar:
-        m.stats.notes.append(f"{no_bar} symbols had no bar for the day")
+    return got
 
 
 @dg.asset(group_name="prices", partitions_def=symbol_shards, deps=[symbols], pool=FMP_POOL,

@@ -184,6 +184,13 @@ def calendar_loads_table(endpoint: str, start: dt.date, end: dt.date) -> pa.Tabl
                                      "loaded_at": [utc_naive(None)]}, 1)
 
 
+def bars_absent_table(day: dt.date, reasons: Mapping[str, str]) -> pa.Table:
+    symbols = sorted(reasons)
+    return _table(S.BARS_ABSENT, {"symbol": symbols, "date": [day] * len(symbols),
+                                  "reason": [reasons[s] for s in symbols],
+                                  "asked_at": [utc_naive(None)] * len(symbols)}, len(symbols))
+
+
 def profiles_table(profiles: Iterable[Profile], fetched_at: dt.datetime | None = None) -> pa.Table:
     profiles = list(profiles)
     names = [c for c in S.COMPANY_PROFILES.column_names if c not in ("fetched_at", "screened_at", "screener_change")]

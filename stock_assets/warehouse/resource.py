@@ -30,7 +30,7 @@ from stock_assets.fmp.records import Delisting, Dividend, Profile, Quote, Reject
 
 from . import schema as S
 from .arrow import (
-    SOURCE_HISTORICAL, calendar_loads_table, dividends_table, history_loads_table, history_prices_table, prices_table,
+    SOURCE_HISTORICAL, bars_absent_table, calendar_loads_table, dividends_table, history_loads_table, history_prices_table, prices_table,
     profiles_table, quotes_as_prices, rejects_table, splits_table, symbol_changes_table, symbols_table, utc_naive)
 from .duckdb_file import DuckDBFile, upsert
 
@@ -88,6 +88,19 @@ class ProfileState:
     symbol: str
     fetched_at: dt.datetime | None  # UTC, naive; None: never fetched
     screener_change: str | None  # set by the universe refresh, cleared by the next full profile
+
+
+@dataclass(frozen=True)
+class DayCoverage:
+    """A session's bars against the symbols listed that session."""
+
+    with_bar: list[str]
+    absent: dict[str, str]  # symbol -> why the source has no bar (market.bars_absent)
+    missing: list[str]  # neither a bar nor a reason: the day is incomplete
+
+    @property
+    def listed(self) -> list[str]:
+        return sorted([*self.with_bar, *self.absent, *self.missing])
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,10 @@ class WarehouseResource(DuckDBFile):
         """Bars (`EodBar`, `HistoricalBar`, or dicts of price fields) replace the stored
         bars of the same symbol and date. Returns the bars written."""
         return self._write([(S.PRICES, prices_table(bars, source))], rejects, run_id)
+
+    def write_bars_absent(self, day: dt.date, reasons: dict[str, str]) -> int:
+        """Symbols (-> what FMP answered) the source has no `day` bar for: the day is complete without them."""
+        return self._write([(S.BARS_ABSENT, bars_absent_table(day, reasons))]) if reasons else 0
 
     def write_quotes(self, quotes: Iterable[Quote], day: dt.date, *, rejects: Sequence[Reject] = (),
                      run_id: str | None = None) -> int:
@@ -449,13 +466,22 @@ class WarehouseResource(DuckDBFile):
                                f"GROUP BY ALL HAVING count(*) > 1)", params)
         return dupes
 
-    def day_coverage(self, day: dt.date) -> tuple[int, int]:
-        """(active symbols, those with a bar on `day`)."""
-        (active, covered), = self._rows(f"""
-            SELECT count(*), count(p.symbol) FROM market.symbols s
+    def day_coverage(self, day: dt.date) -> DayCoverage:
+        """Which symbols listed on `day` have its bar, which the source has none for, which lack it.
+
+        Listed on `day`: listed now, or listed by a refresh on or after it (a symbol that has left
+        since keeps its past sessions), and not delisted before it.
+        """
+        rows = self._rows(f"""
+            SELECT s.symbol, p.symbol IS NOT NULL, a.reason FROM market.symbols s
             LEFT JOIN market.prices p ON p.symbol = s.symbol AND p.date = ?
-            WHERE coalesce(s.is_actively_trading, TRUE) AND {_LISTED}""", [day])
-        return active, covered
+            LEFT JOIN market.bars_absent a ON a.symbol = s.symbol AND a.date = ?
+            WHERE coalesce(s.is_actively_trading, TRUE)
+              AND ({_LISTED} OR s.last_listed >= ?) AND (s.delisted_date IS NULL OR s.delisted_date > ?)
+            ORDER BY s.symbol""", [day, day, day, day])
+        return DayCoverage(with_bar=[s for s, has, _ in rows if has],
+                           absent={s: reason for s, has, reason in rows if not has and reason},
+                           missing=[s for s, has, reason in rows if not has and not reason])
 
     def profile_freshness(self, shard: str, max_age_days: int) -> tuple[int, int]:
         """(the shard's symbols, those whose profile is within `max_age_days`)."""

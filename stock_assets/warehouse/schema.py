@@ -161,6 +161,20 @@ SYMBOL_CHANGES = Table(
     ("old_symbol", "new_symbol", "date"),
 )
 
+# Symbols listed on a session that the source itself has no bar for (its end-of-day history
+# answered nothing for the day: halted, listed before its first trade): what lets a trading-day
+# partition be complete without them, each with the reason, asked again on every run of the day.
+BARS_ABSENT = Table(
+    f"{SCHEMA}.bars_absent",
+    (
+        _c("symbol", "text", "Ticker.", False),
+        _c("date", "date", "The session FMP had no bar for.", False),
+        _c("reason", "text", "What FMP answered.", False),
+        _c("asked_at", "ts", "When FMP was last asked (UTC).", False),
+    ),
+    ("symbol", "date"),
+)
+
 # Which days of a calendar endpoint are loaded (splits-calendar: from the first
 # load's start to the newest day fetched), so a run fetches only the gap.
 CALENDAR_LOADS = Table(
@@ -335,7 +349,7 @@ METRICS_OPTIMIZATIONS = Table(
 
 TABLES: dict[str, Table] = {
     t.name: t for t in (SYMBOLS, PRICES, DIVIDENDS, SPLITS, SYMBOL_CHANGES, COMPANY_PROFILES, REJECTED_ROWS,
-                        HISTORY_LOADS, CALENDAR_LOADS,
+                        HISTORY_LOADS, CALENDAR_LOADS, BARS_ABSENT,
                         METRICS_RUNS, METRICS_PHASES, METRICS_API_CALLS, METRICS_OPTIMIZATIONS)
 }
 
