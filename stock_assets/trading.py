@@ -72,6 +72,13 @@ def quotes_stand_for(day: dt.date, now: dt.datetime | None = None) -> bool:
     return is_session(day) and session_close(day) <= now < next_open(day)
 
 
+def sessions_back(day: dt.date, count: int) -> dt.date:
+    """The session `count` sessions before the session on or before `day` (0: that session)."""
+    cal = calendar()
+    on_or_before = cal.date_to_session(pd.Timestamp(day), direction="previous")
+    return cal.sessions_window(on_or_before, -(count + 1))[0].date()
+
+
 def session_number(day: dt.date) -> int:
     """The session's position in the calendar since CALENDAR_START (the session on or before a
     non-trading day): a count that turns on schedules can be taken from."""

@@ -195,11 +195,15 @@ def test_past_day_on_premium_is_one_call_per_symbol_unless_history_stored_it(pla
     assert meta["saved_calls/staleness filter"] == len(symbols)
 
 
-def test_dividends_day_is_one_calendar_call(platform):
+def test_dividends_day_is_one_calendar_call_a_day_with_the_three_sessions_before_read_again(platform):
     run(platform, "symbols")
-    run(platform, "dividends", past_session())
-    assert paths(platform) == {"dividends-calendar": 1}
-    assert metadata(platform, "dividends", past_session())["route"] == "dividends-calendar"
+    day = past_session()  # the pinned clock's Thursday, 2026-12-03
+    run(platform, "dividends", day)
+    # One call a day (FMP caps a calendar answer at 4,000 rows): the day, and Monday to Wednesday
+    # again, for the dividends FMP lists after their ex-date.
+    asked = [(r["path"], r["params"]["from"], r["params"]["to"]) for r in requests(platform)]
+    assert sorted(asked) == [("dividends-calendar", d, d) for d in ("2026-11-30", "2026-12-01", "2026-12-02", day)]
+    assert metadata(platform, "dividends", day)["route"] == "dividends-calendar"
 
 
 def test_bulk_profiles_on_ultimate_download_once_for_every_shard(ultimate):

@@ -88,7 +88,7 @@ def test_schema_is_idempotent_and_complete(wh):
         assert tables == set(TABLES) == {
             "market.symbols", "market.prices", "market.dividends", "market.company_profiles",
             "market.rejected_rows", "market.history_loads", "market.splits", "market.calendar_loads",
-            "market.symbol_changes",
+            "market.symbol_changes", "market.bars_absent",
             "metrics.runs", "metrics.phases", "metrics.api_calls", "metrics.optimizations"}
         views = {v for (v,) in conn.execute(
             "SELECT view_name FROM duckdb_views() WHERE schema_name = 'metrics'").fetchall()}
@@ -106,7 +106,7 @@ def test_schema_is_idempotent_and_complete(wh):
         conn.close()
     assert profile_cols == list(Profile.model_fields) + ["fetched_at", "screened_at", "screener_change"]
     assert pks["prices"] == ["symbol", "date"]
-    assert pks["dividends"] == ["symbol", "ex_date"]
+    assert pks["dividends"] == ["symbol", "ex_date", "kind"]  # a special beside a regular on one ex-date
     assert pks["history_loads"] == ["dataset", "symbol"]
     assert pks["symbols"] == ["symbol"] and pks["company_profiles"] == ["symbol"]
 
@@ -243,7 +243,7 @@ def test_none_fields_round_trip_to_null(wh):
     got = wh.query("SELECT * EXCLUDE (loaded_at) FROM market.dividends")
     assert got == [{"symbol": "KO", "ex_date": dt.date(2024, 3, 14), "record_date": dt.date(2024, 3, 15),
                     "payment_date": dt.date(2024, 4, 1), "declaration_date": None, "dividend": 0.485,
-                    "adj_dividend": 0.485, "yield_pct": 3.1, "frequency": "Quarterly",
+                    "adj_dividend": 0.485, "yield_pct": 3.1, "frequency": "Quarterly", "kind": "regular",
                     "source": "dividends-calendar"}]
 
 
@@ -461,3 +461,29 @@ def test_the_universe_refresh_writes_the_screener_layer_and_marks_identity_chang
     # The full profile clears the mark.
     wh.write_profiles([profile.model_copy(update={"sector": "Energy"})], fetched_at=dt.datetime(2024, 3, 6))
     assert [s.screener_change for s in wh.profile_states()] == [None, None]
+
+
+def test_a_warehouse_keyed_on_symbol_and_ex_date_keeps_its_dividends_and_takes_the_kind_into_the_key(tmp_path):
+    """A warehouse from before `kind`: its rows survive, each classified, and a special dividend can
+    then sit beside a regular one on the same ex-date."""
+    path = str(tmp_path / "old.duckdb")
+    with duckdb.connect(path) as conn:
+        conn.execute("CREATE SCHEMA market")
+        conn.execute("""CREATE TABLE market.dividends (symbol VARCHAR NOT NULL, ex_date DATE NOT NULL,
+            record_date DATE, payment_date DATE, declaration_date DATE, dividend DOUBLE, adj_dividend DOUBLE,
+            yield_pct DOUBLE, frequency VARCHAR, source VARCHAR NOT NULL, loaded_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (symbol, ex_date))""")
+        conn.execute("""INSERT INTO market.dividends VALUES
+            ('AAA', DATE '2026-03-02', NULL, NULL, NULL, 0.25, 0.25, 0.5, 'Quarterly', 'dividends', now()),
+            ('BBB', DATE '2026-03-02', NULL, NULL, NULL, 1.5, 1.5, 2.0, 'Special', 'dividends', now())""")
+    wh = WarehouseResource(database=path)
+    with wh.write() as conn:
+        ensure_schema(conn)
+    with duckdb.connect(path, read_only=True) as conn:
+        rows = conn.execute("SELECT symbol, dividend, kind FROM market.dividends ORDER BY symbol").fetchall()
+    assert rows == [("AAA", 0.25, "regular"), ("BBB", 1.5, "special")]
+    with wh.write() as conn:
+        conn.execute("""INSERT INTO market.dividends VALUES ('AAA', DATE '2026-03-02', NULL, NULL, NULL, 2.0, 2.0,
+            4.0, 'Special', 'special', 'dividends', now())""")
+    with duckdb.connect(path, read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM market.dividends WHERE symbol = 'AAA'").fetchone() == (2,)

@@ -1,5 +1,7 @@
 """`dividends` (one ex-date, all symbols) and `dividend_history` (a shard's payers)."""
 
+import datetime as dt
+
 import dagster as dg
 
 from stock_assets import checks as checks_mod
@@ -36,24 +38,38 @@ def dividends(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Wa
         if not trading.is_session(day):
             return m.market_closed(1, [checks_mod.no_duplicates(warehouse, "market.dividends", day)])
         m.stats.route = "dividends-calendar"
-        with m.stats.phase("fetch") as phase:
-            parsed = fmp.dividends_calendar(day, day)
-            phase.items = phase.succeeded = len(parsed.records)
-        if parsed.at_cap:
-            # One day cannot be split further: a capped answer may have lost rows.
-            raise dg.Failure(f"dividends-calendar returned its row cap for {day}: rows may be missing, "
-                             f"so nothing was stored. Load the affected payers with dividend_history.",
-                             metadata=m.stats.metadata())
-        rows = [d for d in parsed.records if d.symbol in universe and d.ex_date == day]
-        rejects = [r for r in parsed.rejects if r.key in universe]
-        m.write(lambda: warehouse.write_dividends(rows, "dividends-calendar", rejects=rejects, run_id=m.run_id),
-                len(rows))
-        m.stats.rejects = len(rejects)
-        m.count_items(len(rows))
-        m.stats.optimized("dividend calendar", len(payers), len(payers), max(0, len(payers) - 1))
-        m.log(f"{day}: {len(rows)} dividends for the universe (of {len(parsed.records)} worldwide) "
-              f"from one calendar call.")
+        # The day, and the sessions before it again: FMP adds dividends to its calendar after their
+        # ex-date and amends amounts (one call a day each).
+        days = [*trading.sessions_between(trading.sessions_back(day, RECHECK_SESSIONS), day - dt.timedelta(1)), day]
+        rows = 0
+        for ex_date in days:
+            rows += calendar_day(m, ex_date, universe)
+        m.count_items(rows)
+        m.stats.optimized("dividend calendar", len(payers), len(payers), max(0, len(payers) - len(days)))
+        m.log(f"{day}: {rows} dividends for the universe from {len(days)} calendar calls "
+              f"(the day and the {len(days) - 1} sessions before it, read again for late additions).")
         return m.result([checks_mod.no_duplicates(warehouse, "market.dividends", day)])
+
+
+# Sessions before the partition's day whose calendar is read again: FMP lists some dividends late.
+RECHECK_SESSIONS = 3
+
+
+def calendar_day(m: Materialization, day: dt.date, universe: set[str]) -> int:
+    """One ex-date's dividends for the universe, from a one-day calendar call; the rows written."""
+    with m.stats.phase("fetch") as phase:
+        parsed = m.fmp.dividends_calendar(day, day)
+        phase.items = phase.succeeded = len(parsed.records)
+    if parsed.at_cap:
+        # One day cannot be split further: a capped answer may have lost rows.
+        raise dg.Failure(f"dividends-calendar returned its row cap for {day}: rows may be missing, "
+                         f"so nothing was stored. Load the affected payers with dividend_history.",
+                         metadata=m.stats.metadata())
+    rows = [d for d in parsed.records if d.symbol in universe and d.ex_date == day]
+    rejects = [r for r in parsed.rejects if r.key in universe]
+    m.write(lambda: m.warehouse.write_calendar_day(day, rows, rejects=rejects, run_id=m.run_id), len(rows))
+    m.stats.rejects += len(rejects)
+    return len(rows)
 
 
 @dg.asset(group_name="dividends", partitions_def=symbol_shards, deps=[symbols], pool=FMP_POOL,
@@ -75,7 +91,8 @@ def dividend_history(context: dg.AssetExecutionContext, fmp: FMPResource, wareho
         m.restating(restate)
         non_payers = len(shard_symbols) - len(payers)
         if non_payers:
-            # The screener's lastAnnualDividend tells who pays: the others cost no call.
+            # The screener's lastAnnualDividend of 0 says who pays nothing (and the calendar, daily,
+            # who starts): they cost no call.
             m.stats.optimized("dividend filter", len(shard_symbols), non_payers, non_payers)
         loaded = len(payers) - len(todo)
         if loaded:
@@ -83,9 +100,12 @@ def dividend_history(context: dg.AssetExecutionContext, fmp: FMPResource, wareho
         m.stats.items_skipped = non_payers + loaded
 
         def write(fetched: Fetched) -> int:
+            # A full history replaces what the symbol held (amended, reclassified, withdrawn events);
+            # an empty answer replaces nothing.
+            answered = {d.symbol for d in fetched.records}
             return warehouse.write_dividend_history(fetched.items, end, fetched.records,
                                                     rejects=fetched.rejects, run_id=m.run_id,
-                                                    restated=[s for s in fetched.items if s in restate])
+                                                    restated=[s for s in fetched.items if s in answered])
 
         summary = m.fetch_and_write(todo, fmp.dividends, write)
         m.count_items(summary.total, [f.item for f in summary.failures])

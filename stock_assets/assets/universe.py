@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from stock_assets import checks as checks_mod
-from stock_assets import trading
+from stock_assets import clock, trading
 from stock_assets.assets.common import FMP_POOL
 from stock_assets.assets.materialization import Materialization
 from stock_assets.fmp import FMPResource, ScreenerRow
@@ -22,23 +22,47 @@ from stock_assets.resources import SyncSettings
 from stock_assets.warehouse import WarehouseResource, column_schema
 
 SCREENER_PAGE = 10_000
+# FMP documents no page cap and answers short pages at times: paging goes on until an empty page,
+# and stops here (far past any US exchange) rather than loop on a source that never ends.
+MAX_PAGES = 20
 # The newest delistings, one call a day: US listings are delisted a few a week,
 # so a day's refresh finds every one of them on the first page.
 DELISTINGS_PAGE = 100
+# A symbol the screener leaves out on this many sessions running leaves the universe (FMP's own
+# word, delisted-companies or symbol-change, takes it out at once): one short page must not.
+ABSENT_SESSIONS = 3
+# A day's answer that lacks more than this share of an exchange's listed symbols (and more than
+# UNUSUAL_DROP_MIN of them) is FMP's error, not a wave of delistings (a few a week): the last
+# universe is kept. Measured against real days: delistings take ~0.1% of an exchange a week.
+UNUSUAL_DROP = 0.02
+UNUSUAL_DROP_MIN = 10
 
 
 def screen_exchange(fmp: FMPResource, exchange: str, include_etfs: bool) -> tuple[list[ScreenerRow], int]:
-    """Every actively trading non-fund listing of one exchange, page by page."""
-    rows, rejects, page = [], 0, 0
-    while True:
+    """Every actively trading non-fund listing of one exchange, page by page until FMP answers an
+    empty page (a short page is no end: FMP answers them mid-list). Pages may overlap: by symbol."""
+    rows: dict[str, ScreenerRow] = {}
+    rejects = 0
+    for page in range(MAX_PAGES):
         parsed = fmp.company_screener(exchange, limit=SCREENER_PAGE, page=page,
                                       is_actively_trading=True, is_fund=False,
                                       is_etf=None if include_etfs else False)
-        rows += parsed.records
+        if not parsed.records and not parsed.rejects:
+            return list(rows.values()), rejects
+        rows.update((row.symbol, row) for row in parsed.records)
         rejects += len(parsed.rejects)
-        if len(parsed.records) + len(parsed.rejects) < SCREENER_PAGE:
-            return rows, rejects
-        page += 1
+    raise dg.Failure(f"company-screener for {exchange} still answered rows on page {MAX_PAGES}: the universe "
+                     f"was not refreshed. Try again later; if it persists, FMP's paging has changed.")
+
+
+def unusual_drops(listed: dict[str, set[str]], screened: set[str], gone: set[str]) -> dict[str, int]:
+    """Exchange -> listed symbols today's answer lacks, where that is more than a day's delistings."""
+    drops = {}
+    for exchange, symbols in listed.items():
+        lacking = len(symbols - screened - gone)
+        if lacking > max(UNUSUAL_DROP * len(symbols), UNUSUAL_DROP_MIN):
+            drops[exchange] = lacking
+    return drops
 
 
 def _wanted(settings: SyncSettings) -> set[str] | None:
@@ -65,24 +89,31 @@ def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Ware
                 m.stats.rejects += rejects
                 by_symbol.update((row.symbol, row) for row in rows
                                  if wanted is None or row.symbol.upper() in wanted)
-            phase.items = phase.succeeded = len(by_symbol)
+            # Symbols that left the screener stay, not listed; FMP's latest delistings date them,
+            # and its renames link an old symbol to the new one (one call each a day).
+            delisted = fmp.delisted_companies(page=0, limit=DELISTINGS_PAGE)
+            changes = fmp.symbol_changes()
+            phase.items = phase.succeeded = len(by_symbol) + len(delisted.records) + len(changes.records)
         if not by_symbol:
             raise dg.Failure(f"The screener returned no symbols for {settings.exchanges}: check the "
                              f"exchange names (NYSE, NASDAQ, AMEX) or the symbol file.")
+        today = trading.now_utc().astimezone(clock.NEW_YORK).date()
+        gone = ({d.symbol for d in delisted.records if d.delisted_date and d.delisted_date <= today}
+                | {c.old_symbol for c in changes.records if c.date <= today})
+        drops = unusual_drops(warehouse.listed_by_exchange(), set(by_symbol), gone)
+        if drops:
+            note = (f"company-screener's answer lacks an unusual share of {', '.join(f'{e} ({n} symbols)' for e, n in drops.items())}: "
+                    f"taken as FMP's error; the last universe is kept (only what FMP says is delisted or renamed leaves)")
+            m.stats.notes.append(note)
+            m.warn(note)
         rows = sorted(by_symbol.values(), key=lambda r: r.symbol)
         with m.stats.phase("write") as phase:
-            written = warehouse.write_universe(rows, shard_of, trading.now_utc())
+            written = warehouse.write_universe(
+                rows, shard_of, trading.now_utc(), gone=gone, today=today,
+                absent_from=None if drops else trading.sessions_back(today, ABSENT_SESSIONS - 1))
             phase.items = phase.succeeded = len(rows)
         m.stats.rows_written += written.symbols + written.profiles_screened
         m.count_items(len(rows))
-        # Symbols that left the screener stay, not listed; FMP's latest delistings date them,
-        # and its renames link an old symbol to the new one (one call each a day).
-        with m.stats.phase("fetch") as phase:
-            delisted = fmp.delisted_companies(page=0, limit=DELISTINGS_PAGE)
-            phase.items = phase.succeeded = len(delisted.records)
-            changes = fmp.symbol_changes()
-            phase.items += len(changes.records)
-            phase.succeeded = phase.items
         dated = warehouse.write_delistings(delisted.records)
         renames = warehouse.write_symbol_changes(changes.records)
         shards = {shard_of(s) for s in by_symbol}
@@ -94,4 +125,5 @@ def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Ware
             m.log(f"  {symbol}: {change}")
         return m.result([checks_mod.no_duplicates(warehouse, "market.symbols")], shards=len(shards),
                         delistings_dated=dated, renames=renames, profiles_screened=written.profiles_screened,
-                        profiles_changed=len(written.screener_changes))
+                        profiles_changed=len(written.screener_changes),
+                        unusual_drops=", ".join(f"{e}: {n}" for e, n in drops.items()) or "none")

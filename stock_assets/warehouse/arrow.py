@@ -61,7 +61,7 @@ def symbols_table(
 ) -> pa.Table:
     rows = list(rows)
     names = [c for c in S.SYMBOLS.column_names
-             if c not in ("shard", "listed", "last_listed", "delisted_date", "updated_at")]
+             if c not in ("shard", "listed", "last_listed", "delisted_date", "absent_since", "updated_at")]
     cols = _columns(rows, names)
     cols["shard"] = [shard_of(r.symbol) for r in rows]
     now = utc_naive(updated_at)
@@ -158,8 +158,9 @@ def dividends_table(
     loaded_at: dt.datetime | None = None,
 ) -> pa.Table:
     divs = list(divs)
-    names = [c for c in S.DIVIDENDS.column_names if c not in ("source", "loaded_at")]
+    names = [c for c in S.DIVIDENDS.column_names if c not in ("kind", "source", "loaded_at")]
     cols = _columns(divs, names)
+    cols["kind"] = ["special" if d.frequency in S.SPECIAL_FREQUENCIES else "regular" for d in divs]
     cols["source"] = [source] * len(divs)
     cols["loaded_at"] = [utc_naive(loaded_at)] * len(divs)
     return _table(S.DIVIDENDS, cols, len(divs))

@@ -197,6 +197,22 @@ class WarehouseResource(DuckDBFile):
                         run_id: str | None = None) -> int:
         return self._write([(S.DIVIDENDS, dividends_table(list(rows), source))], rejects, run_id)
 
+    def write_calendar_day(self, day: dt.date, rows: Sequence[Dividend], *, rejects: Sequence[Reject] = (),
+                           run_id: str | None = None) -> int:
+        """One ex-date of the dividend calendar: the symbols it names get exactly its rows for that day
+        (an amended amount replaces the old one, a withdrawn event goes); other symbols keep theirs."""
+        table = dividends_table(list(rows), "dividends-calendar")
+        symbols = sorted({d.symbol for d in rows})
+
+        def work(conn) -> int:
+            written = upsert(conn, S.DIVIDENDS.name, table, delete_where="ex_date = ? AND symbol IN "
+                             "(SELECT unnest(?::VARCHAR[]))", params=[day, symbols])
+            if rejects:
+                upsert(conn, S.REJECTED_ROWS.name, rejects_table(rejects, run_id))
+            return written
+
+        return self.transaction(work)
+
     def write_dividend_history(self, symbols: Sequence[str], end: dt.date, rows: Iterable[Dividend], *,
                                rejects: Sequence[Reject] = (), run_id: str | None = None,
                                restated: Sequence[str] = ()) -> int:
@@ -221,26 +237,35 @@ class WarehouseResource(DuckDBFile):
         return self._write([(S.COMPANY_PROFILES, table)], rejects, run_id)
 
     def write_universe(self, rows: Sequence[ScreenerRow], shard_of: Callable[[str], str],
-                       screened_at: dt.datetime | None = None) -> UniverseWrite:
+                       screened_at: dt.datetime | None = None, *, gone: Iterable[str] = (),
+                       absent_from: dt.date | None = None, today: dt.date | None = None) -> UniverseWrite:
         """Today's universe, point in time, and the screener layer of the profiles, in one transaction.
 
-        The symbols it lists are written; those it no longer lists are kept (with
-        their last listed day and all their data) but not listed. Every stored
-        profile of a listed symbol takes the screener's columns (`SCREENER_LAYER`;
-        a field the screener leaves empty keeps the profile's), and one whose
-        name, sector, industry or exchange changed on the screener since the last
-        refresh is marked (`screener_change`) for a full profile.
+        The symbols it lists are written. One it does not list stays listed, marked absent from
+        `today` (`absent_since`), until FMP says it is `gone` (delisted, renamed) or it has been
+        absent since `absent_from` or before; then it is kept (with its last listed day and all its
+        data) but not listed. `absent_from=None` (a day whose answer FMP got wrong) marks no absence
+        and unlists nothing but what FMP says is gone. Every stored profile of a listed symbol takes the screener's
+        columns (`SCREENER_LAYER`; a field the screener leaves empty keeps the profile's), and one
+        whose name, sector, industry or exchange changed on the screener since the last refresh is
+        marked (`screener_change`) for a full profile.
         """
         table = symbols_table(rows, shard_of, screened_at)
         now = utc_naive(screened_at)
+        today = today or now.date()
 
         def work(conn) -> UniverseWrite:
             conn.register("screened", table)
             try:
                 changed = dict(conn.execute(_MARK_SCREENER_CHANGES).fetchall())
                 written = upsert(conn, S.SYMBOLS.name, table)
-                conn.execute("UPDATE market.symbols SET listed = FALSE "
-                             "WHERE symbol NOT IN (SELECT symbol FROM screened)")
+                if absent_from is not None:
+                    conn.execute(f"""UPDATE market.symbols SET absent_since = coalesce(absent_since, ?)
+                                     WHERE {_LISTED} AND symbol NOT IN (SELECT symbol FROM screened)""", [today])
+                conn.execute(f"""UPDATE market.symbols SET listed = FALSE
+                                 WHERE {_LISTED} AND symbol NOT IN (SELECT symbol FROM screened)
+                                   AND (symbol IN (SELECT unnest(?::VARCHAR[])) OR absent_since <= ?)""",
+                             [list(gone), absent_from])
                 (screened,), = conn.execute(_WRITE_SCREENER_NUMBERS, [now]).fetchall()  # the rows updated
                 conn.execute(_WRITE_SCREENER_TEXTS)
             finally:
@@ -248,6 +273,14 @@ class WarehouseResource(DuckDBFile):
             return UniverseWrite(written, screened, changed)
 
         return self.transaction(work)
+
+    def listed_by_exchange(self) -> dict[str, set[str]]:
+        """The listed symbols of each exchange (short name): what a refresh is measured against."""
+        found: dict[str, set[str]] = {}
+        for symbol, exchange in self._rows(f"SELECT symbol, exchange_short_name FROM market.symbols "
+                                           f"WHERE {_LISTED}", []):
+            found.setdefault(exchange or "", set()).add(symbol)
+        return found
 
     def write_symbol_changes(self, changes: Iterable[SymbolChange]) -> int:
         """Renames, kept for good: `market.symbol_lineage` follows a company across them."""
@@ -379,8 +412,12 @@ class WarehouseResource(DuckDBFile):
         return {r["symbol"] for r in self.query(sql, params)}
 
     def payer_symbols(self, shard: str | None = None) -> set[str]:
-        """Symbols whose last annual dividend is above zero: the only ones worth asking."""
-        sql, params = f"SELECT symbol FROM market.symbols WHERE {_LISTED} AND last_annual_dividend > 0", []
+        """The symbols worth asking for dividends: those with dividends stored (from the calendar or
+        their history), and those the screener does not say pay nothing (its lastAnnualDividend is
+        above zero, or null: FMP leaves it null for some payers)."""
+        sql = (f"SELECT symbol FROM market.symbols WHERE {_LISTED} AND (coalesce(last_annual_dividend, 1) > 0 "
+               f"OR symbol IN (SELECT symbol FROM market.dividends))")
+        params = []
         if shard is not None:
             sql, params = sql + " AND shard = ?", [shard]
         return {r["symbol"] for r in self.query(sql, params)}
@@ -391,7 +428,8 @@ class WarehouseResource(DuckDBFile):
             "SELECT DISTINCT s.shard FROM market.symbols s"
             " LEFT JOIN market.history_loads p ON p.dataset = 'prices' AND p.symbol = s.symbol"
             " LEFT JOIN market.history_loads d ON d.dataset = 'dividends' AND d.symbol = s.symbol"
-            f" WHERE {_LISTED} AND (p.symbol IS NULL OR (s.last_annual_dividend > 0 AND d.symbol IS NULL))")
+            f" WHERE {_LISTED} AND (p.symbol IS NULL OR (d.symbol IS NULL AND (coalesce(s.last_annual_dividend, 1) > 0"
+            f" OR s.symbol IN (SELECT symbol FROM market.dividends))))")
         return {r["shard"] for r in rows}
 
     # -- what the checks read ------------------------------------------------------
@@ -433,7 +471,8 @@ class WarehouseResource(DuckDBFile):
         Dividend histories concern the payers only, and cover all time back
         (their first day is None).
         """
-        payers = " AND s.last_annual_dividend > 0" if dataset == "dividends" else ""
+        payers = (" AND (coalesce(s.last_annual_dividend, 1) > 0 OR s.symbol IN (SELECT symbol FROM market.dividends))"
+                  if dataset == "dividends" else "")
         (symbols, unloaded, first, last), = self._rows(f"""
             SELECT count(*), count(*) FILTER (WHERE h.symbol IS NULL), max(h.start_date), min(h.end_date)
             FROM market.symbols s

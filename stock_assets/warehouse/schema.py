@@ -98,6 +98,9 @@ SYMBOLS = Table(
         _c("listed", "bool", "True while the screener lists it; a symbol that leaves is kept, with its data."),
         _c("last_listed", "date", "The day of the last universe refresh that listed it."),
         _c("delisted_date", "date", "Its delisting date, when FMP's delisted-companies gives one."),
+        _c("absent_since", "date", "The first session of the refreshes that have not listed it since (NULL while "
+                                   "listed): a symbol leaves the universe when FMP says so (delisted, renamed) or "
+                                   "after three sessions absent, not for one short screener page."),
         _c("updated_at", "ts", 'When the universe refresh last wrote this row (UTC).', False),
     ),
     ("symbol",),
@@ -131,11 +134,14 @@ DIVIDENDS = Table(
         _c("adj_dividend", "double", 'Dividend per share adjusted for later splits (USD).'),
         _c("yield_pct", "double", 'Dividend yield in percent (0.34 means 0.34%).'),  # percent: 0.34 means 0.34%
         _c("frequency", "text", 'Payment frequency as FMP states it (Quarterly, Monthly...).'),
+        _c("kind", "text", "special (FMP's frequency Special or Irregular) or regular: a special and a regular "
+                           "dividend can share an ex-date, and both are kept.", False),
         _c("source", "text", 'FMP route that delivered the row: dividends-calendar or dividends.', False),
         _c("loaded_at", "ts", 'When the row was written (UTC).', False),
     ),
-    ("symbol", "ex_date"),
+    ("symbol", "ex_date", "kind"),
 )
+SPECIAL_FREQUENCIES = ("Special", "Irregular")
 
 SPLITS = Table(
     f"{SCHEMA}.splits",
@@ -358,7 +364,8 @@ VIEWS = {
     # Every bar with its close adjusted for dividends too (total return): the
     # standard backward cumulative factor, the product over the symbol's later
     # dividends of (1 - dividend / the close before its ex-date), from the
-    # stored closes and split-adjusted dividends: no second price table, no call.
+    # stored closes and split-adjusted dividends: no second price table, no call. Two dividends on
+    # one ex-date (a special beside a regular) are two factors: the window's peers share their product.
     # Every symbol the warehouse knows, with the symbol its company trades under
     # now (following renames, chains included): join on `symbol`, filter on
     # `current_symbol`, and a query follows a company across its renames.
@@ -470,6 +477,7 @@ MIGRATIONS = [
     "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS listed BOOLEAN",
     "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS last_listed DATE",
     "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS delisted_date DATE",
+    "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS absent_since DATE",
     # Profiles in two layers: the screener's columns daily, the full profile on its turn.
     "ALTER TABLE market.company_profiles ADD COLUMN IF NOT EXISTS screened_at TIMESTAMP",
     "ALTER TABLE market.company_profiles ADD COLUMN IF NOT EXISTS screener_change VARCHAR",
@@ -488,6 +496,34 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the `market` and `metrics` schemas, tables and views (idempotent)."""
     for statement in ddl_statements():
         conn.execute(statement)
+    _rekey_dividends(conn)
+
+
+def _rekey_dividends(conn: duckdb.DuckDBPyConnection) -> None:
+    """A warehouse keyed (symbol, ex_date) gets the `kind` column into its key, once: DuckDB cannot
+    change a primary key in place, so the table is rebuilt in one transaction."""
+    columns = {name for (name,) in conn.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'market' AND table_name = 'dividends'").fetchall()}
+    if "kind" in columns:
+        return
+    specials = ", ".join(f"'{f}'" for f in SPECIAL_FREQUENCIES)
+    old = [c for c in DIVIDENDS.column_names if c != "kind"]
+    try:
+        conn.execute("BEGIN")
+        own = True
+    except duckdb.TransactionException:  # already inside the caller's transaction: it commits
+        own = False
+    conn.execute("ALTER TABLE market.dividends RENAME TO dividends_before_kind")
+    conn.execute(DIVIDENDS.ddl())
+    conn.execute(f"""INSERT INTO market.dividends ({", ".join(old)}, kind)
+                     SELECT {", ".join(old)}, CASE WHEN frequency IN ({specials}) THEN 'special' ELSE 'regular' END
+                     FROM market.dividends_before_kind""")
+    conn.execute("DROP TABLE market.dividends_before_kind")
+    if own:
+        conn.execute("COMMIT")
+    for name, sql in VIEWS.items():
+        conn.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
 
 
 def missing_tables(conn: duckdb.DuckDBPyConnection, tables: Sequence[str] | None = None) -> list[str]:
