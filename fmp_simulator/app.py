@@ -244,71 +244,19 @@ def _date_range(params) -> tuple[date | None, date | None, Response | None]:
     return start, end, None
 
 
-def _bool_param(raw: str | None) -> bool | None:
-    if raw is None or raw == "":
-        return None
-    return raw.strip().lower() in ("true", "1", "yes")
-
-
-def _float_param(raw: str | None) -> float | None:
-    try:
-        return None if raw in (None, "") else float(raw)
-    except ValueError:
-        return None
-
-
 # ----------------------------------------------------------------------------- handlers
 class Handlers:
     def __init__(self, state: SimState):
         self.s = state
         self.t = state.truth
 
-    # company-screener
+    # company-screener: filters, paging, short pages and the limit cap live in the ground truth
     def screener(self, p) -> Response:
-        rows = self.t.screener_rows()
-        exch = {e.strip().upper() for e in p.get("exchange", "").split(",") if e.strip()}
-        country = {c.strip().upper() for c in p.get("country", "").split(",") if c.strip()}
-        sector = p.get("sector")
-        industry = p.get("industry")
-        is_etf, is_fund, active = _bool_param(p.get("isEtf")), _bool_param(p.get("isFund")), _bool_param(p.get("isActivelyTrading"))
-        all_classes = _bool_param(p.get("includeAllShareClasses"))
-        mc_gt, mc_lt = _float_param(p.get("marketCapMoreThan")), _float_param(p.get("marketCapLowerThan"))
-        div_gt, div_lt = _float_param(p.get("dividendMoreThan")), _float_param(p.get("dividendLowerThan"))
-        px_gt, px_lt = _float_param(p.get("priceMoreThan")), _float_param(p.get("priceLowerThan"))
-        vol_gt = _float_param(p.get("volumeMoreThan"))
-        out = []
-        for r in rows:
-            if exch and r["exchangeShortName"] not in exch:
-                continue
-            if country and r["country"] not in country:
-                continue
-            if sector and r["sector"] != sector or industry and r["industry"] != industry:
-                continue
-            if is_etf is not None and r["isEtf"] != is_etf or is_fund is not None and r["isFund"] != is_fund:
-                continue
-            if active is not None and r["isActivelyTrading"] != active:
-                continue
-            if all_classes is False and "-" in r["symbol"] and not r["symbol"].endswith("-A"):
-                continue  # only when explicitly false: secondary share classes hidden
-            mc = r["marketCap"]
-            if mc_gt is not None and (mc is None or mc <= mc_gt) or mc_lt is not None and (mc is None or mc >= mc_lt):
-                continue
-            lad = r["lastAnnualDividend"]
-            if div_gt is not None and (lad is None or lad <= div_gt) or div_lt is not None and (lad is None or lad >= div_lt):
-                continue
-            if px_gt is not None and r["price"] <= px_gt or px_lt is not None and r["price"] >= px_lt:
-                continue
-            if vol_gt is not None and r["volume"] <= vol_gt:
-                continue
-            out.append(r)
-        out.sort(key=lambda r: -(r["marketCap"] or 0))
         try:
-            limit = int(p.get("limit") or 1000)
-            page = int(p.get("page") or 0)
+            served = self.t.screener_page(p)
         except ValueError:
             return query_error("limit")
-        limit = max(0, limit)
-        return json_rows(out[page * limit:(page + 1) * limit], scan_exp=True)
+        return json_rows(served["rows"], scan_exp=True)
 
     def stock_list(self, p) -> Response:
         return Response(self.s.stock_list_bytes(), media_type=JSON_CT)
@@ -479,7 +427,7 @@ def build_app(state: SimState) -> Callable:
         return JSONResponse({
             "status": "ok", "plan": cfg.plan, "n_symbols": cfg.n_symbols, "seed": cfg.seed,
             "calls_per_min": cfg.calls_per_min, "bulk_min_interval_s": cfg.bulk_min_interval_s,
-            "batch_quote_served": cfg.batch_quote_served,
+            "batch_quote_served": cfg.batch_quote_served, "bad_days": cfg.bad_days.to_dict(),
             "last_closed_session": t.last_closed_session().isoformat(), "now": t.now().isoformat(),
         })
 

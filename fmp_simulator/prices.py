@@ -18,6 +18,15 @@ Model, in log-price ``x`` per symbol:
 Bars: close = exp(level), open = previous close times a small gap, high/low
 beyond max/min(open, close); rounded to cents (1/100 of a cent below $1), then
 ``low <= open, close <= high`` is enforced.
+
+Two of FMP's ordinary bad days live here, both set by the ground truth for its clock:
+* ``pending_splits``: late splits whose adjustment has not reached the history yet; a
+  bar before such a split's ex-date is still in the old units (the scale is per row);
+* revisions: a bar of session ``t`` is corrected (volume, or close with high/low kept
+  consistent) at rate ``revision_p``, keyed on (symbol, session); it is served corrected
+  once ``t <= revised_upto``.
+``settled=True`` asks for the final truth: every split up to the clock applied and every
+revision made.
 """
 
 from __future__ import annotations
@@ -38,7 +47,13 @@ _KB = _U(0xA0761D6478BD642F)
 _KS = _U(0xE7037ED1A0B428DB)
 
 # stream ids
-S_ANCHOR, S_DAY, S_GAP, S_HIGH, S_LOW, S_VOL, S_DIV, S_MISC = range(1, 9)
+S_ANCHOR, S_DAY, S_GAP, S_HIGH, S_LOW, S_VOL, S_DIV, S_MISC = range(1, 9)  # S_MISC+1..+3 are taken
+# bad days (fmp-api-facts.md, "Ordinary bad days"): one stream per draw
+S_REV, S_REV_KIND, S_REV_SIZE, S_REV_SIGN = 20, 21, 22, 23
+S_QUOTE_PRICE, S_QUOTE_VOL, S_QUOTE_SIZE, S_QUOTE_SIGN = 24, 25, 26, 27
+S_PAGE, S_PAGE_ROW, S_PAGE_SIZE = 28, 29, 30
+S_SPECIAL, S_SPECIAL_SIZE = 31, 32
+S_LATE_SPLIT, S_NULL_LAD, S_EMPTY_PROFILE, S_PRELIST, S_PRELIST_DAY, S_QUOTE_VOL_SIZE = 33, 34, 35, 36, 37, 38
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -99,6 +114,11 @@ class PriceModel:
         self._anchors: np.ndarray | None = None
         self._lock = threading.Lock()
         self.log_scale: np.ndarray | None = None  # log of the splits after "now", per symbol
+        # (symbol id, ex-date session, log ratio) of late splits not yet in the history
+        self.pending_splits: tuple[tuple[int, int, float], ...] = ()
+        self.revision_p = 0.0
+        self.revision_close_share = 0.0
+        self.revised_upto = -1  # bars of sessions up to this one are served revised
 
     # -- anchors ----------------------------------------------------------
     def _anchor_rows(self, ids: np.ndarray) -> np.ndarray:
@@ -138,34 +158,87 @@ class PriceModel:
         frac = j / K
         return a0 + frac * (a1 - a0) + self.sigma[ids] * (wj - frac * wk)
 
-    def log_close(self, ids, t) -> np.ndarray:
+    def log_close(self, ids, t, settled: bool = False) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         t = np.asarray(t, dtype=np.int64)
         x = self._walk(ids, t)
-        return self.base_lp[ids] + fold(x) + self._scale(ids)
+        return self.base_lp[ids] + fold(x) + self._row_scale(ids, t, settled)
 
     def _scale(self, ids: np.ndarray) -> np.ndarray | float:
         return 0.0 if self.log_scale is None else self.log_scale[ids]
 
-    def close_raw(self, ids, t) -> np.ndarray:
-        return np.exp(self.log_close(ids, t))
+    def _row_scale(self, ids: np.ndarray, t: np.ndarray, settled: bool = False) -> np.ndarray | float:
+        """The log scale of each (id, session) row: the splits after "now", plus (unless
+        ``settled``) the late splits not yet applied, for the rows before their ex-date."""
+        s = self._scale(ids)
+        pending = () if settled else self.pending_splits
+        if not pending:
+            return s
+        s = np.array(np.broadcast_to(s, np.broadcast(ids, t).shape), dtype=np.float64)
+        for sid, sess, log_ratio in pending:
+            s += np.where((ids == sid) & (t < sess), log_ratio, 0.0)
+        return s
 
-    def bars(self, ids, t) -> dict[str, np.ndarray]:
-        """OHLCV for each (id, session) pair, rounded, invariants enforced."""
+    def close_raw(self, ids, t, settled: bool = False) -> np.ndarray:
+        return np.exp(self.log_close(ids, t, settled))
+
+    def bars(self, ids, t, settled: bool = False, revised: bool | None = None) -> dict[str, np.ndarray]:
+        """OHLCV for each (id, session) pair, rounded, invariants enforced.
+
+        As served now by default; ``settled``: the final truth (every split up to now
+        applied, every revision made). ``revised`` overrides the revisions alone
+        (True: all made, False: none)."""
         ids = np.asarray(ids, dtype=np.int64)
         t = np.asarray(t, dtype=np.int64)
-        c = self.close_raw(ids, t)
-        prev = self.close_raw(ids, np.maximum(t - 1, 0))
+        scale = self._row_scale(ids, t, settled)
+        c = np.exp(self.base_lp[ids] + fold(self._walk(ids, t)) + scale)
+        # the previous close in the units of this row (a late split's ex-date opens in the new units)
+        prev = np.exp(self.base_lp[ids] + fold(self._walk(ids, np.maximum(t - 1, 0))) + scale)
         sd = self.sigma[ids]
         o = prev * np.exp(0.35 * sd * normal(self.seed, S_GAP, ids, t))
         hi = np.maximum(o, c) * np.exp(0.6 * sd * np.abs(normal(self.seed, S_HIGH, ids, t)))
         lo = np.minimum(o, c) * np.exp(-0.6 * sd * np.abs(normal(self.seed, S_LOW, ids, t)))
-        vol = np.floor(self.vol_base[ids] * np.exp(0.45 * normal(self.seed, S_VOL, ids, t) - self._scale(ids)))
+        vol = np.floor(self.vol_base[ids] * np.exp(0.45 * normal(self.seed, S_VOL, ids, t) - scale))
         o, c, hi, lo = round_price(o), round_price(c), round_price(hi), round_price(lo)
         hi = np.maximum(hi, np.maximum(o, c))
         lo = np.minimum(lo, np.minimum(o, c))
         lo = np.where(lo <= 0, np.where(c >= 1, 0.01, 0.0001), lo)
-        return {"open": o, "high": hi, "low": lo, "close": c, "volume": vol.astype(np.int64)}
+        out = {"open": o, "high": hi, "low": lo, "close": c, "volume": vol.astype(np.int64)}
+        if revised is None:
+            revised = True if settled else None
+        if self.revision_p > 0 and revised is not False:
+            self._revise(ids, t, out, np.iinfo(np.int64).max if revised else self.revised_upto)
+        return out
+
+    # -- revisions (bad days) ------------------------------------------------
+    def revision_mask(self, ids, t) -> np.ndarray:
+        """Whether each (id, session) bar is ever revised."""
+        return uniform(self.seed, S_REV, ids, t) < self.revision_p
+
+    def _revise(self, ids: np.ndarray, t: np.ndarray, b: dict, upto: int) -> None:
+        """Apply, in place, the revisions of the rows with session <= upto. Volume (most
+        often): -12%..-3% or +3%..+25%; close: +-0.1%..1% (at least a tick), high and
+        low widened to keep it inside."""
+        ids, t = np.broadcast_arrays(ids, t)
+        hit = (t <= upto) & self.revision_mask(ids, t)
+        if not hit.any():
+            return
+        k = np.flatnonzero(hit)
+        i, tk = ids[k], t[k]
+        on_close = uniform(self.seed, S_REV_KIND, i, tk) < self.revision_close_share
+        size = uniform(self.seed, S_REV_SIZE, i, tk)
+        sign = np.where(uniform(self.seed, S_REV_SIGN, i, tk) < 0.5, -1.0, 1.0)
+        v = b["volume"][k]
+        f = np.where(size < 0.3, 0.88 + 0.09 * size / 0.3, 1.03 + 0.22 * (size - 0.3) / 0.7)
+        nv = np.floor(v * f).astype(np.int64)
+        nv = np.where(nv == v, v + 1, nv)
+        c = b["close"][k]
+        nc = round_price(c * (1.0 + sign * (0.001 + 0.009 * size)))
+        nc = np.where(nc == c, round_price(c + np.where(c >= 1, 0.01, 0.0001)), nc)
+        b["volume"][k] = np.where(on_close, v, nv)
+        b["close"][k] = np.where(on_close, nc, c)
+        b["high"][k] = np.maximum(b["high"][k], b["close"][k])
+        b["low"][k] = np.minimum(b["low"][k], b["close"][k])
 
     def anchor_prices(self, ids, blocks) -> np.ndarray:
         """Close-level at anchor boundaries (cheap stand-in for 52-week stats)."""

@@ -14,7 +14,7 @@ from datetime import date, datetime
 import uvicorn
 
 from .app import SimState, build_app
-from .config import Faults, SimConfig
+from .config import BadDays, Faults, SimConfig
 from .truth import GroundTruth
 
 log = logging.getLogger(__name__)
@@ -213,6 +213,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--now", type=_now_arg, default=None, help="freeze the clock at this ISO datetime (America/New_York if naive)")
     g.add_argument("--profile-bulk-part-size", type=int, default=5000, help="rows per profile-bulk part")
     g.add_argument("--request-log", default=None, metavar="FILE", help="append the request log as JSON lines to FILE")
+    b = parser.add_argument_group("bad days", "FMP's ordinary bad days (fmp-api-facts.md), on at realistic rates by default")
+    b.add_argument("--no-bad-days", action="store_true", help="serve none of them (every rate zero)")
+    b.add_argument("--bad-day", action="append", default=[], metavar="NAME=VALUE", dest="bad_day",
+                   help=f"set one BadDays field (repeatable), one of: {', '.join(BadDays().to_dict())}")
     f = parser.add_argument_group("faults")
     f.add_argument("--latency-ms", type=float, default=0.0, help="base latency per request")
     f.add_argument("--latency-jitter-ms", type=float, default=0.0, help="uniform extra latency in [0, jitter]")
@@ -240,11 +244,20 @@ def config_from_args(args: argparse.Namespace) -> tuple[SimConfig, str, int]:
         truncate_p=args.truncate_p, malformed_p=args.malformed_p,
         limit_reach_p=args.limit_reach_p, failing_symbols=_symbols_arg(args.failing_symbols),
     )
+    bad_days = BadDays.off() if args.no_bad_days else BadDays()
+    for item in args.bad_day:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--bad-day expects NAME=VALUE, got {item!r}")
+        try:
+            bad_days.update({name.strip(): value.strip()})
+        except (KeyError, ValueError) as exc:
+            raise SystemExit(f"--bad-day {item!r}: {exc}") from None
     cfg = SimConfig(
         seed=args.seed, n_symbols=args.n_symbols, plan=args.plan, api_keys=tuple(args.api_keys or ("demo",)),
         rate_limit_per_min=args.rate_limit_per_min, bulk_min_interval_s=args.bulk_min_interval_s,
         batch_quote_served=not args.no_batch_quote, data_start=args.data_start, now=args.now, faults=faults,
-        request_log_path=args.request_log, profile_bulk_part_size=args.profile_bulk_part_size,
+        request_log_path=args.request_log, profile_bulk_part_size=args.profile_bulk_part_size, bad_days=bad_days,
     )
     return cfg, args.host, args.port
 

@@ -1,18 +1,29 @@
 """Ground truth: exactly the rows the simulator's HTTP API serves, as Python
-objects (camelCase dicts), computed without HTTP."""
+objects (camelCase dicts), computed without HTTP.
+
+Methods answer "as served now" (the simulator's clock), consistent with the
+routes. FMP's ordinary bad days (``BadDays``) change what is served; where the
+served answer is not the final one, ``settled=True`` (or a dedicated method:
+``revisions``, ``late_splits``, ``special_dividends``, ``null_payers``,
+``empty_profiles``, ``pre_listings``, ``screener_page``, ``quote_differences``)
+tells the settled truth."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Mapping
 
 import numpy as np
 
 from .calendar import Sessions, calendar_end_for, get_sessions, resolve_now
 from .config import SimConfig
-from .prices import S_DIV, S_MISC, PriceModel, normal, round_price, uniform
+from .prices import (S_DIV, S_EMPTY_PROFILE, S_LATE_SPLIT, S_MISC, S_NULL_LAD, S_PAGE, S_PAGE_ROW, S_PAGE_SIZE,
+                     S_PRELIST, S_PRELIST_DAY, S_QUOTE_PRICE, S_QUOTE_SIGN, S_QUOTE_SIZE, S_QUOTE_VOL,
+                     S_QUOTE_VOL_SIZE, S_SPECIAL, S_SPECIAL_SIZE, PriceModel, normal, round_price, uniform)
 from .universe import FREQ_NAME, Universe
 
 EPOCH_ORD = date(1970, 1, 1).toordinal()
@@ -57,10 +68,15 @@ class SplitTable:
     sess: np.ndarray  # session index of the ex-date
     num: np.ndarray
     den: np.ndarray
+    lag: np.ndarray  # sessions after the ex-date before the split is served (0: on time; > 0: a late split)
 
     @property
     def log_ratio(self) -> np.ndarray:
         return np.log(self.num / self.den)
+
+    def visible(self, L: int) -> np.ndarray:
+        """Whether each split is served (listed, and applied to the history) at last close L."""
+        return self.sess + self.lag <= L
 
     def of(self, sid: int) -> np.ndarray:
         """Row indices of one symbol's splits, oldest first."""
@@ -109,7 +125,18 @@ class GroundTruth:
         self._first_names = list(self.uni.symbols)  # before any rename: what configs name
         self._first_index = dict(self.uni.index)
         self._first_sectors = (list(self.uni.sector), list(self.uni.industry))
+        # bad days fixed per symbol (keyed on the symbol id, so renames keep them)
+        bad = cfg.bad_days
+        ids = np.arange(u.n)
+        self.prices.revision_p = float(bad.revision_p)
+        self.prices.revision_close_share = float(bad.revision_close_share)
+        self._null_lad = u.payer & (uniform(cfg.seed, S_NULL_LAD, ids, 0 * ids) < bad.null_last_dividend_p)
+        self._empty_profile = uniform(cfg.seed, S_EMPTY_PROFILE, ids, 0 * ids) < bad.empty_profile_p
+        self._pre_listed = np.zeros(u.n, dtype=bool)  # in the screener before its first bar
+        self._seed_pre_listings(l0)
         self._apply_listings()
+        pre = max(0, int(bad.pre_listing_sessions or 0))
+        self._screener_from = np.where(self._pre_listed, np.maximum(u.list_sess - pre, 0), u.list_sess)
         self._delisted: np.ndarray | None = None  # session of each symbol's delisting (n sessions: never)
         self._scale_at: int | None = None  # the last close the prices' split scale is for
 
@@ -164,15 +191,20 @@ class GroundTruth:
         den = np.array([_SPLIT_RATIOS[r][1] for r in ratio], dtype=np.float64)
         listed = sess > self.uni.list_sess[sid]  # a split needs a history before it
         sid, sess, num, den = sid[listed], sess[listed], num[listed], den[listed]
-        for symbol, day, numerator, denominator in cfg.splits:
+        bad = cfg.bad_days
+        late = uniform(cfg.seed, S_LATE_SPLIT, sid, sess) < bad.late_split_p
+        lag = np.where(late, max(0, int(bad.late_split_lag_sessions)), 0).astype(np.int64)
+        for symbol, day, numerator, denominator, *late_lag in cfg.splits:
             i = self._config_id(symbol)
             if i is None:
                 raise ValueError(f"split for unknown symbol {symbol!r}")
             day = date.fromisoformat(day) if isinstance(day, str) else day
             sid, sess = np.append(sid, i), np.append(sess, self.cal.on_or_after(day))
             num, den = np.append(num, float(numerator)), np.append(den, float(denominator))
+            lag = np.append(lag, int(late_lag[0]) if late_lag else 0)  # configured: on time unless a lag is given
         order = np.lexsort((sess, sid))
-        return SplitTable(sid[order].astype(np.int64), sess[order].astype(np.int64), num[order], den[order])
+        return SplitTable(sid[order].astype(np.int64), sess[order].astype(np.int64), num[order], den[order],
+                          lag[order].astype(np.int64))
 
     def _as_of(self, L: int) -> None:
         """What FMP serves on the day of session L: names after the renames up to it, bars
@@ -187,6 +219,11 @@ class GroundTruth:
             log_scale = np.zeros(self.uni.n)
             np.add.at(log_scale, sp.sid[ahead], sp.log_ratio[ahead])
             self.prices.log_scale = log_scale
+            # late splits past their ex-date whose adjustment has not reached the history yet
+            pending = ~ahead & ~sp.visible(L)
+            self.prices.pending_splits = tuple(
+                (int(i), int(t), float(r)) for i, t, r in zip(sp.sid[pending], sp.sess[pending], sp.log_ratio[pending]))
+            self.prices.revised_upto = L - max(0, int(self.config.bad_days.revision_lag_sessions))
             self._day_cache.clear()
             self._snap_cache.clear()
             self._scale_at = L
@@ -216,6 +253,7 @@ class GroundTruth:
         self.uni.index = {s: i for i, s in enumerate(names)}
 
     def _apply_listings(self) -> None:
+        pre = int(self.config.bad_days.pre_listing_sessions or 0) > 0
         for symbol, day in self.config.listings:
             sid = self._config_id(symbol)
             if sid is None:
@@ -223,6 +261,34 @@ class GroundTruth:
             when = self.cal.on_or_after(date.fromisoformat(day) if isinstance(day, str) else day)
             self.uni.list_sess[sid] = when
             self.uni.ipo_date[sid] = self.cal.iso[when]
+            self._pre_listed[sid] = pre
+
+    def _seed_pre_listings(self, l0: int) -> None:
+        """A seeded share of the recent IPOs get their first bar just after the clock (within
+        ``pre_listing_sessions``): listed in the screener, no bar yet."""
+        bad = self.config.bad_days
+        pre = int(bad.pre_listing_sessions or 0)
+        if pre <= 0 or bad.pre_listing_ipo_p <= 0:
+            return
+        u, seed = self.uni, self.config.seed
+        ids = np.arange(u.n)
+        recent = (u.list_sess >= l0 - 255) & (u.list_sess > 0)  # the universe's recent IPOs (last year)
+        picked = np.flatnonzero(recent & (uniform(seed, S_PRELIST, ids, 0 * ids) < bad.pre_listing_ipo_p))
+        first = l0 + 1 + (uniform(seed, S_PRELIST_DAY, picked, 0 * picked) * pre).astype(np.int64)
+        for sid, when in zip(picked.tolist(), first.tolist()):
+            u.list_sess[sid] = when
+            u.ipo_date[sid] = self.cal.iso[when]
+            self._pre_listed[sid] = True
+
+    def pre_listings(self) -> list[dict]:
+        """Symbols listed before trading (configured listings and seeded IPOs), symbol order:
+        ``screenerFrom`` (the first session it is in the screener), ``firstBar`` (its first
+        session), ``trading`` (whether its first bar has closed: until then history is [])."""
+        L = self.last_closed_index()
+        u, iso = self.uni, self.cal.iso
+        return [{"symbol": u.symbols[i], "screenerFrom": iso[int(self._screener_from[i])],
+                 "firstBar": iso[int(u.list_sess[i])], "trading": bool(u.list_sess[i] <= L)}
+                for i in sorted(np.flatnonzero(self._pre_listed).tolist(), key=lambda i: u.symbols[i])]
 
     def _apply_sector_changes(self, L: int) -> None:
         sectors, industries = (list(column) for column in self._first_sectors)
@@ -242,10 +308,11 @@ class GroundTruth:
         return rows[::-1]
 
     def _split_factor(self, sid: int, after: int, upto: int) -> float:
-        """Product of split ratios with ex-date session in (after, upto]."""
+        """Product of the ratios of the splits served at last close ``upto`` with ex-date
+        session in (after, upto] (a late split not yet served is not in the history either)."""
         sp = self.split_table
         rows = sp.of(sid)
-        sel = rows[(sp.sess[rows] > after) & (sp.sess[rows] <= upto)]
+        sel = rows[(sp.sess[rows] > after) & (sp.sess[rows] + sp.lag[rows] <= upto)]
         return float(np.prod(sp.num[sel] / sp.den[sel])) if len(sel) else 1.0
 
     def _split_rows(self, rows: np.ndarray) -> list[dict]:
@@ -253,21 +320,43 @@ class GroundTruth:
         return [{"symbol": self.uni.symbols[int(sp.sid[r])], "date": iso[int(sp.sess[r])],
                  "numerator": int(sp.num[r]), "denominator": int(sp.den[r])} for r in rows.tolist()]
 
-    def splits(self, symbol: str) -> list[dict]:
-        """splits?symbol= : the symbol's splits up to the last close, newest first."""
+    def splits(self, symbol: str, settled: bool = False) -> list[dict]:
+        """splits?symbol= : the symbol's splits up to the last close, newest first; a late
+        split only once served (``settled``: every split up to the last close)."""
         sid = self.symbol_id(symbol)
         if sid is None:
             return []
         L = self.last_closed_index()
-        rows = self.split_table.of(sid)
-        return self._split_rows(rows[self.split_table.sess[rows] <= L][::-1])
+        sp = self.split_table
+        rows = sp.of(sid)
+        shown = sp.sess[rows] <= L if settled else sp.visible(L)[rows]
+        return self._split_rows(rows[shown][::-1])
 
-    def splits_calendar(self, from_date: date, to_date: date) -> list[dict]:
-        """splits-calendar?from&to : every symbol's splits with ex-date in [from, to], up to the last close."""
+    def splits_calendar(self, from_date: date, to_date: date, settled: bool = False) -> list[dict]:
+        """splits-calendar?from&to : every symbol's splits with ex-date in [from, to], up to the last close
+        (a late split only once served, unless ``settled``)."""
         lo, hi = self.sessions_between(from_date, to_date)
         sp = self.split_table
-        rows = np.flatnonzero((sp.sess >= lo) & (sp.sess < hi))
+        shown = (sp.sess >= lo) & (sp.sess < hi)
+        if not settled:
+            shown &= sp.visible(self.last_closed_index())
+        rows = np.flatnonzero(shown)
         return self._split_rows(rows[np.argsort(sp.sess[rows], kind="stable")][::-1])
+
+    def late_splits(self) -> list[dict]:
+        """Late splits with ex-date up to the last close, oldest first: the split row plus
+        ``visibleFrom`` (the session at whose close it, and the history's adjustment for it,
+        are served) and ``visible`` (served now)."""
+        L = self.last_closed_index()
+        sp = self.split_table
+        rows = np.flatnonzero((sp.lag > 0) & (sp.sess <= L))
+        rows = rows[np.argsort(sp.sess[rows], kind="stable")]
+        out = self._split_rows(rows)
+        for r, row in zip(rows.tolist(), out):
+            when = int(sp.sess[r] + sp.lag[r])
+            row["visibleFrom"] = self.cal.iso[when] if when < self.cal.n else None
+            row["visible"] = when <= L
+        return out
 
     def non_split_adjusted(self, symbol: str, from_date: date | None = None,
                            to_date: date | None = None) -> list[dict]:
@@ -320,8 +409,9 @@ class GroundTruth:
         return self.uni.index.get(symbol)
 
     def is_listed(self, i: int, L: int | None = None) -> bool:
+        """In the screener at last close L (a symbol listed before trading is, before its first bar)."""
         L = self.last_closed_index() if L is None else L
-        return self.uni.list_sess[i] <= L < self.delisted_sess[i]
+        return self._screener_from[i] <= L < self.delisted_sess[i]
 
     def symbols(self, exchange: str | None = None) -> list[str]:
         u = self.uni
@@ -355,9 +445,9 @@ class GroundTruth:
     # ------------------------------------------------------------------ prices
     _BAR_KEYS = ("symbol", "date", "open", "high", "low", "close", "volume", "change", "changePercent", "vwap")
 
-    def _bar_lists(self, sid: int, lo: int, hi: int):
+    def _bar_lists(self, sid: int, lo: int, hi: int, settled: bool = False):
         t = np.arange(hi - 1, lo - 1, -1, dtype=np.int64)
-        b = self.prices.bars(np.full(len(t), sid), t)
+        b = self.prices.bars(np.full(len(t), sid), t, settled=settled)
         o, h, l, c, v = b["open"], b["high"], b["low"], b["close"], b["volume"]
         chg = _r(c - o, 4)
         chp = _r(np.where(o > 0, (c - o) / o * 100.0, 0.0), 5)
@@ -366,7 +456,7 @@ class GroundTruth:
         dates = [iso[ti] for ti in t.tolist()]
         return dates, o.tolist(), h.tolist(), l.tolist(), c.tolist(), v.tolist(), chg.tolist(), chp.tolist(), vwap.tolist()
 
-    def _bar_rows(self, sid: int, lo: int, hi: int) -> list[dict]:
+    def _bar_rows(self, sid: int, lo: int, hi: int, settled: bool = False) -> list[dict]:
         """historical-price-eod/full rows for session range [lo, hi), newest first."""
         if hi <= lo:
             return []
@@ -374,7 +464,7 @@ class GroundTruth:
         return [
             {"symbol": sym, "date": d, "open": oi, "high": hi_, "low": li, "close": ci, "volume": vi,
              "change": gi, "changePercent": pi, "vwap": wi}
-            for d, oi, hi_, li, ci, vi, gi, pi, wi in zip(*self._bar_lists(sid, lo, hi))
+            for d, oi, hi_, li, ci, vi, gi, pi, wi in zip(*self._bar_lists(sid, lo, hi, settled))
         ]
 
     def eod_bars_json(self, symbol: str, from_date: date | None = None, to_date: date | None = None) -> bytes:
@@ -415,14 +505,53 @@ class GroundTruth:
         lo = max(lo, hi - HISTORY_CAP)  # cap drops the OLDEST rows
         return sid, lo, hi
 
-    def eod_bars(self, symbol: str, from_date: date | None = None, to_date: date | None = None) -> list[dict]:
-        """historical-price-eod/full (flat, newest first, capped at 5,000 rows)."""
+    def eod_bars(self, symbol: str, from_date: date | None = None, to_date: date | None = None,
+                 settled: bool = False) -> list[dict]:
+        """historical-price-eod/full (flat, newest first, capped at 5,000 rows), as served now;
+        ``settled``: the final bars (every revision made, every split up to now applied)."""
         r = self.history_range(symbol, from_date, to_date)
-        return [] if r is None else self._bar_rows(*r)
+        return [] if r is None else self._bar_rows(*r, settled=settled)
 
-    def bar(self, symbol: str, day: date) -> dict | None:
-        rows = self.eod_bars(symbol, day, day)
+    def bar(self, symbol: str, day: date, settled: bool = False) -> dict | None:
+        """The official end-of-day bar of ``day`` as the history serves it now (``settled``: final)."""
+        rows = self.eod_bars(symbol, day, day, settled)
         return rows[0] if rows else None
+
+    def revisions(self, from_date: date | None = None, to_date: date | None = None,
+                  symbol: str | None = None) -> list[dict]:
+        """Revised bars of sessions in [from, to] up to the last close (default: the last 21
+        sessions), by date then symbol: ``symbol, date, field`` ("volume" or "close"),
+        ``before`` and ``after`` (open/high/low/close/volume in today's split units),
+        ``visibleFrom`` (the session at whose close the revision is served) and ``visible``."""
+        L = self.last_closed_index()
+        if L < 0 or self.prices.revision_p <= 0:
+            return []
+        lo = self.cal.on_or_after(from_date) if from_date else max(0, L - 20)
+        hi = min(self.cal.on_or_before(to_date), L) + 1 if to_date else L + 1
+        if hi <= lo:
+            return []
+        u = self.uni
+        ids = np.arange(u.n) if symbol is None else np.array([self.symbol_id(symbol)] if self.symbol_id(symbol) is not None else [], dtype=np.int64)
+        t = np.arange(lo, hi, dtype=np.int64)
+        I, T = np.meshgrid(ids, t, indexing="ij")
+        I, T = I.ravel(), T.ravel()
+        hit = self.prices.revision_mask(I, T) & (u.list_sess[I] <= T) & (T < self.delisted_sess[I])
+        I, T = I[hit], T[hit]
+        order = np.lexsort((I, T))
+        I, T = I[order], T[order]
+        before = self.prices.bars(I, T, revised=False)
+        after = self.prices.bars(I, T, revised=True)
+        lag = max(0, int(self.config.bad_days.revision_lag_sessions))
+        keys = ("open", "high", "low", "close", "volume")
+        out = []
+        for k in range(len(I)):
+            b = {f: before[f][k].item() for f in keys}
+            a = {f: after[f][k].item() for f in keys}
+            when = int(T[k]) + lag
+            out.append({"symbol": u.symbols[int(I[k])], "date": self.cal.iso[int(T[k])],
+                        "field": "close" if a["close"] != b["close"] else "volume", "before": b, "after": a,
+                        "visibleFrom": self.cal.iso[when] if when < self.cal.n else None, "visible": when <= L})
+        return out
 
     # ------------------------------------------------------------------ bulk
     def _foreign_model(self) -> PriceModel:
@@ -449,13 +578,19 @@ class GroundTruth:
                 self._day_cache.popitem(last=False)
         return b
 
-    def bulk_rows(self, day: date, include_foreign: bool = True) -> list[tuple]:
+    def bulk_rows(self, day: date, include_foreign: bool = True, settled: bool = False) -> list[tuple]:
         """eod-bulk rows as tuples (symbol, date, open, low, high, close, adjClose, volume)."""
         t = self.cal.index_of(day)
         L = self.last_closed_index()
         if t is None or t > L:
             return []
-        b = self._day_arrays(t)
+        if settled:
+            u = self.uni
+            ids = np.flatnonzero((u.list_sess <= t) & (t < self.delisted_sess))
+            b = self.prices.bars(ids, np.full(len(ids), t), settled=True)
+            b["ids"] = ids
+        else:
+            b = self._day_arrays(t)
         ids = b["ids"]
         u = self.uni
         adj = b["close"] * np.exp(self._adj_log(ids, t, L))
@@ -487,10 +622,11 @@ class GroundTruth:
                                  float(fb["close"][k]), float(fb["close"][k]), int(fb["volume"][k])))
         return rows
 
-    def bulk_eod(self, day: date) -> list[dict]:
-        """eod-bulk rows for US universe symbols only (dicts incl. adjClose)."""
+    def bulk_eod(self, day: date, settled: bool = False) -> list[dict]:
+        """eod-bulk rows for US universe symbols only (dicts incl. adjClose), as served now
+        (``settled``: every revision made, every split up to now applied)."""
         keys = ("symbol", "date", "open", "low", "high", "close", "adjClose", "volume")
-        return [dict(zip(keys, r)) for r in self.bulk_rows(day, include_foreign=False)]
+        return [dict(zip(keys, r)) for r in self.bulk_rows(day, include_foreign=False, settled=settled)]
 
     # --------------------------------------------------------------- dividends
     @property
@@ -535,7 +671,16 @@ class GroundTruth:
         pid = np.flatnonzero(u.payer)
         k1, ex1, mon1, _ = self._events(pid, u.div_start[pid], u.freq[pid], u.phase[pid], u.dom[pid])
         f1 = u.freq[k1]
-        q1 = (u.div_yield[k1] / f1) * np.exp(0.06 * normal(self.config.seed, S_DIV, k1, mon1))
+        seed = self.config.seed
+        q1 = (u.div_yield[k1] / f1) * np.exp(0.06 * normal(seed, S_DIV, k1, mon1))
+        # bad days: a Special dividend (frequency code 0) on the ex-date of some regular ones
+        sp = np.flatnonzero(uniform(seed, S_SPECIAL, k1, mon1) < self.config.bad_days.special_dividend_p)
+        if len(sp):
+            q_sp = q1[sp] * (0.5 + 3.5 * uniform(seed, S_SPECIAL_SIZE, k1[sp], mon1[sp]))
+            k1, ex1, mon1 = (np.concatenate([a, a[sp]]) for a in (k1, ex1, mon1))
+            q1, f1 = np.concatenate([q1, q_sp]), np.concatenate([f1, np.zeros(len(sp), dtype=f1.dtype)])
+            order = np.lexsort((f1 == 0, ex1, k1))  # the regular row first, then the special
+            k1, ex1, mon1, q1, f1 = k1[order], ex1[order], mon1[order], q1[order], f1[order]
         cum = np.concatenate([[0.0], np.cumsum(np.log1p(-np.clip(q1, 0, 0.5)))])
         return DivTable(k1, ex1, mon1, q1, f1, None, cum, len(k1))
 
@@ -587,7 +732,7 @@ class GroundTruth:
             prev = round_price(self.prices.close_raw(key[us], np.maximum(ex[us] - 1, 0)))
             amt = np.maximum(np.round(q[us] * prev, 4), 0.0001)
             amount[us] = amt
-            yld[us] = amt * freq[us] / prev * 100.0
+            yld[us] = amt * np.maximum(freq[us], 1) / prev * 100.0  # a Special: its own share of the price
         fo = ~us
         if fo.any():
             yld[fo] = 0.5 + 5.5 * uniform(seed, S_MISC + 1, key[fo], mon[fo])
@@ -629,6 +774,18 @@ class GroundTruth:
         idx = np.arange(lo, hi)
         idx = idx[d.ex[idx] <= L][::-1]
         return self._div_rows(idx, d)
+
+    def special_dividends(self, symbol: str | None = None) -> list[dict]:
+        """The Special dividends served up to the last close (each shares its ex-date with a
+        regular one, and both are served), newest first."""
+        d = self.divs_us
+        L = self.last_closed_index()
+        sel = (d.freq[: d.n_us] == 0) & (d.ex[: d.n_us] <= L)
+        if symbol is not None:
+            sid = self.symbol_id(symbol)
+            sel &= d.key[: d.n_us] == (-1 if sid is None else sid)
+        idx = np.flatnonzero(sel)
+        return self._div_rows(idx[np.lexsort((d.key[idx], -d.ex[idx]))], d)
 
     def _calendar_idx(self, from_date: date, to_date: date) -> np.ndarray:
         if from_date > to_date:
@@ -694,8 +851,11 @@ class GroundTruth:
                 prev = round_price(self.prices.close_raw(k, np.maximum(d.ex[sel] - 1, 0)))
                 amt = np.maximum(np.round(d.q[sel] * prev, 4), 0.0001)
                 lad = np.bincount(k, weights=amt, minlength=n)
+        q_price, q_volume = self._after_close_quote(ids, L, c, b["volume"])
         snap = {
             "open": b["open"], "high": b["high"], "low": b["low"], "close": c, "volume": b["volume"],
+            "q_price": q_price, "q_volume": q_volume,
+            "q_high": np.maximum(b["high"], q_price), "q_low": np.minimum(b["low"], q_price),
             "prev_close": prev_close, "year_high": year_high, "year_low": year_low,
             "avg50": avg50, "avg200": avg200, "lad": _r(lad, 4),
             "avg_volume": np.floor(u.vol_base * np.exp(0.45 ** 2 / 2)).astype(np.int64),
@@ -705,6 +865,59 @@ class GroundTruth:
             while len(self._snap_cache) > 4:
                 self._snap_cache.popitem(last=False)
         return snap
+
+    def _after_close_quote(self, ids: np.ndarray, L: int, close: np.ndarray, volume: np.ndarray):
+        """(price, volume) of the quote after session L's close: not the official bar. For a
+        share of (symbol, session) the last print is 1-8 bp (at least a tick) off the official
+        close; for a share the volume is 0.5-5% short of the consolidated volume."""
+        bad, seed = self.config.bad_days, self.config.seed
+        price, vol = close, volume
+        L = np.full(len(ids), L, dtype=np.int64)  # arrays: a 0-d operand makes numpy warn on the hash's wrap-around
+        if bad.quote_close_diff_p > 0:
+            hit = uniform(seed, S_QUOTE_PRICE, ids, L) < bad.quote_close_diff_p
+            tick = np.where(close >= 1, 0.01, 0.0001)
+            bp = 1.0 + 7.0 * uniform(seed, S_QUOTE_SIZE, ids, L)
+            delta = np.maximum(tick, np.round(close * bp / 1e4 / tick) * tick)
+            down = (uniform(seed, S_QUOTE_SIGN, ids, L) < 0.5) & (close - delta > 0)
+            price = np.where(hit, round_price(np.where(down, close - delta, close + delta)), close)
+        if bad.quote_volume_short_p > 0:
+            hit = (uniform(seed, S_QUOTE_VOL, ids, L) < bad.quote_volume_short_p) & (volume > 0)
+            short = np.floor(volume * (1.0 - (0.005 + 0.045 * uniform(seed, S_QUOTE_VOL_SIZE, ids, L)))).astype(np.int64)
+            vol = np.where(hit, np.minimum(short, volume - 1), volume)
+        return price, vol
+
+    def quote_differences(self) -> list[dict]:
+        """Symbols whose after-close quote (what batch-quote serves between the last close
+        and the next open) differs from the official bar of the last closed session, symbol
+        order: ``symbol, date, close`` (official), ``price`` (quote), ``volume`` (official),
+        ``quoteVolume``."""
+        L = self.last_closed_index()
+        if L < 0:
+            return []
+        s = self._snapshot(L)
+        u = self.uni
+        ids = np.flatnonzero((u.list_sess <= L) & (L < self.delisted_sess)
+                             & ((s["q_price"] != s["close"]) | (s["q_volume"] != s["volume"])))
+        return sorted(({"symbol": u.symbols[i], "date": self.cal.iso[L], "close": float(s["close"][i]),
+                        "price": float(s["q_price"][i]), "volume": int(s["volume"][i]),
+                        "quoteVolume": int(s["q_volume"][i])} for i in ids.tolist()), key=lambda r: r["symbol"])
+
+    def null_payers(self) -> list[dict]:
+        """Listed payers whose screener lastAnnualDividend is null (a bad day), symbol order,
+        with the value it stands for (``lastAnnualDividend``, the settled truth)."""
+        L = self.last_closed_index()
+        if L < 0:
+            return []
+        lad = self._snapshot(L)["lad"]
+        u = self.uni
+        return sorted(({"symbol": u.symbols[i], "lastAnnualDividend": float(lad[i])}
+                       for i in np.flatnonzero(self._null_lad).tolist() if self.is_listed(i, L)),
+                      key=lambda r: r["symbol"])
+
+    def empty_profiles(self) -> list[str]:
+        """Listed symbols whose ``profile`` answers [] (a fixed set; a bad day), sorted."""
+        L = self.last_closed_index()
+        return sorted(self.uni.symbols[i] for i in np.flatnonzero(self._empty_profile).tolist() if self.is_listed(i, L))
 
     def universe(self) -> list[dict]:
         """company-screener rows of every listed US symbol (symbol order)."""
@@ -722,18 +935,122 @@ class GroundTruth:
         for i, sym in enumerate(u.symbols):
             if not self.is_listed(i, L):
                 continue
-            mc = None if u.mcap_null[i] else (round(float(mcap[i]), 1) if u.mcap_frac[i] else int(mcap[i]))
+            trading = u.list_sess[i] <= L  # listed before trading: no volume, no market cap yet
+            mc = None if u.mcap_null[i] or not trading else (round(float(mcap[i]), 1) if u.mcap_frac[i] else int(mcap[i]))
             if mc is not None and u.mcap_frac[i]:
                 mc = mc + 0.5 if mc == int(mc) else mc
             out.append({
                 "symbol": sym, "companyName": u.name[i], "marketCap": mc, "sector": u.sector[i],
                 "industry": u.industry[i], "beta": None if u.beta_null[i] else float(u.beta[i]),
-                "price": close[i], "lastAnnualDividend": None if u.lad_null[i] else lad[i],
-                "volume": ExpFloat(vol[i]) if u.volume_exp[i] else vol[i], "exchange": u.exch_full[i],
+                "price": close[i], "lastAnnualDividend": None if u.lad_null[i] or self._null_lad[i] else lad[i],
+                "volume": (ExpFloat(vol[i]) if u.volume_exp[i] else vol[i]) if trading else 0, "exchange": u.exch_full[i],
                 "exchangeShortName": str(u.exch_short[i]), "country": str(u.country[i]),
                 "isEtf": bool(u.is_etf[i]), "isFund": False, "isActivelyTrading": True,
             })
         return out
+
+    # --------------------------------------------------------------- screener
+    def screener_query(self, params: Mapping[str, str]) -> list[dict]:
+        """Every company-screener row the query matches (filters only), as served: marketCap desc."""
+        exch = {e.strip().upper() for e in params.get("exchange", "").split(",") if e.strip()}
+        country = {c.strip().upper() for c in params.get("country", "").split(",") if c.strip()}
+        sector = params.get("sector")
+        industry = params.get("industry")
+        is_etf, is_fund = _bool_param(params.get("isEtf")), _bool_param(params.get("isFund"))
+        active = _bool_param(params.get("isActivelyTrading"))
+        all_classes = _bool_param(params.get("includeAllShareClasses"))
+        mc_gt, mc_lt = _float_param(params.get("marketCapMoreThan")), _float_param(params.get("marketCapLowerThan"))
+        div_gt, div_lt = _float_param(params.get("dividendMoreThan")), _float_param(params.get("dividendLowerThan"))
+        px_gt, px_lt = _float_param(params.get("priceMoreThan")), _float_param(params.get("priceLowerThan"))
+        vol_gt = _float_param(params.get("volumeMoreThan"))
+        out = []
+        for r in self.screener_rows():
+            if exch and r["exchangeShortName"] not in exch:
+                continue
+            if country and r["country"] not in country:
+                continue
+            if sector and r["sector"] != sector or industry and r["industry"] != industry:
+                continue
+            if is_etf is not None and r["isEtf"] != is_etf or is_fund is not None and r["isFund"] != is_fund:
+                continue
+            if active is not None and r["isActivelyTrading"] != active:
+                continue
+            if all_classes is False and "-" in r["symbol"] and not r["symbol"].endswith("-A"):
+                continue  # only when explicitly false: secondary share classes hidden
+            mc = r["marketCap"]
+            if mc_gt is not None and (mc is None or mc <= mc_gt) or mc_lt is not None and (mc is None or mc >= mc_lt):
+                continue
+            lad = r["lastAnnualDividend"]
+            if div_gt is not None and (lad is None or lad <= div_gt) or div_lt is not None and (lad is None or lad >= div_lt):
+                continue
+            if px_gt is not None and r["price"] <= px_gt or px_lt is not None and r["price"] >= px_lt:
+                continue
+            if vol_gt is not None and r["volume"] <= vol_gt:
+                continue
+            out.append(r)
+        out.sort(key=lambda r: -(r["marketCap"] or 0))
+        return out
+
+    def screener_limit(self, params: Mapping[str, str]) -> int:
+        """The page size served: ``limit`` (default 1000), silently capped at ``screener_max_limit``.
+        Raises ``ValueError`` for a non-integer limit."""
+        limit = max(0, int(params.get("limit") or 1000))
+        cap = self.config.bad_days.screener_max_limit
+        return limit if cap is None else min(limit, int(cap))
+
+    def screener_page(self, params: Mapping[str, str], _matched: list[dict] | None = None) -> dict:
+        """company-screener as served for these query parameters: ``rows`` (the answer),
+        ``dropped`` (symbols of the page's rows left out of a short page, in page order),
+        ``limit`` (the page size served), ``page``, ``total`` (rows the query matches) and
+        ``last`` (whether this page holds the last row). Pages are exactly as asked
+        (rows [page*limit, (page+1)*limit) of the marketCap-desc order); past the end: [].
+        A page that is not the last is short, at rate ``short_page_p`` keyed on (last close,
+        query, page): 2-15% of its rows (at least one) are left out. Raises ``ValueError``
+        for a non-integer limit or page."""
+        limit = self.screener_limit(params)
+        page = int(params.get("page") or 0)
+        out = self.screener_query(params) if _matched is None else _matched
+        start = page * limit
+        rows = out[start:start + limit] if page >= 0 else []
+        last = start + limit >= len(out)
+        dropped: list[str] = []
+        p = self.config.bad_days.short_page_p
+        if rows and not last and p > 0:
+            seed, L = self.config.seed, self.last_closed_index()
+            qh = np.array([self._query_hash(params, limit)], dtype=np.int64)
+            b = np.array([(L << 40) + (page << 20)], dtype=np.int64)
+            if uniform(seed, S_PAGE, qh, b)[0] < p:
+                share = 0.02 + 0.13 * uniform(seed, S_PAGE_SIZE, qh, b)[0]
+                r = uniform(seed, S_PAGE_ROW, np.repeat(qh, len(rows)), b + np.arange(len(rows)))
+                drop = r < share
+                drop[int(np.argmin(r))] = True
+                dropped = [row["symbol"] for row, d in zip(rows, drop.tolist()) if d]
+                rows = [row for row, d in zip(rows, drop.tolist()) if not d]
+        return {"rows": rows, "dropped": dropped, "limit": limit, "page": page, "total": len(out), "last": last}
+
+    def screener(self, params: Mapping[str, str] | None = None) -> list[dict]:
+        """The rows company-screener serves for these query parameters (see ``screener_page``)."""
+        return self.screener_page(params or {})["rows"]
+
+    def short_pages(self, params: Mapping[str, str] | None = None) -> dict[int, list[str]]:
+        """For a query (``page`` ignored): each short page's number and the symbols it drops."""
+        params = dict(params or {})
+        limit = self.screener_limit(params)
+        matched = self.screener_query(params)
+        pages = (len(matched) + limit - 1) // limit if limit else 0
+        out = {}
+        for page in range(pages):
+            dropped = self.screener_page({**params, "page": str(page)}, matched)["dropped"]
+            if dropped:
+                out[page] = dropped
+        return out
+
+    @staticmethod
+    def _query_hash(params: Mapping[str, str], limit: int) -> int:
+        """A stable 56-bit key of a screener query (its parameters but page and apikey; the served limit)."""
+        items = sorted((k, str(v)) for k, v in params.items() if k not in ("page", "limit", "apikey"))
+        text = "&".join(f"{k}={v}" for k, v in items) + f"&limit={limit}"
+        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=7).digest(), "little")
 
     # ------------------------------------------------------------------ quotes
     def quote(self, symbol: str) -> dict | None:
@@ -747,6 +1064,8 @@ class GroundTruth:
         L = self.last_closed_index(now)
         if L < 0:
             return []
+        if L != self._scale_at:
+            self._as_of(L)
         live = self.cal.in_session(now)
         s = self._snapshot(L)
         out = []
@@ -754,7 +1073,7 @@ class GroundTruth:
             i = u.index.get(sym)
             if i is None or u.list_sess[i] > (live if live is not None else L):
                 continue
-            if live is not None and live > L and u.list_sess[i] <= L:
+            if live is not None and live > L:  # the day so far (an IPO's first day too)
                 b = self.prices.bars(np.array([i]), np.array([live]))
                 o, h, lo, c, v = (float(b[k][0]) for k in ("open", "high", "low", "close", "volume"))
                 ts = now.timestamp()
@@ -764,11 +1083,11 @@ class GroundTruth:
                 day_low = float(round_price(np.array([min(o, price) - f * (min(o, c) - lo)]))[0])
                 day_high, day_low = max(day_high, o, price), min(day_low, o, price)
                 volume = int(v * f)
-                prev = float(s["close"][i])
+                prev = float(s["close"][i]) if u.list_sess[i] <= L else o  # no previous close before the first bar
                 timestamp = int(ts)
-            else:
-                o, day_high, day_low, price = (float(s[k][i]) for k in ("open", "high", "low", "close"))
-                volume = int(s["volume"][i])
+            else:  # after the close: the last print and volume, not the official bar
+                o, day_high, day_low, price = (float(s[k][i]) for k in ("open", "q_high", "q_low", "q_price"))
+                volume = int(s["q_volume"][i])
                 prev = float(s["prev_close"][i])
                 timestamp = int(self.cal.close_ts[L])
             change = round(price - prev, 4)
@@ -784,11 +1103,12 @@ class GroundTruth:
         return out
 
     # ----------------------------------------------------------------- profiles
-    def profile(self, symbol: str) -> dict | None:
-        """profile?symbol= row (None for unknown or not yet listed)."""
+    def profile(self, symbol: str, settled: bool = False) -> dict | None:
+        """profile?symbol= row (None, served as [], for unknown symbols, symbols without a bar
+        yet and, unless ``settled``, the symbols of ``empty_profiles``)."""
         i = self.symbol_id(symbol)
         L = self.last_closed_index()
-        if i is None or L < 0 or self.uni.list_sess[i] > L:
+        if i is None or L < 0 or self.uni.list_sess[i] > L or (self._empty_profile[i] and not settled):
             return None
         return self._profile_row(i, self._snapshot(L))
 
@@ -878,6 +1198,19 @@ class GroundTruth:
         rows = [{"symbol": s, "companyName": n} for s, n in zip(u.symbols, u.name)]
         rows += [{"symbol": s, "companyName": n} for s, n in zip(f.symbols, f.names)]
         return rows
+
+
+def _bool_param(raw: str | None) -> bool | None:
+    if raw is None or raw == "":
+        return None
+    return raw.strip().lower() in ("true", "1", "yes")
+
+
+def _float_param(raw: str | None) -> float | None:
+    try:
+        return None if raw in (None, "") else float(raw)
+    except ValueError:
+        return None
 
 
 def _years_before(d: date, years: int) -> date:

@@ -59,7 +59,7 @@ _AREA = ["212", "408", "617", "312", "713", "512", "206", "404", "303", "305", "
 _STREETS = ["Main Street", "Park Avenue", "Market Street", "Technology Drive", "Commerce Way", "Innovation Blvd", "Corporate Center Drive", "Pine Street", "Harbor Road"]
 _COUNTRIES = ["CN", "GB", "IL", "CA", "NL", "IE", "BM", "KY", "JP", "BR", "DE", "CH"]
 
-FREQ_NAME = {1: "Annual", 2: "Semi-Annual", 4: "Quarterly", 12: "Monthly"}
+FREQ_NAME = {0: "Special", 1: "Annual", 2: "Semi-Annual", 4: "Quarterly", 12: "Monthly"}  # 0: a one-off (bad days)
 
 NASDAQ_VENUES = ["NASDAQ Global Select", "NASDAQ Global Market", "NASDAQ Capital Market"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from fmp_simulator import GroundTruth, SimConfig
+from fmp_simulator import BadDays, GroundTruth, SimConfig
 from stock_assets import clock, trading
 from stock_assets.profile_refresh import todays_slice
 from stock_assets.tags import SYNC_TAG
@@ -36,7 +36,10 @@ def test_the_screener_layer_is_daily_and_a_full_profile_comes_only_when_due(tmp_
     sector = next(s for s in ("Energy", "Utilities") if s != probe.profile(reclassified)["sector"])
     platform = make_platform(tmp_path, monkeypatch, now=after_close(day1), split_rate_per_symbol_week=0.0,
                              sector_changes=((reclassified, day2, sector, "Oil & Gas Midstream"),),
-                             listings=((listed, day2),))
+                             listings=((listed, day2),),
+                             # listed the day of its first bar here (a listing ahead of its first trade
+                             # is test_convergence's): the day it appears is the day its profile comes
+                             bad_days=BadDays(pre_listing_sessions=0))
     wh = platform.resources()["warehouse"]
 
     def sync(day) -> set[str]:
