@@ -16,6 +16,7 @@ import dagster as dg
 from stock_assets.profile_refresh import FRESHNESS_SLACK_DAYS
 from stock_assets.run_stats import RunStats
 from stock_assets.warehouse import WarehouseResource
+from stock_assets.warehouse.resource import SPLIT_JUMP_TOLERANCE
 
 MIN_FRESH_SHARE = 0.99
 
@@ -28,8 +29,6 @@ SPLITS_RESTATED = "splits_restated"
 NO_SPLIT_JUMPS = "no_split_jumps"
 # Checks a materialization cannot succeed without: failing one fails the partition.
 BLOCKING = {COVERAGE}
-# A close-to-close move within this of a split's ratio, on its ex-date, is the split itself.
-SPLIT_JUMP_TOLERANCE = 0.15
 
 
 def specs(asset: str, partitions: dg.PartitionsDefinition | None, *names: str) -> list[dg.AssetCheckSpec]:
@@ -43,8 +42,8 @@ def specs(asset: str, partitions: dg.PartitionsDefinition | None, *names: str) -
         PROFILES_FRESH: f"At least {MIN_FRESH_SHARE:.0%} of the shard's full profiles are no older than "
                         f"profile_max_age_days + {FRESHNESS_SLACK_DAYS} (the wait for their refresh turn).",
         ITEM_SUCCESS: "The share of the partition's items fetched is within the allowed failure share.",
-        SPLITS_RESTATED: "No symbol of the shard has a split newer than the day its stored history is "
-                         "adjusted to (the run restates them).",
+        SPLITS_RESTATED: "No symbol of the shard holds history in the shares before a split: loaded before "
+                         "the split's ex-date, or jumping by its ratio there (the run restates them).",
         NO_SPLIT_JUMPS: "No split day shows a close-to-close move matching the split's ratio (an "
                         "unrestated split in the stored bars).",
     }

@@ -25,6 +25,9 @@ from stock_assets.resources import SyncSettings
 from stock_assets.warehouse import WarehouseResource, column_schema
 
 ENDPOINT = "splits-calendar"
+# FMP lists some splits a day or more after their ex-date: each run asks again this many days
+# back (in the same call as the day: splits are a few a day worldwide).
+RECHECK_DAYS = 10
 # Days per call when filling the past: a few hundred splits worldwide a month,
 # far under the 4,000-row cap FMP's calendars have shown.
 WINDOW_DAYS = 30
@@ -70,13 +73,15 @@ def splits(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Wareh
 
 def windows_to_fetch(span: tuple[dt.date, dt.date] | None, day: dt.date,
                      first: dt.date) -> tuple[tuple[dt.date, dt.date] | None, list[tuple[dt.date, dt.date]]]:
-    """The loaded span and the windows to fetch for `day`: the gap since the last day loaded, or the day."""
+    """The loaded span and the windows to fetch for `day`: the gap since the last day loaded, or the day,
+    with the RECHECK_DAYS before it."""
     if span is None:
         start = first
-    elif day > span[1]:
-        start = span[1] + dt.timedelta(days=1)
     else:
-        start = day  # a day already covered (a re-run): fetch it again
+        # The gap since the last day loaded, or the day itself again (a re-run), and the days
+        # before it, for the splits FMP lists late.
+        start = min(span[1] + dt.timedelta(days=1), day) - dt.timedelta(days=RECHECK_DAYS)
+        start = max(start, span[0])
     windows = []
     while start <= day:
         end = min(day, start + dt.timedelta(days=WINDOW_DAYS - 1))

@@ -37,14 +37,32 @@ from .duckdb_file import DuckDBFile, upsert
 _INSANE_PRICE = """(close <= 0 OR open <= 0 OR high <= 0 OR low <= 0 OR volume < 0
     OR low > least(open, close) OR high < greatest(open, close))"""
 
-# (symbol, dataset) whose stored history predates a split: one declaration for
-# the shard planner and the shard assets, so a shard planned is a shard restated.
-_RESTATEMENTS = """
+# (symbol, dataset) whose stored history is in the shares before a split: one declaration for the
+# shard planner and the shard assets, so a shard planned is a shard restated. Two ways to know:
+# - the history was loaded (adjusted) to a day before the split's ex-date, and holds rows before it;
+# - whatever the dates, its bars jump by the split's ratio on the ex-date: FMP listed the split late,
+#   or served the history before adjusting it (both happen), so the rows before are in the old shares.
+#   A move within SPLIT_JUMP_TOLERANCE of a ratio that far from 1 is the split, not the market.
+SPLIT_JUMP_TOLERANCE = 0.15
+_UNADJUSTED_SPLITS = f"""
+    WITH on_day AS (
+        SELECT s.symbol, s.date, s.numerator / s.denominator AS ratio, p.close
+        FROM market.splits s JOIN market.prices p ON p.symbol = s.symbol AND p.date = s.date
+        WHERE abs(s.numerator / s.denominator - 1) > {2 * SPLIT_JUMP_TOLERANCE} AND p.close > 0),
+    before AS (SELECT symbol, date, close FROM market.prices WHERE symbol IN (SELECT symbol FROM on_day))
+    SELECT d.symbol, d.date FROM on_day d ASOF JOIN before b ON b.symbol = d.symbol AND d.date > b.date
+    WHERE abs(b.close / d.close / d.ratio - 1) < {SPLIT_JUMP_TOLERANCE}"""
+_RESTATEMENTS = f"""
     SELECT DISTINCT h.symbol, h.dataset FROM market.history_loads h
     JOIN market.splits s ON s.symbol = h.symbol AND s.date > h.end_date
     WHERE (h.dataset = 'prices' AND s.date > (SELECT min(date) FROM market.prices p WHERE p.symbol = h.symbol))
        OR (h.dataset = 'dividends'
-           AND s.date > (SELECT min(ex_date) FROM market.dividends d WHERE d.symbol = h.symbol))"""
+           AND s.date > (SELECT min(ex_date) FROM market.dividends d WHERE d.symbol = h.symbol))
+    UNION
+    SELECT DISTINCT u.symbol, h.dataset FROM ({_UNADJUSTED_SPLITS}) u
+    JOIN market.history_loads h ON h.symbol = u.symbol
+    WHERE h.dataset = 'prices'
+       OR u.date > (SELECT min(ex_date) FROM market.dividends d WHERE d.symbol = u.symbol)"""
 
 # A symbol the screener lists today (rows written before the point-in-time universe have NULL).
 # The others keep their data but cost no call and count for no coverage.
