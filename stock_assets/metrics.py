@@ -49,6 +49,7 @@ def metrics_tables(stats: RunStats, run_id: str, tags: dict[str, str], status: s
         "status": status, "items_total": stats.items_total, "items_succeeded": stats.items_succeeded,
         "items_failed": stats.items_failed, "items_skipped": stats.items_skipped,
         "rows_written": stats.rows_written, "rejected_rows": stats.rejects,
+        "revisions_repaired": stats.revisions_repaired,
         "api_calls": sum(s.calls for s in api.values()), "error": error,
     }]
     phases = [{
@@ -62,10 +63,12 @@ def metrics_tables(stats: RunStats, run_id: str, tags: dict[str, str], status: s
         "latency_mean_s": s.latency_mean, "latency_p50_s": s.latency(0.5),
         "latency_p95_s": s.latency(0.95), "limiter_wait_s": s.limiter_wait_s,
     } for s in api.values()]
+    # A skip saves calls only if the work it belongs to was done: a failed step credits nothing
+    # (its partition runs again, and what it skipped may be asked then).
     optimizations = [{
         **step, "name": o.name, "items_considered": o.considered, "items_skipped": o.skipped,
         "calls_saved": o.calls_saved, "seconds_saved": o.seconds_saved,
-    } for o in stats.optimizations]
+    } for o in stats.optimizations] if status == "succeeded" else []
     return {
         "metrics.runs": _table("metrics.runs", runs),
         "metrics.phases": _table("metrics.phases", phases),

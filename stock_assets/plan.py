@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster import AssetPartitionStatus, DagsterRunStatus
 
-from stock_assets import trading
+from stock_assets import revisions, trading
 from stock_assets.assets import ASSET_NAMES, DAILY_ASSETS, HISTORY_ASSETS, assets_for
 from stock_assets.assets.profiles import bulk_profiles_cached
 from stock_assets.config import Config
@@ -89,7 +89,10 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
     settings = settings or SyncSettings()
     runs = [session_run(d) for d in sessions_to_sync(instance, day)]
     present = warehouse.shards_present()
+    on_turn = not get_plan(Config.from_env().plan).serves("eod-bulk")
     history = (warehouse.shards_needing_history() | warehouse.shards_needing_restatement()
+               | revisions.shards_to_confirm(warehouse, trading.last_closed_session(), settings.profile_max_age_days,
+                                             on_turn)
                | _never_materialized(instance, HISTORY_ASSETS))
     profiles = _shards_with_due_profiles(warehouse, settings) | _never_materialized(instance, [PROFILES])
     for shard in SHARD_KEYS:

@@ -50,8 +50,15 @@ def load_summary(warehouse: WarehouseResource, batch_id: str) -> dict[str, Any]:
                sum(r.items_skipped) AS items_skipped, sum(r.rows_written) AS rows_written,
                sum(r.api_calls) AS api_calls, string_agg(DISTINCT r.route, ', ') AS routes
         FROM metrics.runs r WHERE {where} GROUP BY r.asset ORDER BY duration_s DESC""", [batch_id])
+    universe = sum(a["items"] or 0 for a in assets if a["asset"] == "symbols")
     return {"sync": summary[0] if summary else None, "endpoints": endpoints,
-            "optimizations": optimizations, "phases": phases, "assets": assets}
+            "optimizations": optimizations, "phases": phases, "assets": assets,
+            "baseline_calls": NAIVE_CALLS_PER_SYMBOL * universe, "universe": universe}
+
+
+# The baseline every saving is measured against: the naive sync, one call per symbol for its
+# prices, its dividends and its profile.
+NAIVE_CALLS_PER_SYMBOL = 3
 
 
 def load_history(warehouse: WarehouseResource, count: int) -> list[dict[str, Any]]:
@@ -93,7 +100,14 @@ def render_summary(data: dict[str, Any]) -> str:
            f"items {sync['items_succeeded']:,}/{sync['items']:,} ok ({100 * sync['item_success_rate']:.2f}%), "
            f"{sync['rows_written']:,} rows written",
            f"  API calls {sync['api_calls']:,} ({sync['retries']:,} retries, {sync['rate_limited']:,} rate-limited); "
-           f"saved {sync['calls_saved']:,} calls and {sync['seconds_saved']:.1f}s", ""]
+           f"saved {sync['calls_saved']:,} calls and {sync['seconds_saved']:.1f}s (by work that succeeded)",
+           f"  revisions repaired: {sync['revisions_repaired']:,} stored bars corrected by FMP's official "
+           f"end-of-day data"]
+    if data["baseline_calls"]:
+        out += [f"  baseline, the naive sync (one call per symbol for prices, dividends and profile): "
+                f"{NAIVE_CALLS_PER_SYMBOL} x {data['universe']:,} symbols = {data['baseline_calls']:,} calls; "
+                f"this sync made {sync['api_calls'] / data['baseline_calls']:.1%} of it"]
+    out += [""]
     out += ["API calls per endpoint", _table(
         ["endpoint", "calls", "success", "retries", "429s", "MB", "mean s", "p95 s", "limiter wait s"],
         [[e["endpoint"], e["calls"], _rate(e["succeeded"], e["calls"]), e["retries"], e["rate_limited"],

@@ -70,6 +70,7 @@ class RunStats:
     items_skipped: int = 0
     rows_written: int = 0
     rejects: int = 0
+    revisions_repaired: int = 0  # stored bars FMP's official answer corrected (values that differed)
     failed_items: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     phases: list[Phase] = field(default_factory=list)
@@ -132,6 +133,7 @@ class RunStats:
             "item_success_rate": round(self.success_rate, 5),
             "rows_written": self.rows_written,
             "rejected_rows": self.rejects,
+            "revisions_repaired": self.revisions_repaired,
             "api_calls": self.api_calls,
         }
         for endpoint, s in sorted(self.api_stats().items()):

@@ -318,11 +318,17 @@ def test_checks_fail_on_corrupt_prices(synced):
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert evaluations["prices_sane"].passed is False
     assert evaluations["prices_sane"].metadata["insane_rows"].value == 1
-    assert evaluations["coverage"].passed is False
+    # Complete: the four symbols without a bar were asked their history, which FMP answered with no
+    # bar for the day; they are named with FMP's answer (the blocking check passes).
+    coverage = evaluations["coverage"].metadata
+    assert evaluations["coverage"].passed is True
     (active,), = platform.sql("SELECT count(*) FROM market.symbols")
-    assert evaluations["coverage"].metadata["active_symbols"].value == active
-    assert evaluations["coverage"].metadata["with_bar"].value == active - (len(fakes) - 1)
+    assert coverage["listed_symbols"].value == active
+    assert coverage["with_bar"].value == active - (len(fakes) - 1)
+    assert coverage["no_bar_at_source"].value == len(fakes) - 1 and coverage["missing"].value == 0
+    assert all(f"{s}: historical-price-eod/full answered no bar" in coverage["no_bar_symbols"].value
+               for s in fakes[1:])
     assert evaluations["no_duplicate_keys"].passed is True
     # The same evaluations are in the instance.
     stored = {(e.check_name, e.passed) for e in check_evaluations(platform.instance(), [result.run_id])}
-    assert {("prices_sane", False), ("coverage", False)} <= stored
+    assert {("prices_sane", False), ("coverage", True)} <= stored

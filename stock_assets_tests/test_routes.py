@@ -132,12 +132,14 @@ def test_universe_costs_at_most_ten_calls(platform):
     assert set(universe(platform)) == listed and listed
 
 
-def test_latest_session_on_ultimate_is_one_eod_bulk_call(ultimate):
+def test_latest_session_on_ultimate_is_one_eod_bulk_call_and_three_to_read_revisions(ultimate):
     run(ultimate, "symbols")
     run(ultimate, "daily_prices", latest())
-    assert paths(ultimate) == {"eod-bulk": 1}
+    # The day's file, and the three sessions before it read again (FMP revises recent bars).
+    asked = sorted(r["params"]["date"] for r in requests(ultimate))
+    assert asked == ["2026-12-01", "2026-12-02", "2026-12-03", latest()]
     meta = metadata(ultimate, "daily_prices", latest())
-    assert meta["route"] == "eod-bulk" and meta["api_calls"] == 1
+    assert meta["route"] == "eod-bulk" and meta["api_calls"] == 4
     (stored,), = ultimate.sql("SELECT count(*) FROM market.prices WHERE date = ?", [latest()])
     assert stored == len(universe(ultimate)) == meta["rows_written"]
 

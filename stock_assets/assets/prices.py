@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import dagster as dg
 
 from stock_assets import checks as checks_mod
-from stock_assets import trading
+from stock_assets import revisions, trading
 from stock_assets.assets.common import FMP_POOL, ensure_closed
 from stock_assets.assets.materialization import Fetched, Materialization
 from stock_assets.assets.universe import symbols
@@ -63,6 +63,9 @@ def daily_prices(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse:
             fetch_day(m, missing)
         else:
             m.stats.route = "already stored"
+        if m.stats.route in ("eod-bulk", "already stored") and get_plan(fmp.plan).serves("eod-bulk") \
+                and day == latest_session_day():
+            recheck_bulk(m, set(listed.listed))
         m.log(f"{day}: {m.stats.rows_written} bars written via {m.stats.route}, "
               f"{stored} already stored, {m.stats.api_calls} API calls.")
         return m.result(day_checks(warehouse, day))  # over what is stored now: complete, or Failed
@@ -127,6 +130,22 @@ def fetch_day(m: Materialization, missing: list[str]) -> None:
     m.warehouse.write_bars_absent(m.day, absent)
     if absent:
         m.stats.notes.append(f"{len(absent)} symbols have no bar for the day at the source")
+
+
+def recheck_bulk(m: Materialization, listed: set[str]) -> None:
+    """The sessions before the day read again from `eod-bulk`: FMP's revisions of recent bars."""
+    for day in revisions.recheck_days(m.day):
+        try:
+            with m.stats.phase("fetch") as phase:
+                parsed = m.fmp.eod_bulk(day, keep=listed.__contains__)
+                phase.items = phase.succeeded = len(parsed.records)
+        except FMPPlanError:
+            return  # the day's own route said so already
+        written, revised = m.warehouse.write_official_prices(parsed.records, "eod-bulk", rejects=parsed.rejects,
+                                                             run_id=m.run_id)
+        m.stats.revisions_repaired += revised
+    if m.stats.revisions_repaired:
+        m.stats.notes.append(f"{m.stats.revisions_repaired} stored bars of the sessions before corrected by eod-bulk")
 
 
 def via_bulk(m: Materialization, missing: list[str]) -> set[str]:
@@ -209,6 +228,8 @@ def price_history(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse
             # A restated history replaces all the symbol's bars: fetched from its first one, which
             # the rolling start (`history_years` before the last session) may have passed since.
             first = {s: min(day, start) for s, day in warehouse.first_bar_dates(restate).items()}
+            confirm = revisions.confirmations_due(warehouse, shard_symbols, end, settings.profile_max_age_days,
+                                                  on_turn=not get_plan(fmp.plan).serves("eod-bulk"))
         m.restating(restate)
         covered = len(shard_symbols) - len(todo)
         m.stats.items_skipped = covered
@@ -226,9 +247,30 @@ def price_history(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse
         summary = m.fetch_and_write(todo, lambda symbol: fmp.price_history(symbol, first.get(symbol, start), end),
                                     write)
         m.count_items(summary.total, [f.item for f in summary.failures])
+        confirm_recent_bars(m, [s for s in confirm if s not in todo], end)
         return m.result([checks_mod.prices_sane(warehouse, shard=m.partition_key),
                          checks_mod.splits_restated(warehouse, m.partition_key),
                          checks_mod.no_split_jumps(warehouse, m.partition_key)])
+
+
+def confirm_recent_bars(m: Materialization, symbols: list[str], end: dt.date) -> None:
+    """`symbols`' last cycle of bars from FMP's official history, over what is stored (`revisions`)."""
+    if not symbols:
+        return
+    start = revisions.confirm_from(end, m.settings.profile_max_age_days)
+    m.log(f"Confirming the bars since {start} of {len(symbols)} symbols against FMP's end-of-day history "
+          f"(their refresh turn, or a quote-derived bar overdue).")
+
+    def write(fetched: Fetched) -> int:
+        written, revised = m.warehouse.write_official_prices(fetched.records, HISTORY, rejects=fetched.rejects,
+                                                             run_id=m.run_id)
+        m.stats.revisions_repaired += revised
+        return written
+
+    summary = m.fetch_and_write(symbols, lambda symbol: m.fmp.price_history(symbol, start, end), write)
+    m.count_items(summary.total, [f.item for f in summary.failures])
+    if m.stats.revisions_repaired:
+        m.stats.notes.append(f"{m.stats.revisions_repaired} stored bars corrected by FMP's end-of-day history")
 
 
 def history_start(settings: SyncSettings, end: dt.date) -> dt.date:

@@ -95,6 +95,9 @@ _WRITE_SCREENER_TEXTS = f"""
     FROM screened n WHERE p.symbol = n.symbol AND ({" OR ".join(
         f"coalesce(n.{S.SCREENER_LAYER[p]}, p.{p}) IS DISTINCT FROM p.{p}" for p in _TEXT_LAYER)})"""
 
+# The values of a bar that a revision can change.
+_BAR_VALUES = ("open", "high", "low", "close", "volume")
+
 # The column that dates a row: a trading-day partition holds the rows of its day.
 _DAY_COLUMNS = {"market.prices": "date", "market.dividends": "ex_date", "market.splits": "date"}
 
@@ -191,6 +194,32 @@ class WarehouseResource(DuckDBFile):
     def write_bars_absent(self, day: dt.date, reasons: dict[str, str]) -> int:
         """Symbols (-> what FMP answered) the source has no `day` bar for: the day is complete without them."""
         return self._write([(S.BARS_ABSENT, bars_absent_table(day, reasons))]) if reasons else 0
+
+    def write_official_prices(self, bars: Iterable[Any] | Sequence[pa.Table], source: str, *,
+                              rejects: Sequence[Reject] = (), run_id: str | None = None) -> tuple[int, int]:
+        """FMP's official end-of-day bars (`eod-bulk` records, or `History` tables) read again over
+        stored ones: they replace them; returns (bars written, stored bars whose values they corrected)."""
+        bars = list(bars)
+        table = history_prices_table(bars, source) if bars and isinstance(bars[0], pa.Table) else prices_table(
+            bars, source)
+        revised = 0
+
+        def work(conn) -> int:
+            nonlocal revised
+            conn.register("official", table)
+            try:
+                (revised,), = conn.execute(f"""
+                    SELECT count(*) FROM official o JOIN market.prices p USING (symbol, date)
+                    WHERE {" OR ".join(f"o.{c} IS DISTINCT FROM p.{c}" for c in _BAR_VALUES)}""").fetchall()
+            finally:
+                conn.unregister("official")
+            written = upsert(conn, S.PRICES.name, table)
+            if rejects:
+                upsert(conn, S.REJECTED_ROWS.name, rejects_table(rejects, run_id))
+            return written
+
+        written = self.transaction(work)
+        return written, revised
 
     def write_quotes(self, quotes: Iterable[Quote], day: dt.date, *, rejects: Sequence[Reject] = (),
                      run_id: str | None = None) -> int:
@@ -411,6 +440,25 @@ class WarehouseResource(DuckDBFile):
         """(first, last) day of `endpoint` loaded so far, or None."""
         rows = self.query("SELECT start_date, end_date FROM market.calendar_loads WHERE endpoint = ?", [endpoint])
         return (rows[0]["start_date"], rows[0]["end_date"]) if rows else None
+
+    def symbols_with_quote_bars(self, symbols: Iterable[str], before: dt.date | None = None) -> set[str]:
+        """Of `symbols`, those holding a bar taken from a quote (provisional until FMP's end-of-day
+        history confirms it), dated before `before` if given."""
+        symbols = list(dict.fromkeys(symbols))
+        if not symbols:
+            return set()
+        sql = ("SELECT DISTINCT symbol FROM market.prices WHERE source = 'batch-quote' "
+               "AND symbol IN (SELECT unnest(?::VARCHAR[]))")
+        params: list = [symbols]
+        if before is not None:
+            sql, params = sql + " AND date < ?", params + [before]
+        return {s for (s,) in self._rows(sql, params)}
+
+    def shards_with_quote_bars(self, before: dt.date) -> set[str]:
+        """Shards holding a listed symbol with a quote-derived bar dated before `before` (overdue)."""
+        return {s for (s,) in self._rows(f"""
+            SELECT DISTINCT u.shard FROM market.prices p JOIN market.symbols u USING (symbol)
+            WHERE p.source = 'batch-quote' AND p.date < ? AND {_LISTED}""", [before])}
 
     def stored_price_symbols(self, day: dt.date) -> set[str]:
         """Symbols that already have a bar for `day`."""

@@ -302,6 +302,8 @@ METRICS_RUNS = Table(
         _c("rejected_rows", "bigint", 'Rows rejected by validation.'),
         _c("api_calls", "bigint", 'FMP calls made.'),
         _c("error", "text", 'The error that ended a failed materialization (key redacted).'),
+        _c("revisions_repaired", "bigint", "Stored bars FMP's official answer corrected (a revision, or a quote "
+                                           "taken after the close that differed from the end-of-day bar)."),
     ),
     ("run_id", "asset", "partition"),
 )
@@ -411,6 +413,7 @@ VIEWS = {
                count(*) FILTER (WHERE r.status = 'failed') AS failed_steps,
                sum(r.items_total) AS items, sum(r.items_succeeded) AS items_succeeded,
                sum(r.items_failed) AS items_failed, sum(r.rows_written) AS rows_written,
+               coalesce(sum(r.revisions_repaired), 0) AS revisions_repaired,
                coalesce(sum(c.calls), 0) AS api_calls, coalesce(sum(c.retries), 0) AS retries,
                coalesce(sum(c.rate_limited), 0) AS rate_limited,
                coalesce(sum(s.calls_saved), 0) AS calls_saved,
@@ -478,6 +481,7 @@ MIGRATIONS = [
     "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS last_listed DATE",
     "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS delisted_date DATE",
     "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS absent_since DATE",
+    "ALTER TABLE metrics.runs ADD COLUMN IF NOT EXISTS revisions_repaired BIGINT",
     # Profiles in two layers: the screener's columns daily, the full profile on its turn.
     "ALTER TABLE market.company_profiles ADD COLUMN IF NOT EXISTS screened_at TIMESTAMP",
     "ALTER TABLE market.company_profiles ADD COLUMN IF NOT EXISTS screener_change VARCHAR",
