@@ -33,6 +33,7 @@ DEFAULT_SIM_SYMBOLS = 600
 DEFAULT_SIM_RATE_PER_MIN = 6000
 DEFAULT_SIM_LATENCY_S = 0.02
 DEFAULT_SIM_SEED = 7
+DEFAULT_PROFILE_MAX_AGE_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Config:
     sim_latency_s: float
     sim_seed: int
     pinned_now: dt.datetime | None  # STOCK_ASSETS_NOW: the clock pinned (clock.now reads it)
+    profile_max_age_days: int  # a full profile (and a confirmation of the bars) at least this often
 
     @property
     def uses_simulator(self) -> bool:
@@ -76,6 +78,7 @@ class Config:
             sim_latency_s=env.non_negative_float("STOCK_ASSETS_SIM_LATENCY_S", DEFAULT_SIM_LATENCY_S),
             sim_seed=env.positive_int("STOCK_ASSETS_SIM_SEED", DEFAULT_SIM_SEED),
             pinned_now=env.moment(clock.ENV),
+            profile_max_age_days=env.positive_int("STOCK_ASSETS_PROFILE_MAX_AGE_DAYS", DEFAULT_PROFILE_MAX_AGE_DAYS),
         )
 
 

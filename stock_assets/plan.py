@@ -138,7 +138,7 @@ def bulk_download_first(shard_runs: list[PlannedRun]) -> list[PlannedRun]:
 
 def _shards_with_due_profiles(warehouse: WarehouseResource, settings: SyncSettings) -> set[str]:
     states = warehouse.profile_states()
-    due = due_now(states, settings.profile_max_age_days)
+    due = due_now(states, settings.profile_max_age_days, warehouse.resting_after_empty("profile"))
     return {state.shard for state in states if state.symbol in due}
 
 

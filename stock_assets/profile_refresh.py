@@ -82,11 +82,13 @@ def due_profiles(states: list[ProfileState], day: dt.date, today: dt.date,
     return due
 
 
-def due_now(states: list[ProfileState], max_age_days: int) -> dict[str, str]:
-    """`due_profiles` as of now: the last closed session's turn. The planner and the asset both ask
-    this, so a shard planned for its turn is a shard whose run finds the same profiles due."""
+def due_now(states: list[ProfileState], max_age_days: int, resting: set[str] = frozenset()) -> dict[str, str]:
+    """`due_profiles` as of now: the last closed session's turn, less the symbols `resting` after FMP
+    answered `[]` for them (asked again after a backoff). The planner and the asset both ask this, so a
+    shard planned for its turn is a shard whose run finds the same profiles due."""
     now = trading.now_utc()
-    return due_profiles(states, trading.last_closed_session(now), now.date(), max_age_days)
+    due = due_profiles(states, trading.last_closed_session(now), now.date(), max_age_days)
+    return {symbol: why for symbol, why in due.items() if symbol not in resting}
 
 
 def _reason(state: ProfileState, on_turn: bool, last_turn: dt.date, today: dt.date,

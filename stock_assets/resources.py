@@ -48,7 +48,7 @@ def warehouse_resource(config: Config | None = None) -> WarehouseResource:
 
 def settings_resource(config: Config) -> SyncSettings:
     history_start = config.history_start.isoformat() if config.history_start else None
-    return SyncSettings(history_start=history_start)
+    return SyncSettings(history_start=history_start, profile_max_age_days=config.profile_max_age_days)
 
 
 def all_resources(config: Config | None = None) -> dict[str, object]:

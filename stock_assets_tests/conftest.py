@@ -22,7 +22,8 @@ from stock_assets import clock, trading
 
 from stock_assets.fmp import FMPResource
 from stock_assets.plan import PlannedRun, plan_after_universe
-from stock_assets.resources import SyncSettings
+from stock_assets.config import Config
+from stock_assets.resources import SyncSettings, settings_resource
 from stock_assets.runner import execute
 from stock_assets.tags import SYNC_TAG
 from fmp_simulator import Faults, SimConfig, SimulatorServer
@@ -152,7 +153,8 @@ def daily_sync(platform, day: dt.date) -> int:
     tags = {SYNC_TAG: f"sync-{day}"}
     assert execute(instance, PlannedRun(("symbols",)), tags).success
     assert execute(instance, PlannedRun(("splits",), day.isoformat()), tags).success
-    for planned in plan_after_universe(platform.resources()["warehouse"], instance, day, SyncSettings()):
+    for planned in plan_after_universe(platform.resources()["warehouse"], instance, day,
+                                       settings_resource(Config.from_env())):
         outcome = execute(instance, planned, tags)
         assert outcome.success, outcome.error
     return len(platform.sim.settled_requests())

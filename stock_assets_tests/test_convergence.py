@@ -140,3 +140,100 @@ def test_a_day_missing_a_symbol_ends_failed_naming_it_and_backfill_failed_mends_
             platform, day)[broken]
     finally:
         platform.sim.stop()
+
+
+# -- a month of ordinary bad days ---------------------------------------------------------
+
+def test_a_month_of_bad_days_ends_with_the_warehouse_equal_to_the_source(tmp_path, monkeypatch):
+    """22 sessions of daily syncs against an FMP that has every ordinary bad day, more often than
+    life does so that each happens: short screener pages (on pages of 8 rows), specials beside
+    regular dividends, payers with a null lastAnnualDividend, a split listed and adjusted two
+    sessions late, revised bars, an IPO in the screener before its first bar, empty profiles, a
+    missed Friday synced on Monday at 11:00, a sync during a session. At the end the warehouse holds
+    what FMP serves, but for the bars still inside their confirmation bound (quote-derived, younger
+    than one refresh cycle), and every trading-day partition is Materialized."""
+    from fmp_simulator import BadDays, GroundTruth, SimConfig
+    from stock_assets.assets import universe
+
+    sessions = [d for d in trading_sessions(dt.date(2026, 11, 4), dt.date(2026, 12, 4))]
+    probe = GroundTruth(SimConfig(seed=11, n_symbols=40, now=after_close(sessions[-1])))
+    names = probe.symbols()
+    split_symbol, ipo = names[5], names[17]
+    bad = BadDays(special_dividend_p=0.3, null_last_dividend_p=0.3, revision_p=0.05, short_page_p=0.3,
+                  empty_profile_p=0.08, quote_close_diff_p=0.3)
+    monkeypatch.setattr(universe, "SCREENER_PAGE", 8)  # pages of 8 rows: the page edge is crossed daily
+    monkeypatch.setenv("STOCK_ASSETS_PROFILE_MAX_AGE_DAYS", "7")  # a cycle of 7 sessions: 3 in the month
+    platform = make_platform(tmp_path, monkeypatch, symbols=40, now=after_close(sessions[0]), bad_days=bad,
+                             split_rate_per_symbol_week=0.0,
+                             splits=((split_symbol, sessions[9], 2, 1, 2),),  # listed 2 sessions late
+                             listings=((ipo, sessions[14]),))
+    truth = platform.sim.truth
+    try:
+        missed_friday, during = dt.date(2026, 11, 20), dt.date(2026, 12, 1)
+        for day in sessions:
+            if day == missed_friday:
+                continue
+            if day == missed_friday + dt.timedelta(days=3):  # Monday 11:00: Friday's sync, late
+                set_clock(monkeypatch, dt.datetime(2026, 11, 23, 11, 0, tzinfo=NY))
+                daily_sync(platform, latest_session_day())
+            if day == during:  # mid-session: the sessions closed so far, never this one
+                set_clock(monkeypatch, dt.datetime(2026, 12, 1, 12, 0, tzinfo=NY))
+                daily_sync(platform, latest_session_day())
+            set_clock(monkeypatch, after_close(day))
+            daily_sync(platform, day)
+        # Monday 11:00 after the last Friday: the last sync a user would make.
+        set_clock(monkeypatch, dt.datetime(2026, 12, 7, 11, 0, tzinfo=NY))
+        daily_sync(platform, latest_session_day())
+
+        # Each bad day happened.
+        assert truth.special_dividends() and truth.null_payers() and truth.empty_profiles()
+        assert [s["symbol"] for s in truth.late_splits()] == [split_symbol]
+        assert any(r["visible"] for r in truth.revisions(sessions[0], sessions[-1]))
+        assert any(p["symbol"] == ipo for p in truth.pre_listings())
+
+        listed = sorted(official_bars(platform, sessions[-1]).keys() | {ipo})
+        assert [s for (s,) in platform.sql("SELECT symbol FROM market.symbols WHERE listed ORDER BY 1")] == listed
+        # The bound: a bar taken from a quote, or revised by FMP, within the last refresh cycle (7
+        # sessions) may still await its symbol's turn to be confirmed.
+        cycle_start = trading_sessions(sessions[-1] - dt.timedelta(days=12), sessions[-1])[-7].isoformat()
+        revised_late = {(r["symbol"], r["date"]) for r in truth.revisions(sessions[0], sessions[-1])
+                        if r["visibleFrom"] >= cycle_start}
+        differing = []
+        for symbol in listed:
+            served = {b["date"]: (b["close"], b["volume"]) for b in truth.eod_bars(symbol, sessions[0], sessions[-1])}
+            stored = {d.isoformat(): (c, v, src) for d, c, v, src in platform.sql(
+                "SELECT date, close, volume, source FROM market.prices WHERE symbol = ? AND date >= ?",
+                [symbol, sessions[0]])}
+            assert stored.keys() == served.keys(), symbol
+            differing += [(symbol, d) for d, (c, v, src) in stored.items() if (c, v) != served[d]
+                          and not (src == "batch-quote" and d >= cycle_start) and (symbol, d) not in revised_late]
+            dividends = {(r["date"], r["dividend"], r["frequency"]) for r in truth.dividends(symbol)}
+            assert {(d.isoformat(), a, f) for d, a, f in platform.sql(
+                "SELECT ex_date, dividend, frequency FROM market.dividends WHERE symbol = ?", [symbol])} == dividends
+        assert differing == []
+        # The split's history was restated into the new shares: no split jump on its ex-date.
+        first = platform.sql("SELECT min(date) FROM market.prices WHERE symbol = ?", [split_symbol])[0][0]
+        assert {d.isoformat(): c for d, c in platform.sql(
+            "SELECT date, close FROM market.prices WHERE symbol = ?", [split_symbol])} == {
+            b["date"]: b["close"] for b in truth.eod_bars(split_symbol, first, sessions[-1])}
+        # Empty profiles: none stored, asked on a backoff (not on each of the 22 days).
+        empty = truth.empty_profiles()
+        assert platform.sql("SELECT count(*) FROM market.company_profiles WHERE symbol IN (SELECT unnest(?))",
+                            [empty]) == [(0,)]
+        for symbol, attempts in platform.sql("SELECT symbol, attempts FROM market.empty_answers "
+                                             "WHERE dataset = 'profile'"):
+            assert symbol in empty and 2 <= attempts <= 6, (symbol, attempts)
+        for day in sessions:
+            assert status(platform, day) == dg.AssetPartitionStatus.MATERIALIZED, day
+        (repaired,), = platform.sql("SELECT sum(revisions_repaired) FROM metrics.runs")
+        assert repaired > 0
+    finally:
+        platform.sim.stop()
+
+
+def trading_sessions(first: dt.date, last: dt.date) -> list[dt.date]:
+    """NYSE sessions from `first` to `last` by the exchange calendar (not the product's own list)."""
+    import exchange_calendars
+
+    cal = exchange_calendars.get_calendar("XNYS", start="2025-01-02")
+    return [ts.date() for ts in cal.sessions_in_range(first.isoformat(), last.isoformat())]

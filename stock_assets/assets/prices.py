@@ -240,9 +240,14 @@ def price_history(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse
                               covered * calls_for(round(years * 252), 5000))
 
         def write(fetched: Fetched) -> int:
-            return warehouse.write_price_history(fetched.items, (start, end), fetched.records,
+            # A history without a bar (listed before its first trade, or FMP's gap) is not loaded: it
+            # rests, and is asked again after a backoff; it never replaces stored bars.
+            bars = {symbol: len(table) for symbol, table in zip(fetched.items, fetched.records)}
+            loaded = [s for s in fetched.items if bars[s]]
+            warehouse.record_empty_answers("prices", [s for s in fetched.items if not bars[s]], loaded)
+            return warehouse.write_price_history(loaded, (start, end), fetched.records,
                                                  rejects=fetched.rejects, run_id=m.run_id,
-                                                 restated=[s for s in fetched.items if s in restate])
+                                                 restated=[s for s in loaded if s in restate])
 
         summary = m.fetch_and_write(todo, lambda symbol: fmp.price_history(symbol, first.get(symbol, start), end),
                                     write)

@@ -24,7 +24,7 @@ from filelock import FileLock
 from stock_assets import checks as checks_mod
 from stock_assets import trading
 from stock_assets.assets.common import FMP_POOL
-from stock_assets.assets.materialization import Materialization
+from stock_assets.assets.materialization import Fetched, Materialization
 from stock_assets.assets.universe import symbols
 from stock_assets.fmp import FMPPlanError, FMPResource, get_plan
 from stock_assets.partitions import symbol_shards
@@ -47,7 +47,7 @@ def company_profiles(context: dg.AssetExecutionContext, fmp: FMPResource, wareho
     with Materialization(context, fmp, warehouse, settings) as m:
         with m.stats.phase("plan"):
             states = warehouse.profile_states()
-            reasons = due_now(states, settings.profile_max_age_days)
+            reasons = due_now(states, settings.profile_max_age_days, warehouse.resting_after_empty("profile"))
             shard_symbols = sorted(s.symbol for s in states if s.shard == m.partition_key)
             due = shard_symbols if settings.refresh else [s for s in shard_symbols if s in reasons]
         fresh = len(shard_symbols) - len(due)
@@ -62,10 +62,17 @@ def company_profiles(context: dg.AssetExecutionContext, fmp: FMPResource, wareho
             rest = from_bulk(m, due, trading.now_utc().date())
         if rest:
             m.stats.route = "profile" if len(rest) == len(due) else "profile-bulk, then profile"
-            summary = m.fetch_and_write(rest, fmp.profile, lambda got: warehouse.write_profiles(
-                got.records, fetched_at=trading.now_utc(), rejects=got.rejects, run_id=m.run_id))
+            summary = m.fetch_and_write(rest, fmp.profile, lambda got: write_profiles(m, got))
             m.count_items(summary.total, [f.item for f in summary.failures])
         return m.result([checks_mod.profiles_fresh(warehouse, m.partition_key, settings.profile_max_age_days)])
+
+
+def write_profiles(m: Materialization, got: Fetched) -> int:
+    """A chunk's profiles; a symbol FMP answered with `[]` rests and is asked again after a backoff."""
+    answered = {p.symbol for p in got.records} | {r.key for r in got.rejects}
+    m.warehouse.record_empty_answers("profile", [s for s in got.items if s not in answered], answered)
+    return m.warehouse.write_profiles(got.records, fetched_at=trading.now_utc(), rejects=got.rejects,
+                                      run_id=m.run_id)
 
 
 def from_bulk(m: Materialization, due: list[str], today: dt.date) -> list[str]:

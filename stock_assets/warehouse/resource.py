@@ -80,6 +80,10 @@ _MARK_SCREENER_CHANGES = f"""
     WHERE p.symbol = c.symbol AND c.change <> ''
     RETURNING p.symbol, p.screener_change"""
 
+# The screener's fields whose change makes a full profile due: one FMP leaves empty for a day keeps
+# its last known value, so that a change is seen across the empty day.
+_KEPT_WHEN_EMPTY = [S.SCREENER_LAYER[p] for p in S.PROFILE_CHANGING]
+
 # The screener layer of every stored profile the universe lists today: the numbers for all
 # (they move daily), the texts where they differ (rewriting a text column costs ~2 s for
 # 19,205 rows, against 0.02 s for the numbers).
@@ -94,6 +98,10 @@ _WRITE_SCREENER_TEXTS = f"""
         f"{p} = coalesce(n.{S.SCREENER_LAYER[p]}, p.{p})" for p in _TEXT_LAYER)}
     FROM screened n WHERE p.symbol = n.symbol AND ({" OR ".join(
         f"coalesce(n.{S.SCREENER_LAYER[p]}, p.{p}) IS DISTINCT FROM p.{p}" for p in _TEXT_LAYER)})"""
+
+# Symbols of a dataset resting after an empty answer: their next ask is not due yet (params: dataset, now).
+_RESTING = f"""SELECT symbol FROM market.empty_answers WHERE dataset = ?
+    AND asked_at + to_days(CAST(least(pow(2, attempts - 1), {S.EMPTY_BACKOFF_MAX_DAYS}) AS INTEGER)) > ?"""
 
 # The values of a bar that a revision can change.
 _BAR_VALUES = ("open", "high", "low", "close", "volume")
@@ -302,10 +310,14 @@ class WarehouseResource(DuckDBFile):
         today = today or now.date()
 
         def work(conn) -> UniverseWrite:
-            conn.register("screened", table)
+            conn.register("screened_raw", table)
+            # A field FMP leaves empty today keeps its last known value: X -> null -> Y is a change.
+            conn.execute(f"""CREATE OR REPLACE TEMP TABLE screened AS
+                SELECT n.* REPLACE ({", ".join(f"coalesce(n.{c}, o.{c}) AS {c}" for c in _KEPT_WHEN_EMPTY)})
+                FROM screened_raw n LEFT JOIN market.symbols o USING (symbol)""")
             try:
                 changed = dict(conn.execute(_MARK_SCREENER_CHANGES).fetchall())
-                written = upsert(conn, S.SYMBOLS.name, table)
+                written = upsert(conn, S.SYMBOLS.name, conn.execute("FROM screened").to_arrow_table())
                 if absent_from is not None:
                     conn.execute(f"""UPDATE market.symbols SET absent_since = coalesce(absent_since, ?)
                                      WHERE {_LISTED} AND symbol NOT IN (SELECT symbol FROM screened)""", [today])
@@ -316,7 +328,8 @@ class WarehouseResource(DuckDBFile):
                 (screened,), = conn.execute(_WRITE_SCREENER_NUMBERS, [now]).fetchall()  # the rows updated
                 conn.execute(_WRITE_SCREENER_TEXTS)
             finally:
-                conn.unregister("screened")
+                conn.execute("DROP TABLE IF EXISTS screened")
+                conn.unregister("screened_raw")
             return UniverseWrite(written, screened, changed)
 
         return self.transaction(work)
@@ -347,6 +360,28 @@ class WarehouseResource(DuckDBFile):
                 RETURNING s.symbol""", [[s for s, _ in pairs], [d for _, d in pairs]]).fetchall())
 
         return self.transaction(work)
+
+    def record_empty_answers(self, dataset: str, empty: Iterable[str], answered: Iterable[str] = ()) -> None:
+        """`empty`: FMP answered nothing for them (one more attempt, asked now); `answered`: it answered
+        with data (they rest no more)."""
+        empty, answered = sorted(set(empty)), sorted(set(answered))
+        now = utc_naive(None)
+
+        def work(conn) -> None:
+            conn.execute("DELETE FROM market.empty_answers WHERE dataset = ? AND symbol IN "
+                         "(SELECT unnest(?::VARCHAR[]))", [dataset, answered])
+            conn.execute("""
+                INSERT INTO market.empty_answers BY NAME
+                SELECT ? AS dataset, unnest(?::VARCHAR[]) AS symbol, 1 AS attempts, ? AS asked_at
+                ON CONFLICT DO UPDATE SET attempts = attempts + 1, asked_at = excluded.asked_at""",
+                         [dataset, empty, now])
+
+        if empty or answered:
+            self.transaction(work)
+
+    def resting_after_empty(self, dataset: str) -> set[str]:
+        """Symbols FMP answered with nothing whose next ask is not due yet (backoff)."""
+        return {s for (s,) in self._rows(_RESTING, [dataset, utc_naive(None)])}
 
     def write_metrics(self, step: tuple[str, str, str], tables: dict[str, pa.Table]) -> None:
         """One step's (run, asset, partition) figures replace what it recorded before."""
@@ -404,7 +439,7 @@ class WarehouseResource(DuckDBFile):
             r["symbol"]
             for r in rows
             if start is None or r["start_date"] is None or r["start_date"] <= start
-        }
+        } | self.resting_after_empty(dataset)
         return [s for s in symbols if s not in done]
 
     def shards_needing_restatement(self) -> set[str]:
@@ -494,8 +529,9 @@ class WarehouseResource(DuckDBFile):
             "SELECT DISTINCT s.shard FROM market.symbols s"
             " LEFT JOIN market.history_loads p ON p.dataset = 'prices' AND p.symbol = s.symbol"
             " LEFT JOIN market.history_loads d ON d.dataset = 'dividends' AND d.symbol = s.symbol"
-            f" WHERE {_LISTED} AND (p.symbol IS NULL OR (d.symbol IS NULL AND (coalesce(s.last_annual_dividend, 1) > 0"
-            f" OR s.symbol IN (SELECT symbol FROM market.dividends))))")
+            f" WHERE {_LISTED} AND ((p.symbol IS NULL AND s.symbol NOT IN ({_RESTING}))"
+            f" OR (d.symbol IS NULL AND (coalesce(s.last_annual_dividend, 1) > 0"
+            f" OR s.symbol IN (SELECT symbol FROM market.dividends))))", ["prices", utc_naive(None)])
         return {r["shard"] for r in rows}
 
     # -- what the checks read ------------------------------------------------------
@@ -543,7 +579,8 @@ class WarehouseResource(DuckDBFile):
             SELECT count(*), count(*) FILTER (WHERE h.symbol IS NULL), max(h.start_date), min(h.end_date)
             FROM market.symbols s
             LEFT JOIN market.history_loads h ON h.dataset = ? AND h.symbol = s.symbol
-            WHERE coalesce(s.is_actively_trading, TRUE) AND {_LISTED}{payers}""", [dataset])
+            WHERE coalesce(s.is_actively_trading, TRUE) AND {_LISTED}{payers}
+              AND s.symbol NOT IN ({_RESTING})""", [dataset, dataset, utc_naive(None)])
         return symbols > 0 and unloaded == 0, first, last
 
     def split_day_moves(self, shard: str) -> list[tuple[str, dt.date, float, float]]:

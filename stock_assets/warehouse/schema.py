@@ -181,6 +181,21 @@ BARS_ABSENT = Table(
     ("symbol", "date"),
 )
 
+# Listed symbols FMP answered with nothing: a history without a bar (listed before its first
+# trade), a `profile` of `[]`. Asked again after 1, 2, 4 ... days (at most EMPTY_BACKOFF_MAX_DAYS),
+# not every day and not never; the row goes once FMP answers with data.
+EMPTY_ANSWERS = Table(
+    f"{SCHEMA}.empty_answers",
+    (
+        _c("dataset", "text", "What was asked: prices (the history) or profile.", False),
+        _c("symbol", "text", "Ticker.", False),
+        _c("attempts", "bigint", "Answers in a row with nothing in them.", False),
+        _c("asked_at", "ts", "When FMP was last asked (UTC).", False),
+    ),
+    ("dataset", "symbol"),
+)
+EMPTY_BACKOFF_MAX_DAYS = 32
+
 # Which days of a calendar endpoint are loaded (splits-calendar: from the first
 # load's start to the newest day fetched), so a run fetches only the gap.
 CALENDAR_LOADS = Table(
@@ -357,7 +372,7 @@ METRICS_OPTIMIZATIONS = Table(
 
 TABLES: dict[str, Table] = {
     t.name: t for t in (SYMBOLS, PRICES, DIVIDENDS, SPLITS, SYMBOL_CHANGES, COMPANY_PROFILES, REJECTED_ROWS,
-                        HISTORY_LOADS, CALENDAR_LOADS, BARS_ABSENT,
+                        HISTORY_LOADS, CALENDAR_LOADS, BARS_ABSENT, EMPTY_ANSWERS,
                         METRICS_RUNS, METRICS_PHASES, METRICS_API_CALLS, METRICS_OPTIMIZATIONS)
 }
 
