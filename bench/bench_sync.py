@@ -54,13 +54,14 @@ class Simulator:
     """`stock-assets simulate` in its own process, logging requests to a file."""
 
     def __init__(self, symbols: int, limit: int, latency_ms: float, jitter_ms: float, log: Path,
-                 plan: str = "premium"):
+                 plan: str = "premium", now: str | None = None):
         self.port, self.log = free_port(), log
         self.proc = subprocess.Popen(
             [str(BIN / "stock-assets"), "simulate", "--port", str(self.port), "--plan", plan,
              "--symbols", str(symbols), "--api-key", KEY, "--rate-limit-per-min", str(limit),
              "--latency-ms", str(latency_ms), "--latency-jitter-ms", str(jitter_ms),
-             "--request-log", str(log)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             "--request-log", str(log), *(["--now", now] if now else [])],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.base_url = f"http://127.0.0.1:{self.port}/stable"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 
+from stock_assets import clock
 from stock_assets.config import Config
 from stock_assets.errors import CommandError, ConfigError
 
@@ -26,6 +27,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from fmp_simulator import config_from_args, serve
 
     config, host, port = config_from_args(args)
+    if config.now is None:  # no --now: the platform's clock (STOCK_ASSETS_NOW pins it)
+        config.now = clock.now
     print(f"FMP simulator on http://{host}:{port}/stable ({config.n_symbols} symbols, "
           f"{config.plan} plan, keys: {len(config.api_keys)}). Ctrl-C stops it.", flush=True)
     serve(config, host, port)

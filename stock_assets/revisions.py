@@ -5,9 +5,10 @@ from a quote after the close is provisional: the closing auction and the consoli
 differ from the official end-of-day bar. Each stored bar says where it came from (`source`); the
 official answer replaces what differs, and each difference is counted (`revisions_repaired`).
 
-- With `eod-bulk` (Ultimate), the latest session's `daily_prices` reads the RECHECK_SESSIONS
-  sessions before it again: one bulk call each, so a revision made within that many sessions is
-  stored the day FMP serves it.
+- With `eod-bulk` (Ultimate), the latest session's `daily_prices` reads again the sessions
+  RECHECK_LAGS before it: one bulk call each, so every session is read again two sessions after
+  it and five after it, and a revision FMP makes within five sessions of its bar is stored at
+  most five sessions after the bar (two calls a day; the bulk throttle allows two a minute).
 - Without it, the symbols on today's profile refresh turn (`profile_refresh`: one slice of the
   universe a session, each symbol once a cycle) fetch their last cycle of history in
   `price_history`, in the shard runs their profiles already need: one call a symbol a cycle (~800
@@ -24,17 +25,17 @@ from stock_assets import trading
 from stock_assets.profile_refresh import cycle_sessions, todays_slice
 from stock_assets.warehouse import WarehouseResource
 
-RECHECK_SESSIONS = 3
+RECHECK_LAGS = (2, 5)
 
 
 def recheck_days(day: dt.date) -> list[dt.date]:
     """The sessions before `day` whose bulk bars the latest session's run reads again."""
-    return trading.sessions_between(trading.sessions_back(day, RECHECK_SESSIONS), day - dt.timedelta(days=1))
+    return [trading.sessions_back(day, lag) for lag in RECHECK_LAGS]
 
 
 def confirm_from(day: dt.date, max_age_days: int) -> dt.date:
-    """The first session a confirmation reads: a cycle back, and the recheck window before it."""
-    return trading.sessions_back(day, cycle_sessions(max_age_days) + RECHECK_SESSIONS)
+    """The first session a confirmation reads: a cycle back, and the longest recheck lag before it."""
+    return trading.sessions_back(day, cycle_sessions(max_age_days) + max(RECHECK_LAGS))
 
 
 def confirmations_due(warehouse: WarehouseResource, symbols: Iterable[str], day: dt.date, max_age_days: int,

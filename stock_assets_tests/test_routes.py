@@ -132,14 +132,16 @@ def test_universe_costs_at_most_ten_calls(platform):
     assert set(universe(platform)) == listed and listed
 
 
-def test_latest_session_on_ultimate_is_one_eod_bulk_call_and_three_to_read_revisions(ultimate):
+def test_latest_session_on_ultimate_is_one_eod_bulk_call_and_two_to_read_revisions(ultimate):
     run(ultimate, "symbols")
     run(ultimate, "daily_prices", latest())
     # The day's file, and the three sessions before it read again (FMP revises recent bars).
+    # (two and five sessions back: each session is read again twice, and a revision FMP makes within
+    # five sessions of its bar is stored within five)
     asked = sorted(r["params"]["date"] for r in requests(ultimate))
-    assert asked == ["2026-12-01", "2026-12-02", "2026-12-03", latest()]
+    assert asked == ["2026-11-27", "2026-12-02", latest()]
     meta = metadata(ultimate, "daily_prices", latest())
-    assert meta["route"] == "eod-bulk" and meta["api_calls"] == 4
+    assert meta["route"] == "eod-bulk" and meta["api_calls"] == 3
     (stored,), = ultimate.sql("SELECT count(*) FROM market.prices WHERE date = ?", [latest()])
     assert stored == len(universe(ultimate)) == meta["rows_written"]
 
@@ -197,14 +199,14 @@ def test_past_day_on_premium_is_one_call_per_symbol_unless_history_stored_it(pla
     assert meta["saved_calls/staleness filter"] == len(symbols)
 
 
-def test_dividends_day_is_one_calendar_call_a_day_with_the_three_sessions_before_read_again(platform):
+def test_dividends_day_is_one_calendar_call_and_one_for_the_three_sessions_before(platform):
     run(platform, "symbols")
     day = past_session()  # the pinned clock's Thursday, 2026-12-03
     run(platform, "dividends", day)
-    # One call a day (FMP caps a calendar answer at 4,000 rows): the day, and Monday to Wednesday
-    # again, for the dividends FMP lists after their ex-date.
+    # The day, and Monday to Wednesday again in one call, for the dividends FMP lists after their
+    # ex-date (a few thousand rows worldwide: under the calendar's 4,000-row cap).
     asked = [(r["path"], r["params"]["from"], r["params"]["to"]) for r in requests(platform)]
-    assert sorted(asked) == [("dividends-calendar", d, d) for d in ("2026-11-30", "2026-12-01", "2026-12-02", day)]
+    assert sorted(asked) == [("dividends-calendar", "2026-11-30", "2026-12-02"), ("dividends-calendar", day, day)]
     assert metadata(platform, "dividends", day)["route"] == "dividends-calendar"
 
 

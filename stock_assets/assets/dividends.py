@@ -38,16 +38,16 @@ def dividends(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Wa
         if not trading.is_session(day):
             return m.market_closed(1, [checks_mod.no_duplicates(warehouse, "market.dividends", day)])
         m.stats.route = "dividends-calendar"
-        # The day, and the sessions before it again: FMP adds dividends to its calendar after their
-        # ex-date and amends amounts (one call a day each).
-        days = [*trading.sessions_between(trading.sessions_back(day, RECHECK_SESSIONS), day - dt.timedelta(1)), day]
-        rows = 0
-        for ex_date in days:
-            rows += calendar_day(m, ex_date, universe)
+        rows = calendar_days(m, day, day, universe)
+        # The sessions before it again, in one call: FMP adds dividends to its calendar after their
+        # ex-date and amends amounts.
+        since = trading.sessions_back(day, RECHECK_SESSIONS)
+        rows_again = calendar_days(m, since, day - dt.timedelta(days=1), universe)
         m.count_items(rows)
-        m.stats.optimized("dividend calendar", len(payers), len(payers), max(0, len(payers) - len(days)))
-        m.log(f"{day}: {rows} dividends for the universe from {len(days)} calendar calls "
-              f"(the day and the {len(days) - 1} sessions before it, read again for late additions).")
+        calls = m.stats.api_calls
+        m.stats.optimized("dividend calendar", len(payers), len(payers), max(0, len(payers) - calls))
+        m.log(f"{day}: {rows} dividends for the universe from the day's calendar; {rows_again} of the "
+              f"{RECHECK_SESSIONS} sessions before it read again for late additions ({calls} calls).")
         return m.result([checks_mod.no_duplicates(warehouse, "market.dividends", day)])
 
 
@@ -55,21 +55,28 @@ def dividends(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Wa
 RECHECK_SESSIONS = 3
 
 
-def calendar_day(m: Materialization, day: dt.date, universe: set[str]) -> int:
-    """One ex-date's dividends for the universe, from a one-day calendar call; the rows written."""
+def calendar_days(m: Materialization, first: dt.date, last: dt.date, universe: set[str]) -> int:
+    """The ex-dates from `first` to `last` for the universe, in one calendar call; a window that comes
+    back at FMP's row cap (it drops the oldest rows) is asked again a day a call. The rows written."""
     with m.stats.phase("fetch") as phase:
-        parsed = m.fmp.dividends_calendar(day, day)
+        parsed = m.fmp.dividends_calendar(first, last)
         phase.items = phase.succeeded = len(parsed.records)
+    if parsed.at_cap and first < last:
+        return sum(calendar_days(m, day, day, universe) for day in trading.sessions_between(first, last))
     if parsed.at_cap:
         # One day cannot be split further: a capped answer may have lost rows.
-        raise dg.Failure(f"dividends-calendar returned its row cap for {day}: rows may be missing, "
+        raise dg.Failure(f"dividends-calendar returned its row cap for {first}: rows may be missing, "
                          f"so nothing was stored. Load the affected payers with dividend_history.",
                          metadata=m.stats.metadata())
-    rows = [d for d in parsed.records if d.symbol in universe and d.ex_date == day]
     rejects = [r for r in parsed.rejects if r.key in universe]
-    m.write(lambda: m.warehouse.write_calendar_day(day, rows, rejects=rejects, run_id=m.run_id), len(rows))
     m.stats.rejects += len(rejects)
-    return len(rows)
+    written = 0
+    for day in trading.sessions_between(first, last):
+        rows = [d for d in parsed.records if d.symbol in universe and d.ex_date == day]
+        written += m.write(lambda: m.warehouse.write_calendar_day(day, rows, rejects=rejects, run_id=m.run_id),
+                           len(rows))
+        rejects = []  # stored once, with the first day's rows
+    return written
 
 
 @dg.asset(group_name="dividends", partitions_def=symbol_shards, deps=[symbols], pool=FMP_POOL,
