@@ -10,9 +10,9 @@ evening of Thursday 2026-12-03, every daily case on the evening of Friday 2026-1
 figures do not depend on the hour the benchmark runs. The simulator has FMP's ordinary bad days
 on (its defaults: revisions, short screener pages and a 5,000-row page cap, specials...).
 
-1. First load at Ultimate's pace, by the BASELINE's code (so that both codes start from a
-   warehouse they can open; today's code migrates it): `stock-assets sync` on an empty folder
-   against the simulator (its own process) at 3,000 calls/min with 60 ms latency.
+1. First load at Ultimate's pace, by each code on its own folder (each daily case starts from
+   the state its own code leaves): `stock-assets sync` on an empty folder against the simulator
+   (its own process) at 3,000 calls/min with 60 ms latency.
 2. From a copy of that state each (every full profile made 30 days older, so that today's refresh
    turn is due, as on an ordinary day of a steady cycle):
    - today's code and the baseline (`--baseline`, default: main before the convergence work), headless,
@@ -150,7 +150,8 @@ def first_load(args, work: Path, code: Path) -> None:
         sim.stop()
     pace = ULTIMATE * DEFAULT_PACE_FRACTION / 60
     history = sum(1 for r in calls if r["path"] in ("historical-price-eod/full", "dividends"))
-    print(f"first load, Ultimate {ULTIMATE}/min (pace {pace:.0f}/s), latency {LATENCY_MS:.0f}+{JITTER_MS:.0f} ms: "
+    who = "today's code" if code == ROOT else "baseline"
+    print(f"first load ({who}), Ultimate {ULTIMATE}/min (pace {pace:.0f}/s), latency {LATENCY_MS:.0f}+{JITTER_MS:.0f} ms: "
           f"{len(calls):,} calls ({history:,} history) in {figures['wall_s']:.1f} s")
     print(f"  rate / pace = {len(calls) / figures['wall_s']:.2f}/s / {pace:.0f}/s = "
           f"{len(calls) / figures['wall_s'] / pace:.3f} (goal >= 0.95)")
@@ -217,14 +218,15 @@ def main() -> None:
     subprocess.check_call(["git", "-C", str(ROOT), "worktree", "add", "--force", "--detach", str(baseline),
                            args.baseline], stdout=subprocess.DEVNULL)
     try:
-        if not (state / "stocks.duckdb").exists():
-            first_load(args, state, baseline)
-        compare(args, work, state, baseline)
+        for code, folder in ((ROOT, state), (baseline, work / "first-load-baseline")):
+            if not (folder / "stocks.duckdb").exists():
+                first_load(args, folder, code)
+        compare(args, work, state, work / "first-load-baseline", baseline)
     finally:
         subprocess.call(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)])
 
 
-def compare(args, work: Path, state: Path, baseline: Path) -> None:
+def compare(args, work: Path, state: Path, baseline_state: Path, baseline: Path) -> None:
     from stock_assets import revisions
     from stock_assets.profile_refresh import cycle_sessions
 
@@ -233,11 +235,11 @@ def compare(args, work: Path, state: Path, baseline: Path) -> None:
     print(f"\ndaily sync after the first load, latency {LATENCY_MS:.0f}+{JITTER_MS:.0f} ms")
     print(f"{'case':<44}{'calls':>7}{'runs':>6}{'wall s':>9}{'bound s':>9}{'wall/bound':>10}   calls by endpoint")
     ours = daily_case("Premium, headless", state, cases / "ours", args, "premium", PREMIUM)
-    before = daily_case(f"Premium, headless, baseline {args.baseline}", state, cases / "baseline", args,
+    before = daily_case(f"Premium, headless, baseline {args.baseline}", baseline_state, cases / "baseline", args,
                         "premium", PREMIUM, code=baseline)
     ultimate = daily_case("Ultimate, headless", state, cases / "ultimate", args, "ultimate", ULTIMATE)
-    ultimate_before = daily_case(f"Ultimate, headless, baseline {args.baseline}", state, cases / "ultimate-baseline",
-                                 args, "ultimate", ULTIMATE, code=baseline)
+    ultimate_before = daily_case(f"Ultimate, headless, baseline {args.baseline}", baseline_state,
+                                 cases / "ultimate-baseline", args, "ultimate", ULTIMATE, code=baseline)
     if args.with_daemon:
         dev = daily_case("Premium, dagster dev (schedule's job + sensor)", state, cases / "daemon", args, "premium",
                          PREMIUM, under_daemon=True)
@@ -252,3 +254,7 @@ def compare(args, work: Path, state: Path, baseline: Path) -> None:
           f"symbol's next turn reads {cycle_sessions(30) + max(revisions.RECHECK_LAGS)} sessions back); Ultimate "
           f"within {max(revisions.RECHECK_LAGS)} sessions of its bar (each session read again "
           f"{' and '.join(map(str, revisions.RECHECK_LAGS))} sessions after it), when FMP makes it within that")
+
+
+if __name__ == "__main__":
+    main()

@@ -71,6 +71,12 @@ def test_report_prints_time_calls_savings_and_phases(synced, capsys):
         assert rows[endpoint][1] == f"{count:,}", (endpoint, rows[endpoint])
         assert rows[endpoint][2] == "100.0%"
     assert f"API calls {sum(calls.values()):,}" in text
+    # The one baseline every saving is measured against: one call per symbol for prices, dividends
+    # and profile, for the universe the sync refreshed (counted here from the simulator's screener).
+    universe = len([r for r in p.sim.truth.universe() if r["isActivelyTrading"] and not r["isFund"]])
+    assert (f"baseline, the naive sync (one call per symbol for prices, dividends and profile): "
+            f"3 x {universe:,} symbols = {3 * universe:,} calls") in text
+    assert "revisions repaired: " in text
 
     savings = _section(text, "Savings per optimization")
     expected = p.sql("SELECT name, sum(calls_saved), sum(seconds_saved) FROM metrics.optimizations GROUP BY 1")

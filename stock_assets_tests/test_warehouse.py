@@ -487,3 +487,59 @@ def test_a_warehouse_keyed_on_symbol_and_ex_date_keeps_its_dividends_and_takes_t
             4.0, 'Special', 'special', 'dividends', now())""")
     with duckdb.connect(path, read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM market.dividends WHERE symbol = 'AAA'").fetchone() == (2,)
+
+
+def _screened(symbol: str, sector: str | None) -> "ScreenerRow":
+    from stock_assets.fmp.records import ScreenerRow
+
+    return ScreenerRow.model_validate({"symbol": symbol, "companyName": f"{symbol} Corp", "sector": sector,
+                                       "industry": "Software", "exchangeShortName": "NASDAQ",
+                                       "isActivelyTrading": True})
+
+
+def test_a_sector_changed_across_a_day_the_screener_left_it_empty_is_a_change(wh):
+    """X, then null, then Y: the last known value is X, so Y is a change (a full profile is due)."""
+    from stock_assets.fmp.records import Profile
+    from stock_assets.partitions import shard_of
+
+    wh.write_universe([_screened("AAA", "Technology")], shard_of)
+    wh.write_profiles([Profile.model_validate({"symbol": "AAA", "companyName": "AAA Corp", "sector": "Technology"})])
+    assert wh.write_universe([_screened("AAA", None)], shard_of).screener_changes == {}
+    assert wh.query("SELECT sector FROM market.symbols")[0]["sector"] == "Technology"  # kept, not nulled
+    changes = wh.write_universe([_screened("AAA", "Energy")], shard_of).screener_changes
+    assert changes == {"AAA": "sector: Technology -> Energy"}
+
+
+def test_a_symbol_the_screener_leaves_out_stays_listed_until_three_sessions_or_fmps_word(wh):
+    from stock_assets.partitions import shard_of
+
+    rows = [_screened(s, "Technology") for s in ("AAA", "BBB", "CCC")]
+    wh.write_universe(rows, shard_of, today=dt.date(2026, 11, 30), absent_from=dt.date(2026, 11, 26))
+    listed = lambda: sorted(r["symbol"] for r in wh.query("SELECT symbol FROM market.symbols WHERE listed"))  # noqa: E731
+    # Monday to Wednesday a short page loses BBB; Tuesday FMP says CCC is delisted.
+    wh.write_universe(rows[:1] + rows[2:], shard_of, today=dt.date(2026, 12, 1), absent_from=dt.date(2026, 11, 27))
+    assert listed() == ["AAA", "BBB", "CCC"]
+    wh.write_universe(rows[:1], shard_of, today=dt.date(2026, 12, 2), absent_from=dt.date(2026, 11, 30),
+                      gone=["CCC"])
+    assert listed() == ["AAA", "BBB"]
+    # Absent since Tuesday 12-01; on Thursday the third session absent begins at 12-01: it leaves.
+    wh.write_universe(rows[:1], shard_of, today=dt.date(2026, 12, 3), absent_from=dt.date(2026, 12, 1))
+    assert listed() == ["AAA"]
+    # Back in the screener: listed again, no longer absent.
+    wh.write_universe(rows[:2], shard_of, today=dt.date(2026, 12, 4), absent_from=dt.date(2026, 12, 2))
+    assert listed() == ["AAA", "BBB"]
+    assert wh.query("SELECT absent_since FROM market.symbols WHERE symbol = 'BBB'") == [{"absent_since": None}]
+
+
+def test_a_failed_step_credits_no_savings():
+    """A skip saves calls only for work that succeeded: the failed step's figures record none."""
+    from stock_assets.fmp.accounting import CallLog
+    from stock_assets.metrics import metrics_tables
+    from stock_assets.run_stats import RunStats
+
+    stats = RunStats("company_profiles", "A1", CallLog(), 750)
+    stats.optimized("profile cycle", considered=100, skipped=90, calls_saved=90)
+    assert metrics_tables(stats, "r1", {}, "succeeded")["metrics.optimizations"].num_rows == 1
+    failed = metrics_tables(stats, "r2", {}, "failed", "boom")
+    assert failed["metrics.optimizations"].num_rows == 0
+    assert failed["metrics.runs"].num_rows == 1

@@ -317,7 +317,7 @@ class WarehouseResource(DuckDBFile):
                 FROM screened_raw n LEFT JOIN market.symbols o USING (symbol)""")
             try:
                 changed = dict(conn.execute(_MARK_SCREENER_CHANGES).fetchall())
-                written = upsert(conn, S.SYMBOLS.name, conn.execute("FROM screened").to_arrow_table())
+                written = upsert(conn, S.SYMBOLS.name, conn.sql("FROM screened").to_arrow_table())
                 if absent_from is not None:
                     conn.execute(f"""UPDATE market.symbols SET absent_since = coalesce(absent_since, ?)
                                      WHERE {_LISTED} AND symbol NOT IN (SELECT symbol FROM screened)""", [today])
