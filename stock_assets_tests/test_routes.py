@@ -169,6 +169,20 @@ def test_latest_session_on_premium_is_batched_quotes(platform):
         assert got == [(quote["price"], quote["volume"], "batch-quote")], quote["symbol"]
 
 
+def test_with_fmps_bulk_throttle_on_no_bulk_call_is_refused_and_the_day_is_complete(ultimate):
+    """FMP answers a bulk call that comes too soon after the last with a 200 carrying `Limit Reach`:
+    the client paces its bulk calls under the throttle (here 1.5 s; the client 2 s apart)."""
+    ultimate.sim.config.bulk_min_interval_s = 1.5
+    run(ultimate, "symbols")
+    run(ultimate, "daily_prices", latest(), resources={**ultimate.resources(),
+                                                       "fmp": ultimate.fmp(bulk_calls_per_min=30)})
+    bulk = [r for r in requests(ultimate) if r["path"] == "eod-bulk"]
+    assert len(bulk) == 3  # the day and two sessions back, each once: a refused call would be asked again
+    assert all(r["status"] == 200 and r["bytes"] > 1000 for r in bulk)  # CSV, not the Limit Reach body
+    (stored,), = ultimate.sql("SELECT count(*) FROM market.prices WHERE date = ?", [latest()])
+    assert stored == len(universe(ultimate))
+
+
 def test_past_day_on_premium_is_one_call_per_symbol_unless_history_stored_it(platform, tmp_path):
     symbols = small_universe(platform, tmp_path, shards=2)
     day = past_session()

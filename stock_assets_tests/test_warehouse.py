@@ -543,3 +543,16 @@ def test_a_failed_step_credits_no_savings():
     failed = metrics_tables(stats, "r2", {}, "failed", "boom")
     assert failed["metrics.optimizations"].num_rows == 0
     assert failed["metrics.runs"].num_rows == 1
+
+
+def test_an_answer_that_lacks_an_unusual_share_of_an_exchange_is_fmps_error():
+    """A few delistings a week are ordinary; a lost page of an exchange is not: by hand, 1,000 listed."""
+    from stock_assets.assets.universe import unusual_drops
+
+    listed = {"NYSE": {f"N{i}" for i in range(1000)}, "AMEX": {f"A{i}" for i in range(30)}}
+    everyone = set().union(*listed.values())
+    assert unusual_drops(listed, everyone - {"N1", "N2", "A1"}, set()) == {}  # three delistings
+    lost_page = everyone - {f"N{i}" for i in range(500)}
+    assert unusual_drops(listed, lost_page, set()) == {"NYSE": 500}
+    # What FMP itself says is gone is no error, however many.
+    assert unusual_drops(listed, lost_page, {f"N{i}" for i in range(500)}) == {}
