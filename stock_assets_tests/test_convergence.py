@@ -95,7 +95,7 @@ def test_a_week_away_stores_every_session_missed_with_one_history_call_a_symbol(
 
 def test_a_sync_during_a_session_stores_the_closed_sessions_and_never_the_one_in_progress(tmp_path, monkeypatch):
     wednesday, thursday, friday = dt.date(2026, 12, 2), dt.date(2026, 12, 3), dt.date(2026, 12, 4)
-    platform = make_platform(tmp_path, monkeypatch, symbols=SYMBOLS, now=after_close(wednesday))
+    platform = make_platform(tmp_path, monkeypatch, now=after_close(wednesday))
     try:
         daily_sync(platform, wednesday)
         set_clock(monkeypatch, dt.datetime(2026, 12, 4, 14, 30, tzinfo=NY))  # Friday, mid-session

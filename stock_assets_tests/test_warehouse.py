@@ -88,7 +88,7 @@ def test_schema_is_idempotent_and_complete(wh):
         assert tables == set(TABLES) == {
             "market.symbols", "market.prices", "market.dividends", "market.company_profiles",
             "market.rejected_rows", "market.history_loads", "market.splits", "market.calendar_loads",
-            "market.symbol_changes", "market.bars_absent",
+            "market.symbol_changes", "market.bars_absent", "market.empty_answers",
             "metrics.runs", "metrics.phases", "metrics.api_calls", "metrics.optimizations"}
         views = {v for (v,) in conn.execute(
             "SELECT view_name FROM duckdb_views() WHERE schema_name = 'metrics'").fetchall()}
