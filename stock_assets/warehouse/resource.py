@@ -1,7 +1,7 @@
 """`WarehouseResource`: the DuckDB warehouse as a Dagster resource, with its domain.
 
 Writes are one method per kind of data (`write_prices`, `write_price_history`,
-`write_dividends`, `write_dividend_history`, `write_profiles`,
+`write_calendar_day`, `write_dividend_history`, `write_profiles`,
 `write_universe`, `write_metrics`): each owns its table, its key, its ONE
 short transaction, and the rejected rows that came with the data. Reads that
 planners and checks need are methods too; no caller hands SQL on `market.*`,
@@ -247,10 +247,6 @@ class WarehouseResource(DuckDBFile):
         prices = history_prices_table(histories, SOURCE_HISTORICAL)
         return self._write([(S.PRICES, prices), (S.HISTORY_LOADS, loads)],
                            rejects, run_id, replacing=restated)
-
-    def write_dividends(self, rows: Iterable[Dividend], source: str, *, rejects: Sequence[Reject] = (),
-                        run_id: str | None = None) -> int:
-        return self._write([(S.DIVIDENDS, dividends_table(list(rows), source))], rejects, run_id)
 
     def write_calendar_day(self, day: dt.date, rows: Sequence[Dividend], *, rejects: Sequence[Reject] = (),
                            run_id: str | None = None) -> int:
