@@ -112,7 +112,7 @@ class FakeFMP:
                                    "raw_query": query, "apikey": apikey})
             queue = self._answers.get(path)
             if not queue:
-                return Answer(404, b"[]")
+                return Answer(404, fixture_body("errors/404-unknown-path.json"))
             return queue.pop(0) if len(queue) > 1 else queue[0]
 
     def serve(self, path: str, *answers: Answer) -> None:
