@@ -1136,17 +1136,20 @@ class GroundTruth:
         }
 
     def profile_bulk_rows(self) -> list[dict]:
-        """Every profile profile-bulk serves (US universe + foreign bulk listings),
-        in the served (not symbol) order. Volumes are floats, as in FMP's CSV."""
+        """Every profile profile-bulk serves (US listings that have traded, delisted ones with
+        isActivelyTrading false, and foreign bulk listings), in the served (not symbol) order.
+        Volumes are floats, as in FMP's CSV."""
         L = self.last_closed_index()
         if L < 0:
             return []
         s = self._snapshot(L)
         u = self.uni
         rows = []
+        delisted = self.delisted_sess
         for i in range(u.n):
             if u.list_sess[i] <= L:
                 r = self._profile_row(i, s)
+                r["isActivelyTrading"] = bool(L < delisted[i])  # a delisted company's profile stays
                 r["volume"] = float(r["volume"])
                 r["averageVolume"] = float(r["averageVolume"])
                 rows.append(r)

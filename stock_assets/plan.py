@@ -21,7 +21,6 @@ from dagster import AssetPartitionStatus, DagsterRunStatus
 
 from stock_assets import revisions, trading
 from stock_assets.assets import ASSET_NAMES, DAILY_ASSETS, HISTORY_ASSETS, assets_for
-from stock_assets.assets.profiles import bulk_profiles_cached
 from stock_assets.config import Config
 from stock_assets.errors import ConfigError
 from stock_assets.fmp import get_plan
@@ -102,38 +101,7 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
             tuple(HISTORY_ASSETS) if shard in history else ())
         if assets:
             runs.append(PlannedRun(_names(assets), shard))
-    bulk = get_plan(Config.from_env().plan).serves("profile-bulk")
-    if bulk and not bulk_profiles_cached(warehouse, trading.now_utc().date()):
-        sessions = [r for r in runs if r.assets == session_run(day).assets]
-        return sessions + bulk_download_first(runs[len(sessions):])
     return runs
-
-
-def bulk_download_first(shard_runs: list[PlannedRun]) -> list[PlannedRun]:
-    """Where more than one shard fetches both profiles and history (a first load): the first
-    shard's profiles alone first, the history runs beside it, the other profile runs spread
-    among the last two thirds of the history runs.
-
-    With `profile-bulk` the first `company_profiles` step downloads the day's bulk file (two
-    bulk calls a minute: ~150 s for 19,205 profiles) and every other one waits for it; in runs
-    of profiles and history together, each worker's history waited behind it (measured: the
-    first load's first 150 s made no call). The later profile runs read the cached download
-    (~1 s each, no call): spread among history runs, the other workers' calls go on meanwhile;
-    queued last, they were a tail of ~11 s without a call (4,000 symbols, bench_daily).
-    """
-    name = PROFILES.to_user_string()
-    if sum(1 for r in shard_runs if name in r.assets and len(r.assets) > 1) < 2:
-        return shard_runs
-    profiles = [PlannedRun((name,), r.partition_key) for r in shard_runs if name in r.assets]
-    history = [PlannedRun(tuple(a for a in r.assets if a != name), r.partition_key)
-               for r in shard_runs if set(r.assets) - {name}]
-    first_third, rest = len(history) // 3, profiles[1:]
-    ordered = profiles[:1] + history[:first_third]
-    later = history[first_third:]
-    for i, run in enumerate(later):
-        ordered.append(run)
-        ordered += rest[round(i * len(rest) / len(later)):round((i + 1) * len(rest) / len(later))]
-    return ordered
 
 
 def _shards_with_due_profiles(warehouse: WarehouseResource, settings: SyncSettings) -> set[str]:

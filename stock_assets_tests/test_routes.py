@@ -20,7 +20,6 @@ from stock_assets import clock, trading
 from stock_assets.assets import assets_for
 from stock_assets.config import Config
 from stock_assets.assets.prices import history_start
-from stock_assets.plan import PlannedRun
 from stock_assets.partitions import latest_session_day, shard_of, symbol_shards, trading_days
 from stock_assets_tests.conftest import configured_trading_days
 from stock_assets.resources import SyncSettings
@@ -146,6 +145,43 @@ def test_latest_session_on_ultimate_is_one_eod_bulk_call_and_two_to_read_revisio
     assert stored == len(universe(ultimate)) == meta["rows_written"]
 
 
+def test_a_listed_symbol_without_a_bar_anywhere_is_asked_its_history_on_a_backoff(ultimate, monkeypatch):
+    """Listed, yet FMP has no bar for it (in neither eod-bulk nor its history): the day is complete
+    without it, named; it is not asked its history again until its backoff has passed (1 day, then
+    2, 4 ...), however often the day is synced."""
+    run(ultimate, "symbols")
+    ghost = "ZZQA"  # a symbol the simulator has no bar for
+    with platform_write(ultimate) as conn:
+        conn.execute("INSERT INTO market.symbols (symbol, shard, is_actively_trading, updated_at) "
+                     "VALUES (?, ?, TRUE, ?)", [ghost, shard_of(ghost), clock.now().replace(tzinfo=None)])
+    day = latest()
+
+    def history_asked() -> list[str]:
+        return [r["params"]["symbol"] for r in requests(ultimate) if r["path"] == "historical-price-eod/full"]
+
+    def no_bar_reason() -> str:
+        (reason,), = ultimate.sql("SELECT reason FROM market.bars_absent WHERE symbol = ? AND date = ?",
+                                  [ghost, day])
+        return reason
+
+    assert run(ultimate, "daily_prices", day).success
+    assert history_asked() == [ghost]
+    assert "answered no bar" in no_bar_reason()
+    # The same day again, an hour later: the bulk file is read (it might hold the bar now), the
+    # history is not; the day stays complete, the symbol named as resting.
+    set_clock(monkeypatch, PINNED_NOW + dt.timedelta(hours=1))
+    assert run(ultimate, "daily_prices", day).success
+    assert paths(ultimate) == {"eod-bulk": 3} and history_asked() == []
+    assert "backoff" in no_bar_reason()
+    # A day later its rest is over: asked once more, then resting two days.
+    set_clock(monkeypatch, PINNED_NOW + dt.timedelta(days=1, hours=1))
+    assert run(ultimate, "daily_prices", day).success and history_asked() == [ghost]
+    assert ultimate.sql("SELECT attempts FROM market.empty_answers WHERE dataset = 'prices' AND symbol = ?",
+                        [ghost]) == [(2,)]
+    set_clock(monkeypatch, PINNED_NOW + dt.timedelta(days=2, hours=1))
+    assert run(ultimate, "daily_prices", day).success and history_asked() == []
+
+
 def test_latest_session_on_premium_is_batched_quotes(platform):
     run(platform, "symbols")
     n = len(universe(platform))
@@ -173,11 +209,15 @@ def test_with_fmps_bulk_throttle_on_no_bulk_call_is_refused_and_the_day_is_compl
     """FMP answers a bulk call that comes too soon after the last with a 200 carrying `Limit Reach`:
     the client paces its bulk calls under the throttle (here 1.5 s; the client 2 s apart)."""
     ultimate.sim.config.bulk_min_interval_s = 1.5
-    run(ultimate, "symbols")
-    run(ultimate, "daily_prices", latest(), resources={**ultimate.resources(),
-                                                       "fmp": ultimate.fmp(bulk_calls_per_min=30)})
+    paced = {**ultimate.resources(), "fmp": ultimate.fmp(bulk_calls_per_min=30)}
+    run(ultimate, "symbols", resources=paced)
+    parts = [(r["params"]["part"], r["status"]) for r in requests(ultimate) if r["path"] == "profile-bulk"]
+    # Each part once, CSV, to the part past the last (400): a refused call would be asked again.
+    assert [part for part, _ in parts] == [str(k) for k in range(len(parts))]
+    assert [status for _, status in parts] == [200] * (len(parts) - 1) + [400]
+    run(ultimate, "daily_prices", latest(), resources=paced)
     bulk = [r for r in requests(ultimate) if r["path"] == "eod-bulk"]
-    assert len(bulk) == 3  # the day and two sessions back, each once: a refused call would be asked again
+    assert len(bulk) == 3  # the day and two sessions back, each once
     assert all(r["status"] == 200 and r["bytes"] > 1000 for r in bulk)  # CSV, not the Limit Reach body
     (stored,), = ultimate.sql("SELECT count(*) FROM market.prices WHERE date = ?", [latest()])
     assert stored == len(universe(ultimate))
@@ -224,74 +264,56 @@ def test_dividends_day_is_one_calendar_call_and_one_for_the_three_sessions_befor
     assert metadata(platform, "dividends", day)["route"] == "dividends-calendar"
 
 
-def test_bulk_profiles_on_ultimate_download_once_for_every_shard(ultimate):
+def test_on_ultimate_one_bulk_download_gives_the_universe_and_every_full_profile(ultimate):
+    """profile-bulk's parts, to the part past the last, are the universe's source and every full
+    profile's: no screener page, no per-symbol profile, and no profile due in any shard."""
     run(ultimate, "symbols")
-    shards = sorted(by_shard(ultimate), key=lambda s: -len(by_shard(ultimate)[s]))
-    first, second = shards[0], shards[1]
-    run(ultimate, "company_profiles", first)
-    bulk = paths(ultimate)
-    assert set(bulk) == {"profile-bulk"} and bulk["profile-bulk"] <= 10
-    # The parts it took held the whole universe: no call for the part past the last (a 400, 30 s).
-    assert [r["status"] for r in ultimate.sim.requests("profile-bulk")] == [200] * bulk["profile-bulk"]
-    assert metadata(ultimate, "company_profiles", first)["route"] == "profile-bulk"
-    # Other shards read the same download: no call at all.
-    for shard in shards[1:3]:
+    asked = paths(ultimate)
+    parts = sorted(int(r["params"]["part"]) for r in ultimate.sim.requests("profile-bulk"))
+    assert asked == {"profile-bulk": len(parts), "delisted-companies": 1, "symbol-change": 1}
+    assert parts == list(range(len(parts))) and ultimate.sim.requests("profile-bulk")[-1]["status"] == 400
+    assert metadata(ultimate, "symbols")["route"] == "profile-bulk"
+    # The universe: every listed symbol that has traded (the simulator's truth, not the code's).
+    not_yet = {p["symbol"] for p in ultimate.sim.truth.pre_listings() if not p["trading"]}
+    expected = sorted(set(ultimate.sim.truth.symbols()) - not_yet)
+    assert universe(ultimate) == expected
+    stored = {r[0]: r[1:] for r in ultimate.sql(
+        "SELECT symbol, ceo, cik, full_time_employees, fetched_at FROM market.company_profiles")}
+    assert sorted(stored) == expected
+    for symbol in expected[:25]:
+        truth = ultimate.sim.truth.profile(symbol, settled=True)
+        ceo, cik, employees, fetched_at = stored[symbol]
+        served = [truth[k] or None for k in ("ceo", "cik", "fullTimeEmployees")]  # "" means no value
+        assert [ceo, cik, employees] == served[:2] + [served[2] and int(served[2])], symbol
+        assert fetched_at is not None
+    for shard in sorted(by_shard(ultimate))[:3]:
         run(ultimate, "company_profiles", shard)
         assert calls(ultimate) == 0, shard
-    meta = metadata(ultimate, "company_profiles", second)
-    assert meta["route"] == "profile-bulk" and meta["api_calls"] == 0
-    stored = [s for (s,) in ultimate.sql("SELECT symbol FROM market.company_profiles ORDER BY symbol")]
-    assert stored == sorted(s for shard in shards[:3] for s in by_shard(ultimate)[shard])
+        meta = metadata(ultimate, "company_profiles", shard)
+        assert meta["api_calls"] == 0 and meta["skipped_items/profile cycle"] == len(by_shard(ultimate)[shard])
 
 
 def test_a_due_profile_the_bulk_file_lacks_is_fetched_on_its_own(ultimate):
-    """A symbol listed after the day's download (or one FMP's bulk file leaves out) still gets
-    its full profile: one `profile` call, not a silent gap."""
+    """A symbol the day's download lacks (listed after it, or one FMP's bulk file leaves out) still
+    gets its full profile: one `profile` call, not a silent gap."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     run(ultimate, "symbols")
-    shards = sorted(by_shard(ultimate), key=lambda s: -len(by_shard(ultimate)[s]))
-    run(ultimate, "company_profiles", shards[0])  # downloads and caches the day's file
-    absent = by_shard(ultimate)[shards[1]][0]
+    shard, members = max(by_shard(ultimate).items(), key=lambda item: len(item[1]))
+    absent = members[0]
     for part in (ultimate.db.parent / "cache" / "profile-bulk").glob("*/part-*.parquet"):
         table = pq.read_table(part)
         pq.write_table(table.filter(pc.not_equal(table["symbol"], absent)), part)
-    paths(ultimate)  # the download's calls, set aside
-    run(ultimate, "company_profiles", shards[1])
-    assert [r["params"]["symbol"] for r in ultimate.sim.requests("profile")] == [absent]
-    assert ultimate.sql("SELECT count(*) FROM market.company_profiles WHERE symbol = ?", [absent]) == [(1,)]
-    meta = metadata(ultimate, "company_profiles", shards[1])
-    assert meta["route"] == "profile-bulk, then profile" and "1 due profiles not in today's bulk file" in meta["notes"]
-
-
-def test_on_ultimate_a_first_load_downloads_bulk_profiles_beside_the_history_runs(ultimate):
-    """The first shard's profiles alone first (its run downloads the bulk file), every history run
-    next, the other profile runs last; once the download is cached, profiles and history together."""
-    from stock_assets.plan import plan_after_universe
-
-    run(ultimate, "symbols")
-    instance, day = ultimate.instance(), dt.date.fromisoformat(latest())
-    warehouse = ultimate.resources()["warehouse"]
-    session, *shards = plan_after_universe(warehouse, instance, day)
-    present = sorted(by_shard(ultimate))
-    assert session.partition_key == latest()
-    assert shards[0] == PlannedRun(("company_profiles",), present[0])
-    history = [r for r in shards if r.assets == ("price_history", "dividend_history")]
-    profiles = [r for r in shards if r.assets == ("company_profiles",)]
-    assert len(history) + len(profiles) == len(shards)
-    assert [r.partition_key for r in history] == present
-    assert [r.partition_key for r in profiles] == present
-    # The other profile runs come after the first third of the history runs, spread among the rest.
-    positions = [shards.index(r) for r in profiles[1:]]
-    assert min(positions) > shards.index(history[len(history) // 3 - 1])
-    assert shards[-1] in profiles and shards[-2] in history
-    assert any(shards[i] in history for i in range(min(positions), max(positions))), "spread, not in one block"
-
-    run(ultimate, "company_profiles", present[0])  # the day's download, cached
-    _, *shards = plan_after_universe(warehouse, instance, day)
-    assert [r.partition_key for r in shards] == present
-    assert all(set(r.assets) == {"company_profiles", "price_history", "dividend_history"} for r in shards[1:])
+    with platform_write(ultimate) as conn:
+        conn.execute("DELETE FROM market.company_profiles WHERE symbol = ?", [absent])
+    run(ultimate, "company_profiles", shard)
+    assert paths(ultimate) == {"profile": 1}
+    assert ultimate.sim.requests("profile")[0]["params"]["symbol"] == absent
+    (ceo,), = ultimate.sql("SELECT ceo FROM market.company_profiles WHERE symbol = ?", [absent])
+    assert ceo == ultimate.sim.truth.profile(absent, settled=True)["ceo"]
+    meta = metadata(ultimate, "company_profiles", shard)
+    assert meta["route"] == "profile" and "1 due profiles not in today's bulk file" in meta["notes"]
 
 
 def test_full_profiles_on_premium_are_kept_until_due(platform):

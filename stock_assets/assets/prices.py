@@ -101,9 +101,10 @@ def route_cost(route: str, batch_size: int) -> Callable[[int], int]:
 
 def fetch_day(m: Materialization, missing: list[str]) -> None:
     """The day's missing bars by the cheapest route that the plan really serves; the symbols that
-    route left without a bar, from their own end-of-day history (the source's last word on them)."""
-    by_route = {"eod-bulk": via_bulk, "batch-quote": via_quotes, HISTORY: via_history}
-    *cheaper, last = routes(m.fmp, m.day)
+    route left without a bar, from their own end-of-day history (the source's last word on them),
+    unless that history had no bar when last asked: then they rest (1, 2, 4 ... days), named."""
+    by_route = {"eod-bulk": via_bulk, "batch-quote": via_quotes}
+    *cheaper, _ = routes(m.fmp, m.day)
     got = None
     for route in cheaper:
         m.stats.route = route
@@ -115,21 +116,26 @@ def fetch_day(m: Materialization, missing: list[str]) -> None:
             m.stats.notes.append(note)
             m.warn(f"{note}: {error}")
     if got is None:
-        m.stats.route = last
-        got = via_history(m, missing)
+        m.stats.route, got = HISTORY, set()
     lacking = [s for s in missing if s not in got]
-    if lacking and m.stats.route != HISTORY:
-        m.stats.notes.append(f"{len(lacking)} symbols without a bar from {m.stats.route}: asked their history")
-        m.log(f"{len(lacking)} symbols had no bar from {m.stats.route}; asking their end-of-day history: "
-              f"{', '.join(lacking[:20])}")
-        got |= via_history(m, lacking)
+    resting = m.warehouse.resting_after_empty("prices") & set(lacking)
+    asked = [s for s in lacking if s not in resting]
+    if asked and m.stats.route != HISTORY:
+        m.stats.notes.append(f"{len(asked)} symbols without a bar from {m.stats.route}: asked their history")
+        m.log(f"{len(asked)} symbols had no bar from {m.stats.route}; asking their end-of-day history: "
+              f"{', '.join(asked[:20])}")
+    if asked:
+        got |= via_history(m, asked)
     # No bar at the source: its history answered, with no row for the day (not an error, not a row
     # we had to reject: those leave the day incomplete, and it fails naming them).
-    absent = {s: f"{HISTORY} answered no bar for the day" for s in lacking if s not in got
-              and s not in m.stats.failed_items and s not in m.invalid}
+    no_bar = [s for s in asked if s not in got and s not in m.stats.failed_items and s not in m.invalid]
+    m.warehouse.record_empty_answers("prices", no_bar, answered=[s for s in asked if s in got])
+    absent = {s: f"{HISTORY} answered no bar for the day" for s in no_bar}
+    absent |= {s: f"{HISTORY} had no bar for it when last asked; asked again after a backoff" for s in resting}
     m.warehouse.write_bars_absent(m.day, absent)
     if absent:
-        m.stats.notes.append(f"{len(absent)} symbols have no bar for the day at the source")
+        m.stats.notes.append(f"{len(absent)} symbols have no bar for the day at the source"
+                             + (f" ({len(resting)} resting after an empty answer)" if resting else ""))
 
 
 def recheck_bulk(m: Materialization, listed: set[str]) -> None:

@@ -5,24 +5,23 @@ this asset fetches the full profiles `profile_refresh.due_profiles` names: new
 symbols, those whose name, sector, industry or exchange changed on the
 screener, and the slice of the universe whose refresh turn is today.
 
-On Ultimate, `profile-bulk` parts are downloaded once a day into a local cache
-(Parquet, guarded by a file lock so that parallel shard runs download once)
-and every shard reads its rows from there.
+On Ultimate, the universe refresh writes every listed symbol's full profile from
+the day's `profile-bulk` download (`profile_bulk`), so none is due here but a
+symbol the download lacks (the universe came from the screener after a 402, or a
+forced refresh); the due ones are read from the cached download first.
 """
 
 
 import datetime as dt
 from collections import Counter
-from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from filelock import FileLock
 
 from stock_assets import checks as checks_mod
 from stock_assets import trading
+from stock_assets.assets import profile_bulk
 from stock_assets.assets.common import FMP_POOL
 from stock_assets.assets.materialization import Fetched, Materialization
 from stock_assets.assets.universe import symbols
@@ -30,9 +29,7 @@ from stock_assets.fmp import FMPPlanError, FMPResource, get_plan
 from stock_assets.partitions import symbol_shards
 from stock_assets.profile_refresh import due_now
 from stock_assets.resources import SyncSettings
-from stock_assets.warehouse import WarehouseResource, column_schema, profiles_table
-
-MAX_BULK_PARTS = 50  # FMP gives no part count; stop well past any real one
+from stock_assets.warehouse import WarehouseResource, column_schema
 
 
 @dg.asset(group_name="profiles", partitions_def=symbol_shards, deps=[symbols], pool=FMP_POOL,
@@ -81,7 +78,7 @@ def from_bulk(m: Materialization, due: list[str], today: dt.date) -> list[str]:
     download, or that FMP's bulk file leaves out)."""
     try:
         with m.stats.phase("fetch") as phase:
-            table = bulk_profiles(m.fmp, bulk_cache(m.warehouse), today, m.log, m.warehouse.universe_symbols())
+            table = profile_bulk.download(m.fmp, m.warehouse, today, m.log)
             table = table.filter(pc.is_in(table["symbol"], value_set=pa.array(due)))
             phase.items = phase.succeeded = table.num_rows
     except FMPPlanError as error:
@@ -98,43 +95,3 @@ def from_bulk(m: Materialization, due: list[str], today: dt.date) -> list[str]:
     if lacking:
         m.stats.notes.append(f"{len(lacking)} due profiles not in today's bulk file: fetched one by one")
     return lacking
-
-
-def bulk_cache(warehouse: WarehouseResource) -> Path:
-    return Path(warehouse.database).parent / "cache" / "profile-bulk"
-
-
-def bulk_profiles_cached(warehouse: WarehouseResource, day: dt.date) -> bool:
-    """Whether `day`'s bulk profiles are downloaded already (a shard's profiles then cost no call)."""
-    return (bulk_cache(warehouse) / day.isoformat() / "complete").exists()
-
-
-def bulk_profiles(fmp: FMPResource, cache_dir: Path, today: dt.date, log, wanted: set[str]) -> pa.Table:
-    """Today's bulk profiles, downloaded by the first shard that asks and reused by the rest.
-
-    FMP gives no part count and answers the part past the last with a 400; the download
-    stops there, or as soon as its parts hold every symbol of the universe (`wanted`): that
-    last call cost 30 s under the bulk throttle (2 calls a minute) for nothing.
-    """
-    day_dir = cache_dir / today.isoformat()
-    day_dir.mkdir(parents=True, exist_ok=True)
-    done = day_dir / "complete"
-    with FileLock(str(day_dir / ".lock")):
-        if not done.exists():
-            fetched_at = trading.now_utc()
-            missing = set(wanted)
-            for part in range(MAX_BULK_PARTS):
-                if not missing:
-                    break
-                target = day_dir / f"part-{part}.parquet"
-                if not target.exists():  # a killed download resumes at the next missing part
-                    parsed = fmp.profile_bulk(part)
-                    if parsed is None:
-                        break
-                    partial = target.with_suffix(".partial")  # a killed write leaves no unreadable part
-                    pq.write_table(profiles_table(parsed.records, fetched_at), partial)
-                    partial.replace(target)
-                    log(f"profile-bulk part {part}: {len(parsed.records)} profiles cached")
-                missing -= set(pq.read_table(target, columns=["symbol"])["symbol"].to_pylist())
-            done.touch()
-    return pa.concat_tables([pq.read_table(p) for p in sorted(day_dir.glob("part-*.parquet"))])

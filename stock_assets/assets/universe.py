@@ -5,18 +5,25 @@ market cap, beta, volume, last dividend, trading status, name, sector,
 industry, exchange): writing the universe rewrites it in
 `market.company_profiles` at no extra call, and marks the profiles whose name,
 sector, industry or exchange changed for a full profile (`profile_refresh`).
+
+On a plan that serves `profile-bulk` (Ultimate), the day's bulk download is the
+source instead (`profile_bulk`): its rows are the screener's and the full
+profiles at once, so every full profile is written daily with the universe.
 """
 
 
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from stock_assets import checks as checks_mod
 from stock_assets import clock, trading
+from stock_assets.assets import profile_bulk
 from stock_assets.assets.common import FMP_POOL
 from stock_assets.assets.materialization import Materialization
-from stock_assets.fmp import FMPResource, ScreenerRow
+from stock_assets.fmp import FMPPlanError, FMPResource, ScreenerRow, get_plan
 from stock_assets.partitions import shard_of
 from stock_assets.resources import SyncSettings
 from stock_assets.warehouse import WarehouseResource, column_schema
@@ -55,6 +62,27 @@ def screen_exchange(fmp: FMPResource, exchange: str, include_etfs: bool) -> tupl
                      f"was not refreshed. Try again later; if it persists, FMP's paging has changed.")
 
 
+def listings(m: Materialization) -> tuple[list[ScreenerRow], pa.Table | None]:
+    """Today's listings of the configured exchanges, and the bulk profiles they came from if they did."""
+    settings = m.settings
+    if get_plan(m.fmp.plan).serves("profile-bulk"):
+        try:
+            table = profile_bulk.download(m.fmp, m.warehouse, trading.now_utc().date(), m.log)
+            m.stats.route = "profile-bulk"
+            return profile_bulk.screener_rows(table, settings.exchanges, settings.include_etfs), table
+        except FMPPlanError as error:
+            note = "profile-bulk is not in the plan (402); the universe comes from company-screener"
+            m.stats.notes.append(note)
+            m.warn(f"{note}: {error}")
+    m.stats.route = "company-screener"
+    rows = []
+    for exchange in settings.exchanges:
+        screened, rejects = screen_exchange(m.fmp, exchange, settings.include_etfs)
+        m.stats.rejects += rejects
+        rows += screened
+    return rows, None
+
+
 def unusual_drops(listed: dict[str, set[str]], screened: set[str], gone: set[str]) -> dict[str, int]:
     """Exchange -> listed symbols today's answer lacks, where that is more than a day's delistings."""
     drops = {}
@@ -76,33 +104,29 @@ def _wanted(settings: SyncSettings) -> set[str] | None:
           metadata={"dagster/column_schema": column_schema("symbols")},
           check_specs=checks_mod.specs("symbols", None, checks_mod.NO_DUPLICATES),
           description="The US universe (NYSE, NASDAQ, AMEX common stocks and ETFs by default) "
-                      "from FMP's company screener, each symbol with its shard: market.symbols.")
+                      "from FMP's company screener (Ultimate: its bulk profiles), each symbol with its "
+                      "shard: market.symbols.")
 def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: WarehouseResource,
             settings: SyncSettings) -> dg.MaterializeResult:
     with Materialization(context, fmp, warehouse, settings) as m:
-        m.stats.route = "company-screener"
         wanted = _wanted(settings)
-        by_symbol: dict[str, ScreenerRow] = {}
         with m.stats.phase("fetch") as phase:
-            for exchange in settings.exchanges:
-                rows, rejects = screen_exchange(fmp, exchange, settings.include_etfs)
-                m.stats.rejects += rejects
-                by_symbol.update((row.symbol, row) for row in rows
-                                 if wanted is None or row.symbol.upper() in wanted)
+            listed, bulk = listings(m)
+            by_symbol = {row.symbol: row for row in listed if wanted is None or row.symbol.upper() in wanted}
             # Symbols that left the screener stay, not listed; FMP's latest delistings date them,
             # and its renames link an old symbol to the new one (one call each a day).
             delisted = fmp.delisted_companies(page=0, limit=DELISTINGS_PAGE)
             changes = fmp.symbol_changes()
             phase.items = phase.succeeded = len(by_symbol) + len(delisted.records) + len(changes.records)
         if not by_symbol:
-            raise dg.Failure(f"The screener returned no symbols for {settings.exchanges}: check the "
+            raise dg.Failure(f"{m.stats.route} returned no symbols for {settings.exchanges}: check the "
                              f"exchange names (NYSE, NASDAQ, AMEX) or the symbol file.")
         today = trading.now_utc().astimezone(clock.NEW_YORK).date()
         gone = ({d.symbol for d in delisted.records if d.delisted_date and d.delisted_date <= today}
                 | {c.old_symbol for c in changes.records if c.date <= today})
         drops = unusual_drops(warehouse.listed_by_exchange(), set(by_symbol), gone)
         if drops:
-            note = (f"company-screener's answer lacks an unusual share of {', '.join(f'{e} ({n} symbols)' for e, n in drops.items())}: "
+            note = (f"{m.stats.route}'s answer lacks an unusual share of {', '.join(f'{e} ({n} symbols)' for e, n in drops.items())}: "
                     f"taken as FMP's error; the last universe is kept (only what FMP says is delisted or renamed leaves)")
             m.stats.notes.append(note)
             m.warn(note)
@@ -113,13 +137,16 @@ def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Ware
                 absent_from=None if drops else trading.sessions_back(today, ABSENT_SESSIONS - 1))
             phase.items = phase.succeeded = len(rows)
         m.stats.rows_written += written.symbols + written.profiles_screened
+        if bulk is not None:  # every listed symbol's full profile, from the same download: none is due
+            m.write(lambda: warehouse.write_profiles(
+                bulk.filter(pc.is_in(bulk["symbol"], value_set=pa.array(sorted(by_symbol))))), len(by_symbol))
         m.count_items(len(rows))
         dated = warehouse.write_delistings(delisted.records)
         renames = warehouse.write_symbol_changes(changes.records)
         shards = {shard_of(s) for s in by_symbol}
         m.log(f"Universe: {len(rows)} symbols in {len(shards)} shards from {', '.join(settings.exchanges)}; "
-              f"{written.profiles_screened} profiles refreshed from the screener, "
-              f"{len(written.screener_changes)} of them changed (a full profile is due); "
+              f"{written.profiles_screened} profiles refreshed from {m.stats.route}, "
+              f"{len(written.screener_changes)} of them changed in name, sector, industry or exchange; "
               f"{dated} symbols no longer listed dated from delisted-companies, {renames} renames stored.")
         for symbol, change in sorted(written.screener_changes.items())[:20]:
             m.log(f"  {symbol}: {change}")

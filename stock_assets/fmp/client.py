@@ -176,7 +176,8 @@ class FMPResource(ConfigurableResource):
                 self._calls.add(CallRecord(endpoint, status, outcome, time.monotonic() - started,
                                            size, attempt, waited, wall))
         assert last is not None
-        kind = errors.FMPRateLimitError if last.outcome == "429" else errors.FMPTransientError
+        # FMP says "Limit Reach" with a 429, or with a 200 in place of a bulk file (its bulk throttle).
+        kind = errors.FMPRateLimitError if last.outcome in ("429", "throttled") else errors.FMPTransientError
         raise kind(f"{endpoint} failed after {self.max_retries + 1} attempts: {redact(str(last))}",
                    endpoint=endpoint, status=last.status)
 

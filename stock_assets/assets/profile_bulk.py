@@ -1,0 +1,74 @@
+"""The day's `profile-bulk` download (Ultimate): every profile FMP has, in a few CSV parts.
+
+On a plan that serves it, the download is the universe refresh's source and the full profiles'
+too: its rows carry every column of the screener (symbol, name, sector, industry, exchange,
+trading status, price, market cap, beta, volume, last dividend) and the rest of the profile. One
+download a day, read to the part past the last (FMP gives no part count; that part answers 400),
+serves both; the company screener's pages (three exchanges, paged to an empty page: 8 calls at
+19,205 symbols) and a profile refresh cycle are then not needed. Measured on the simulator at
+19,205 symbols (bench/bench_daily.py): an Ultimate day of 35 calls with the screener and a daily
+slice of bulk profiles, 14 with this.
+
+The parts are cached as Parquet under the warehouse's folder, one folder per day, guarded by a
+file lock: whichever step asks first downloads, the others read the cache. A killed download
+resumes at the next missing part.
+"""
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from filelock import FileLock
+
+from stock_assets import trading
+from stock_assets.fmp import FMPResource, ScreenerRow
+from stock_assets.warehouse import WarehouseResource, profiles_table
+
+MAX_PARTS = 50  # FMP gives no part count; stop well past any real one (~5 at 92k profiles)
+
+
+def cache_dir(warehouse: WarehouseResource) -> Path:
+    return Path(warehouse.database).parent / "cache" / "profile-bulk"
+
+
+def download(fmp: FMPResource, warehouse: WarehouseResource, day: dt.date,
+             log: Callable[[str], None]) -> pa.Table:
+    """`day`'s bulk profiles (every part), downloaded once and then read from the cache.
+
+    Raises FMPPlanError (402) when the plan does not serve `profile-bulk`."""
+    day_dir = cache_dir(warehouse) / day.isoformat()
+    day_dir.mkdir(parents=True, exist_ok=True)
+    done = day_dir / "complete"
+    with FileLock(str(day_dir / ".lock")):
+        if not done.exists():
+            fetched_at = trading.now_utc()
+            for part in range(MAX_PARTS):
+                target = day_dir / f"part-{part}.parquet"
+                if target.exists():
+                    continue
+                parsed = fmp.profile_bulk(part)
+                if parsed is None:  # the part past the last: the download is whole
+                    break
+                partial = target.with_suffix(".partial")  # a killed write leaves no unreadable part
+                pq.write_table(profiles_table(parsed.records, fetched_at), partial)
+                partial.replace(target)
+                log(f"profile-bulk part {part}: {len(parsed.records)} profiles cached")
+            done.touch()
+    return pa.concat_tables([pq.read_table(p) for p in sorted(day_dir.glob("part-*.parquet"))])
+
+
+def screener_rows(table: pa.Table, exchanges: list[str], include_etfs: bool) -> list[ScreenerRow]:
+    """The bulk rows the screener would list for `exchanges` (actively trading, no funds, ETFs
+    as configured), as screener rows: the universe refresh writes them the same way."""
+    wanted = {e.upper() for e in exchanges}
+    return [ScreenerRow(symbol=r["symbol"], company_name=r["company_name"], market_cap=r["market_cap"],
+                        sector=r["sector"], industry=r["industry"], beta=r["beta"], price=r["price"],
+                        last_annual_dividend=r["last_dividend"], volume=r["volume"],
+                        exchange=r["exchange_full_name"], exchange_short_name=r["exchange"],
+                        country=r["country"], is_etf=r["is_etf"], is_fund=r["is_fund"],
+                        is_actively_trading=r["is_actively_trading"])
+            for r in table.to_pylist()
+            if (r["exchange"] or "").upper() in wanted and r["is_actively_trading"] is not False
+            and not r["is_fund"] and (include_etfs or not r["is_etf"])]
