@@ -313,7 +313,8 @@ def test_one_daily_sync_after_a_split_a_reverse_split_a_rename_and_a_delisting(t
     """Beside a twin without corporate actions: the sync's calls grow by no more than 3 plus 2 per split symbol."""
     from fmp_simulator import GroundTruth, SimConfig
 
-    day1, action_day, day2 = session(10), session(5), session(0)
+    # Two sessions apart (the day-2 sync stores both), the actions on the one between.
+    day1, action_day, day2 = session(2), session(1), session(0)
     probe = GroundTruth(SimConfig(seed=11, n_symbols=SYMBOLS, split_rate_per_symbol_week=0.0, now=clock.now))
     payers = [s for s in probe.symbols() if s in {r["symbol"] for r in probe.universe() if r["lastAnnualDividend"]}]
     others = [s for s in probe.symbols() if s not in payers]

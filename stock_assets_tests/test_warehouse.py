@@ -271,7 +271,8 @@ def test_price_shapes_and_symbols(wh):
     c = rows["CCC"]
     assert (c["date"], c["open"], c["high"], c["low"], c["close"], c["volume"], c["source"]) == (
         DAY, 9.0, 11.0, 8.5, 10.0, 1000, "batch-quote")
-    assert wh.stored_price_symbols(DAY) == {"AAA", "BBB", "CCC"}
+    assert {r["symbol"] for r in wh.query("SELECT symbol FROM market.prices WHERE date = ?", [DAY])} == {
+        "AAA", "BBB", "CCC"}
 
     screener = [ScreenerRow.model_validate({"symbol": s, "companyName": s.lower(), "marketCap": 1e9,
                                             "volume": 5.0, "isEtf": "false", "exchangeShortName": "NYSE"})

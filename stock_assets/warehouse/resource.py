@@ -252,17 +252,9 @@ class WarehouseResource(DuckDBFile):
                            run_id: str | None = None) -> int:
         """One ex-date of the dividend calendar: the symbols it names get exactly its rows for that day
         (an amended amount replaces the old one, a withdrawn event goes); other symbols keep theirs."""
-        table = dividends_table(list(rows), "dividends-calendar")
         symbols = sorted({d.symbol for d in rows})
-
-        def work(conn) -> int:
-            written = upsert(conn, S.DIVIDENDS.name, table, delete_where="ex_date = ? AND symbol IN "
-                             "(SELECT unnest(?::VARCHAR[]))", params=[day, symbols])
-            if rejects:
-                upsert(conn, S.REJECTED_ROWS.name, rejects_table(rejects, run_id))
-            return written
-
-        return self.transaction(work)
+        return self._write([(S.DIVIDENDS, dividends_table(list(rows), "dividends-calendar"))], rejects, run_id,
+                           delete_where=("ex_date = ? AND symbol IN (SELECT unnest(?::VARCHAR[]))", [day, symbols]))
 
     def write_dividend_history(self, symbols: Sequence[str], end: dt.date, rows: Iterable[Dividend], *,
                                rejects: Sequence[Reject] = (), run_id: str | None = None,
@@ -397,18 +389,20 @@ class WarehouseResource(DuckDBFile):
         return self.write_rows(S.HISTORY_LOADS.name, history_loads_table(dataset, symbols, start, end))
 
     def _write(self, parts: list[tuple[S.Table, pa.Table]], rejects: Sequence[Reject] = (),
-               run_id: str | None = None, *, replace_all: bool = False, replacing: Sequence[str] = ()) -> int:
+               run_id: str | None = None, *, replacing: Sequence[str] = (),
+               delete_where: tuple[str, list] | None = None) -> int:
         """Upsert each table, and the rejected rows, in one transaction; the rows of the first part.
 
-        `replace_all` empties the first table first; `replacing` deletes those symbols' rows from it.
+        Before it, the first table loses the `replacing` symbols' rows, or the rows `delete_where` says.
         """
         rejected = rejects_table(rejects, run_id)
-        first = ("TRUE", []) if replace_all else (
-            ("symbol IN (SELECT unnest(?::VARCHAR[]))", [list(replacing)]) if replacing else (None, []))
+        if replacing:
+            delete_where = ("symbol IN (SELECT unnest(?::VARCHAR[]))", [list(replacing)])
+        where, params = delete_where or (None, None)
 
         def work(conn) -> int:
-            written = [upsert(conn, table.name, data, delete_where=first[0] if i == 0 else None,
-                              params=first[1] if i == 0 else None)
+            written = [upsert(conn, table.name, data, delete_where=where if i == 0 else None,
+                              params=params if i == 0 else None)
                        for i, (table, data) in enumerate(parts)]
             if rejected.num_rows:
                 upsert(conn, S.REJECTED_ROWS.name, rejected)
@@ -490,11 +484,6 @@ class WarehouseResource(DuckDBFile):
         return {s for (s,) in self._rows(f"""
             SELECT DISTINCT u.shard FROM market.prices p JOIN market.symbols u USING (symbol)
             WHERE p.source = 'batch-quote' AND p.date < ? AND {_LISTED}""", [before])}
-
-    def stored_price_symbols(self, day: dt.date) -> set[str]:
-        """Symbols that already have a bar for `day`."""
-        rows = self.query("SELECT symbol FROM market.prices WHERE date = ?", [day])
-        return {r["symbol"] for r in rows}
 
     def universe(self, shard: str | None = None) -> list[dict[str, Any]]:
         """`market.symbols` rows (all, or one shard's), ordered by symbol."""
