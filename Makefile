@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install chromium sync test ui simulate report backfill-failed bench clean
+.PHONY: install chromium sync test test-scenarios ui simulate report backfill-failed bench clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ chromium:
 
 test: install chromium
 	$(BIN)/python -m pytest -n 2
+
+# The long scenarios (a month of sessions, a sync killed mid-restatement): outside the default run.
+test-scenarios: install
+	$(BIN)/python -m pytest -n 2 -m scenario
 
 ui: install
 	$(BIN)/stock-assets ui

@@ -234,6 +234,7 @@ def test_a_renamed_company_is_followed_under_its_new_symbol(tmp_path, monkeypatc
         platform.sim.stop()
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_a_sync_killed_mid_restatement_is_completed_and_never_shows_a_mix(tmp_path, monkeypatch):
     """Readers beside a restatement that is killed, then completed by backfill-failed: each read

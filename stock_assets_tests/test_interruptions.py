@@ -82,6 +82,7 @@ def wait_gone(pids: set[int]) -> set[int]:
     return {pid for pid in pids if alive(pid)}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("how", ["SIGKILL to the main process alone", "SIGINT to the process group",
                                  "SIGTERM to the main process"])
