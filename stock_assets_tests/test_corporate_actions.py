@@ -309,6 +309,7 @@ def test_a_sync_killed_mid_restatement_is_completed_and_never_shows_a_mix(tmp_pa
         platform.sim.stop()
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_one_daily_sync_after_a_split_a_reverse_split_a_rename_and_a_delisting(tmp_path, monkeypatch):
     """Beside a twin without corporate actions: the sync's calls grow by no more than 3 plus 2 per split symbol."""

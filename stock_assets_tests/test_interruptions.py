@@ -84,8 +84,11 @@ def wait_gone(pids: set[int]) -> set[int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("how", ["SIGKILL to the main process alone", "SIGINT to the process group",
-                                 "SIGTERM to the main process"])
+@pytest.mark.parametrize("how", [
+    # Ctrl-C in the default run; a kill and a SIGTERM among the long scenarios (make test-scenarios).
+    pytest.param("SIGKILL to the main process alone", marks=pytest.mark.scenario),
+    "SIGINT to the process group",
+    pytest.param("SIGTERM to the main process", marks=pytest.mark.scenario)])
 def test_interrupted_sync_leaves_no_process_and_backfill_completes_it(small, tmp_path, how):
     platform = small
     platform.instance()  # the storage exists before two processes could race to create it

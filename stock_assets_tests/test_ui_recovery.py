@@ -59,6 +59,7 @@ def wait_for(what: str, check, timeout: float, log=lambda: ""):
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_after_a_killed_sync_the_daemon_reaps_and_the_ui_backfill_completes(platform, tmp_path):
     platform.instance()
