@@ -7,7 +7,8 @@ download a day, read to the part past the last (FMP gives no part count; that pa
 serves both; the company screener's pages (three exchanges, paged to an empty page: 8 calls at
 19,205 symbols) and a profile refresh cycle are then not needed. Measured on the simulator at
 19,205 symbols (bench/bench_daily.py): an Ultimate day of 35 calls with the screener and a daily
-slice of bulk profiles, 14 with this.
+slice of bulk profiles, 15 with this (6 of them these parts). The price: a first load waits for
+the download (~150 s under FMP's bulk throttle of two calls a minute) before its history calls.
 
 The parts are cached as Parquet under the warehouse's folder, one folder per day, guarded by a
 file lock: whichever step asks first downloads, the others read the cache. A killed download
