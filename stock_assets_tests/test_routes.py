@@ -182,6 +182,30 @@ def test_a_listed_symbol_without_a_bar_anywhere_is_asked_its_history_on_a_backof
     assert run(ultimate, "daily_prices", day).success and history_asked() == []
 
 
+def test_a_bar_by_any_route_ends_a_rest_and_a_past_session_asks_a_resting_symbol(platform):
+    """A symbol resting after an empty history (a halt) that trades again: its quote's bar ends the
+    rest; a past session it lacks is asked its history whatever the rest (nothing else would fetch it)."""
+    run(platform, "symbols")
+    symbol = universe(platform)[3]
+    past = past_session()
+
+    def rest() -> None:
+        with platform_write(platform) as conn:
+            conn.execute("INSERT OR REPLACE INTO market.empty_answers (dataset, symbol, attempts, asked_at) "
+                         "VALUES ('prices', ?, 4, ?)", [symbol, clock.now().replace(tzinfo=None) - dt.timedelta(days=2)])
+
+    rest()
+    run(platform, "daily_prices", latest())
+    assert platform.sql("SELECT count(*) FROM market.empty_answers WHERE symbol = ?", [symbol]) == [(0,)]
+    rest()
+    run(platform, "daily_prices", past)
+    assert symbol in [r["params"]["symbol"] for r in requests(platform) if r["path"] == "historical-price-eod/full"]
+    (close,), = platform.sql("SELECT close FROM market.prices WHERE symbol = ? AND date = ?", [symbol, past])
+    (served,) = [b["close"] for b in platform.sim.truth.eod_bars(symbol, dt.date.fromisoformat(past),
+                                                                 dt.date.fromisoformat(past))]
+    assert close == served
+
+
 def test_latest_session_on_premium_is_batched_quotes(platform):
     run(platform, "symbols")
     n = len(universe(platform))
@@ -280,6 +304,8 @@ def test_on_ultimate_one_bulk_download_gives_the_universe_and_every_full_profile
     stored = {r[0]: r[1:] for r in ultimate.sql(
         "SELECT symbol, ceo, cik, full_time_employees, fetched_at FROM market.company_profiles")}
     assert sorted(stored) == expected
+    # Both layers written: the screener layer's time too (the universe's write comes after the full one).
+    assert ultimate.sql("SELECT count(*) FROM market.company_profiles WHERE screened_at IS NULL") == [(0,)]
     for symbol in expected[:25]:
         truth = ultimate.sim.truth.profile(symbol, settled=True)
         ceo, cik, employees, fetched_at = stored[symbol]
@@ -291,6 +317,21 @@ def test_on_ultimate_one_bulk_download_gives_the_universe_and_every_full_profile
         assert calls(ultimate) == 0, shard
         meta = metadata(ultimate, "company_profiles", shard)
         assert meta["api_calls"] == 0 and meta["skipped_items/profile cycle"] == len(by_shard(ultimate)[shard])
+
+
+def test_the_bulk_download_belongs_to_the_session_it_follows(ultimate, monkeypatch):
+    """A download at 20:30 New York (after midnight UTC) serves that session; the next evening's sync
+    downloads again (a download keyed by the UTC date was reused, and missed the day's changes)."""
+    set_clock(monkeypatch, dt.datetime(2026, 12, 3, 20, 30, tzinfo=ZoneInfo("America/New_York")))
+    run(ultimate, "symbols")
+    first = calls(ultimate, "profile-bulk")
+    assert first >= 2
+    set_clock(monkeypatch, dt.datetime(2026, 12, 3, 23, 0, tzinfo=ZoneInfo("America/New_York")))
+    run(ultimate, "symbols")  # the same session: the cached download
+    assert calls(ultimate, "profile-bulk") == 0
+    set_clock(monkeypatch, PINNED_NOW)  # Friday 18:00: the next session closed
+    run(ultimate, "symbols")
+    assert calls(ultimate, "profile-bulk") == first
 
 
 def test_a_due_profile_the_bulk_file_lacks_is_fetched_on_its_own(ultimate):

@@ -118,7 +118,9 @@ def fetch_day(m: Materialization, missing: list[str]) -> None:
     if got is None:
         m.stats.route, got = HISTORY, set()
     lacking = [s for s in missing if s not in got]
-    resting = m.warehouse.resting_after_empty("prices") & set(lacking)
+    # Only the latest session skips a resting symbol's history: a past or missed session's bars are
+    # what that history holds (a halt that ended, a gap), and nothing else would fetch them.
+    resting = m.warehouse.resting_after_empty("prices") & set(lacking) if m.day == latest_session_day() else set()
     asked = [s for s in lacking if s not in resting]
     if asked and m.stats.route != HISTORY:
         m.stats.notes.append(f"{len(asked)} symbols without a bar from {m.stats.route}: asked their history")
@@ -129,7 +131,7 @@ def fetch_day(m: Materialization, missing: list[str]) -> None:
     # No bar at the source: its history answered, with no row for the day (not an error, not a row
     # we had to reject: those leave the day incomplete, and it fails naming them).
     no_bar = [s for s in asked if s not in got and s not in m.stats.failed_items and s not in m.invalid]
-    m.warehouse.record_empty_answers("prices", no_bar, answered=[s for s in asked if s in got])
+    m.warehouse.record_empty_answers("prices", no_bar, answered=got)  # a bar, by any route, ends a rest
     absent = {s: f"{HISTORY} answered no bar for the day" for s in no_bar}
     absent |= {s: f"{HISTORY} had no bar for it when last asked; asked again after a backoff" for s in resting}
     m.warehouse.write_bars_absent(m.day, absent)

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from filelock import FileLock
 
 from stock_assets import trading
-from stock_assets.fmp import FMPResource, ScreenerRow
+from stock_assets.fmp import FMPQueryError, FMPResource, ScreenerRow
 from stock_assets.warehouse import WarehouseResource, profiles_table
 
 MAX_PARTS = 50  # FMP gives no part count; stop well past any real one (~5 at 92k profiles)
@@ -34,12 +34,14 @@ def cache_dir(warehouse: WarehouseResource) -> Path:
     return Path(warehouse.database).parent / "cache" / "profile-bulk"
 
 
-def download(fmp: FMPResource, warehouse: WarehouseResource, day: dt.date,
+def download(fmp: FMPResource, warehouse: WarehouseResource, session: dt.date,
              log: Callable[[str], None]) -> pa.Table:
-    """`day`'s bulk profiles (every part), downloaded once and then read from the cache.
+    """The bulk profiles as of the closed `session` (every part), downloaded once after it, then read
+    from the cache: a download taken before a session's close, or after it, belongs to that session
+    alone, so the next session's sync downloads again.
 
     Raises FMPPlanError (402) when the plan does not serve `profile-bulk`."""
-    day_dir = cache_dir(warehouse) / day.isoformat()
+    day_dir = cache_dir(warehouse) / session.isoformat()
     day_dir.mkdir(parents=True, exist_ok=True)
     done = day_dir / "complete"
     with FileLock(str(day_dir / ".lock")):
@@ -50,6 +52,9 @@ def download(fmp: FMPResource, warehouse: WarehouseResource, day: dt.date,
                 if target.exists():
                     continue
                 parsed = fmp.profile_bulk(part)
+                if parsed is None and part == 0:
+                    raise FMPQueryError("profile-bulk answered part 0 with a 400: no bulk file today; "
+                                        "try again later", endpoint="profile-bulk", status=400)
                 if parsed is None:  # the part past the last: the download is whole
                     break
                 partial = target.with_suffix(".partial")  # a killed write leaves no unreadable part

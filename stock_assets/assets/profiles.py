@@ -56,7 +56,7 @@ def company_profiles(context: dg.AssetExecutionContext, fmp: FMPResource, wareho
             m.log(f"{len(due)} full profiles due: " + ", ".join(f"{n} {r}" for r, n in why.most_common()))
         rest = due
         if due and get_plan(fmp.plan).serves("profile-bulk"):
-            rest = from_bulk(m, due, trading.now_utc().date())
+            rest = from_bulk(m, due, trading.last_closed_session())
         if rest:
             m.stats.route = "profile" if len(rest) == len(due) else "profile-bulk, then profile"
             summary = m.fetch_and_write(rest, fmp.profile, lambda got: write_profiles(m, got))
@@ -72,13 +72,13 @@ def write_profiles(m: Materialization, got: Fetched) -> int:
                                       run_id=m.run_id)
 
 
-def from_bulk(m: Materialization, due: list[str], today: dt.date) -> list[str]:
+def from_bulk(m: Materialization, due: list[str], session: dt.date) -> list[str]:
     """The due profiles from today's cached `profile-bulk`; returns the due symbols it lacks, for
     per-symbol calls (all of them when the plan refuses it, 402; those listed after the day's
     download, or that FMP's bulk file leaves out)."""
     try:
         with m.stats.phase("fetch") as phase:
-            table = profile_bulk.download(m.fmp, m.warehouse, today, m.log)
+            table = profile_bulk.download(m.fmp, m.warehouse, session, m.log)
             table = table.filter(pc.is_in(table["symbol"], value_set=pa.array(due)))
             phase.items = phase.succeeded = table.num_rows
     except FMPPlanError as error:

@@ -23,7 +23,8 @@ from stock_assets import clock, trading
 from stock_assets.assets import profile_bulk
 from stock_assets.assets.common import FMP_POOL
 from stock_assets.assets.materialization import Materialization
-from stock_assets.fmp import FMPPlanError, FMPResource, ScreenerRow, get_plan
+from stock_assets.fmp import (FMPPlanError, FMPQueryError, FMPRateLimitError, FMPResource, FMPTransientError,
+                              ScreenerRow, get_plan)
 from stock_assets.partitions import shard_of
 from stock_assets.resources import SyncSettings
 from stock_assets.warehouse import WarehouseResource, column_schema
@@ -67,11 +68,12 @@ def listings(m: Materialization) -> tuple[list[ScreenerRow], pa.Table | None]:
     settings = m.settings
     if get_plan(m.fmp.plan).serves("profile-bulk"):
         try:
-            table = profile_bulk.download(m.fmp, m.warehouse, trading.now_utc().date(), m.log)
+            table = profile_bulk.download(m.fmp, m.warehouse, trading.last_closed_session(), m.log)
             m.stats.route = "profile-bulk"
             return profile_bulk.screener_rows(table, settings.exchanges, settings.include_etfs), table
-        except FMPPlanError as error:
-            note = "profile-bulk is not in the plan (402); the universe comes from company-screener"
+        except (FMPPlanError, FMPQueryError, FMPRateLimitError, FMPTransientError) as error:
+            note = (f"profile-bulk failed ({'not in the plan, 402' if isinstance(error, FMPPlanError) else 'after retries'}); "
+                    f"the universe comes from company-screener")
             m.stats.notes.append(note)
             m.warn(f"{note}: {error}")
     m.stats.route = "company-screener"
@@ -131,15 +133,15 @@ def symbols(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: Ware
             m.stats.notes.append(note)
             m.warn(note)
         rows = sorted(by_symbol.values(), key=lambda r: r.symbol)
+        if bulk is not None:  # every listed symbol's full profile, from the same download: none is due
+            m.write(lambda: warehouse.write_profiles(
+                bulk.filter(pc.is_in(bulk["symbol"], value_set=pa.array(sorted(by_symbol))))), len(by_symbol))
         with m.stats.phase("write") as phase:
             written = warehouse.write_universe(
                 rows, shard_of, trading.now_utc(), gone=gone, today=today,
                 absent_from=None if drops else trading.sessions_back(today, ABSENT_SESSIONS - 1))
             phase.items = phase.succeeded = len(rows)
         m.stats.rows_written += written.symbols + written.profiles_screened
-        if bulk is not None:  # every listed symbol's full profile, from the same download: none is due
-            m.write(lambda: warehouse.write_profiles(
-                bulk.filter(pc.is_in(bulk["symbol"], value_set=pa.array(sorted(by_symbol))))), len(by_symbol))
         m.count_items(len(rows))
         dated = warehouse.write_delistings(delisted.records)
         renames = warehouse.write_symbol_changes(changes.records)
