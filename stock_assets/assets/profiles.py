@@ -73,7 +73,7 @@ def write_profiles(m: Materialization, got: Fetched) -> int:
 
 
 def from_bulk(m: Materialization, due: list[str], session: dt.date) -> list[str]:
-    """The due profiles from today's cached `profile-bulk`; returns the due symbols it lacks, for
+    """The due profiles from the session's cached `profile-bulk`; returns the due symbols it lacks, for
     per-symbol calls (all of them when the plan refuses it, 402; those listed after the day's
     download, or that FMP's bulk file leaves out)."""
     try:

@@ -72,8 +72,7 @@ def listings(m: Materialization) -> tuple[list[ScreenerRow], pa.Table | None]:
             m.stats.route = "profile-bulk"
             return profile_bulk.screener_rows(table, settings.exchanges, settings.include_etfs), table
         except (FMPPlanError, FMPQueryError, FMPRateLimitError, FMPTransientError) as error:
-            note = (f"profile-bulk failed ({'not in the plan, 402' if isinstance(error, FMPPlanError) else 'after retries'}); "
-                    f"the universe comes from company-screener")
+            note = f"profile-bulk failed ({type(error).__name__}); the universe comes from company-screener"
             m.stats.notes.append(note)
             m.warn(f"{note}: {error}")
     m.stats.route = "company-screener"
