@@ -48,7 +48,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
                                           config, "sync", sync_id)
         if stopped is not None:
             return stopped
-        _publish_read_copy(config)
     if any(run.success for run in outcome.runs):  # else there are no figures worth a table
         _print_report(outcome.sync_id)
     print(f"\nSync {outcome.sync_id}: {len(outcome.runs) - len(outcome.failed)} of "
@@ -118,16 +117,6 @@ def _interrupted(stop, config: Config, command: str, batch_id: str) -> int:
     return stop.exit_code
 
 
-def _publish_read_copy(config: Config) -> None:
-    from stock_assets.resources import warehouse_resource
-
-    warehouse = warehouse_resource(config)
-    if not warehouse.read_copy_is_stale():
-        return
-    seconds = warehouse.publish_read_copy()
-    print(f"Read copy for queries published to {warehouse.read_copy_path} in {seconds:.1f}s.")
-
-
 def _describe_run(run) -> str:
     assets = ", ".join(sorted(run.step_keys_to_execute or ()))
     partition = run.tags.get("dagster/partition")
@@ -183,7 +172,7 @@ def cmd_backfill_failed(args: argparse.Namespace) -> int:
         runs_at_once = prepare(instance, FMP_POOL, print)
         warehouse = warehouse_resource(config)
         held_days = trading_days_from(config.trading_days_start)
-        if os.path.exists(warehouse.database):  # what the warehouse holds is not missing
+        if warehouse.exists():  # what the warehouse holds is not missing
             report_held_partitions(instance, warehouse, held_days)
         todo = failed_and_missing(instance, only, args.all_missing, warehouse)
         if not todo:
@@ -200,7 +189,6 @@ def cmd_backfill_failed(args: argparse.Namespace) -> int:
         if stopped is not None:
             return stopped
         report_held_partitions(instance, warehouse, held_days)
-        _publish_read_copy(config)
     failed = [o for o in outcomes if not o.success]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs succeeded.")
     _print_failures(failed)

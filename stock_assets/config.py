@@ -44,7 +44,8 @@ class Config:
     rate_limit_per_min: int | None
     limiter_state: str
     database: str
-    read_copy: str | None  # None: beside the warehouse, `-read` added to its name
+    data_path: str | None  # the lake's Parquet files; None: beside the local catalog
+    catalog: str | None  # a PostgreSQL catalog (postgresql://...) in place of the local file
     trading_days_start: dt.date
     history_start: dt.date | None
     dagster_home: Path
@@ -69,7 +70,8 @@ class Config:
             rate_limit_per_min=env.positive_int("FMP_RATE_LIMIT_PER_MIN", None),
             limiter_state=env.text("FMP_LIMITER_STATE") or DEFAULT_LIMITER_STATE,
             database=env.file_path("STOCK_ASSETS_DB", DEFAULT_DATABASE),
-            read_copy=env.file_path("STOCK_ASSETS_READ_DB", None),
+            data_path=env.file_path("STOCK_ASSETS_DATA", None),
+            catalog=env.postgres_url("STOCK_ASSETS_CATALOG"),
             trading_days_start=env.date("STOCK_ASSETS_START", DEFAULT_TRADING_DAYS_START),
             history_start=env.date("STOCK_ASSETS_HISTORY_START", None),
             dagster_home=env.folder("DAGSTER_HOME", DEFAULT_HOME),
@@ -152,9 +154,16 @@ class _Env:
             return None
         path = Path(value).expanduser()
         if path.is_dir():
-            raise ConfigError(f"{name}={value!r} is a folder: point it at the DuckDB file to use, "
-                              f"e.g. {Path(value) / 'stocks.duckdb'}.")
+            raise ConfigError(f"{name}={value!r} is a folder: point it at the file to use, "
+                              f"e.g. {Path(value) / 'stocks.sqlite'}.")
         _check_creatable(name, value, path.parent)
+        return value
+
+    def postgres_url(self, name: str) -> str | None:
+        value = self.text(name)
+        if value is not None and urlparse(value).scheme not in ("postgresql", "postgres"):
+            raise ConfigError(f"{name} is not a PostgreSQL URL: use postgresql://user@host:port/database "
+                              f"(unset, the warehouse's catalog is the local file STOCK_ASSETS_DB).")
         return value
 
     def folder(self, name: str, default: str) -> Path:

@@ -7,16 +7,10 @@ Under `dagster dev` (or a deployed daemon) nothing else would:
   count them against the `fmp` pool forever;
 - free the concurrency slots of runs that are no longer in progress;
 - report the partitions the warehouse holds without a run of theirs
-  (`held_partitions`), as `stock-assets sync` does when it ends;
-- publish the warehouse's read copy once the runs that changed it are done
-  (or every 15 minutes while a long load goes on), as `stock-assets sync`
-  does when it ends.
+  (`held_partitions`), as `stock-assets sync` does when it ends.
 """
 
 from __future__ import annotations
-
-import os
-import time
 
 import dagster as dg
 
@@ -24,12 +18,10 @@ from stock_assets.held_partitions import held_partitions
 from stock_assets.instance_health import IN_PROGRESS, free_stale_slots, reap_dead_runs
 from stock_assets.warehouse import WarehouseResource
 
-REPUBLISH_DURING_RUNS_S = 15 * 60
-
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Every 30 s: marks failed the runs whose process is gone (freeing their pool "
-                       "slots), and publishes the warehouse's read copy when it changed.")
+                       "slots), and reports the partitions the warehouse holds without a run.")
 def housekeeping(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     done = []
     reaped = reap_dead_runs(context.instance)
@@ -41,26 +33,12 @@ def housekeeping(context: dg.SensorEvaluationContext, warehouse: WarehouseResour
     held = _held(context, warehouse)
     if held:
         done.append(f"reported {len(held)} partition(s) the warehouse already holds as materialized")
-    if _read_copy_due(context.instance, warehouse):
-        done.append(f"published the read copy in {warehouse.publish_read_copy():.1f}s")
     return dg.SensorResult(asset_events=held, skip_reason="; ".join(done) or "nothing to do")
 
 
 def _held(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> list[dg.AssetMaterialization]:
-    if not os.path.exists(warehouse.database) or context.instance.get_runs(
+    if not warehouse.exists() or context.instance.get_runs(
             dg.RunsFilter(statuses=IN_PROGRESS), limit=1):
         return []  # the runs in flight may be the ones that hold them
     trading_days = context.repository_def.asset_graph.get(dg.AssetKey("daily_prices")).partitions_def
     return held_partitions(context.instance, warehouse, trading_days)
-
-
-def _read_copy_due(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> bool:
-    if not warehouse.read_copy_is_stale():
-        return False
-    if not instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS), limit=1):
-        return True
-    try:
-        age = time.time() - os.stat(warehouse.read_copy_path).st_mtime
-    except OSError:
-        return True
-    return age > REPUBLISH_DURING_RUNS_S

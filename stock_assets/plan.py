@@ -11,7 +11,6 @@ executed in another; `runner` executes them, the sensor requests them.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -139,7 +138,7 @@ def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = Non
     so it is never missing.
     """
     warehouse = warehouse or warehouse_resource()
-    exists = os.path.exists(warehouse.database)
+    exists = warehouse.exists()
     shards_present = warehouse.shards_present() if exists else set()
     restate = warehouse.shards_needing_restatement() if exists else set()
     by_partition: dict[str | None, list[str]] = defaultdict(list)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 from stock_assets.resources import warehouse_resource
@@ -174,7 +173,7 @@ def print_report(sync_id: str | None = None) -> int:
     warehouse = warehouse_resource()
     batch_id = sync_id or latest_batch_id(warehouse)
     if batch_id is None:
-        print(f"No sync is recorded in {warehouse.database} yet: run `stock-assets sync` first.")
+        print(f"No sync is recorded in the warehouse ({warehouse.describe()}) yet: run `stock-assets sync` first.")
         return 1
     print(render_summary(load_summary(warehouse, batch_id)))
     return 0
@@ -182,8 +181,8 @@ def print_report(sync_id: str | None = None) -> int:
 
 def main(args: argparse.Namespace) -> int:
     warehouse = warehouse_resource()
-    if not os.path.exists(warehouse.database):
-        print(f"No warehouse at {warehouse.database}: run `stock-assets sync` first (or set STOCK_ASSETS_DB).")
+    if not warehouse.exists():
+        print(f"No warehouse at {warehouse.path}: run `stock-assets sync` first (or set STOCK_ASSETS_DB).")
         return 1
     history = load_history(warehouse, args.history or 30) if (args.history or args.plot) else []
     if args.plot:

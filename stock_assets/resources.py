@@ -43,7 +43,7 @@ def fmp_resource(config: Config) -> FMPResource:
 
 def warehouse_resource(config: Config | None = None) -> WarehouseResource:
     config = config or Config.from_env()
-    return WarehouseResource(database=config.database, read_copy=config.read_copy)
+    return WarehouseResource(database=config.database, data_path=config.data_path, catalog=config.catalog)
 
 
 def settings_resource(config: Config) -> SyncSettings:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import dagster as dg
 import duckdb
@@ -76,21 +77,35 @@ class Platform:
                       backoff_base_s=0.05, backoff_max_s=0.5, max_retries=3, bulk_calls_per_min=600)
         return FMPResource(**{**config, **overrides})
 
+    def warehouse(self) -> WarehouseResource:
+        return WarehouseResource(database=str(self.db))
+
     def resources(self, **settings) -> dict:
-        return {"fmp": self.fmp(), "warehouse": WarehouseResource(database=str(self.db)),
-                "settings": SyncSettings(**settings)}
+        return {"fmp": self.fmp(), "warehouse": self.warehouse(), "settings": SyncSettings(**settings)}
 
     def sql(self, query: str, params=None) -> list[tuple]:
-        """A reader's query; while a run (the daemon's, in the UI tests) holds the write lock, it waits."""
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with duckdb.connect(str(self.db), read_only=True) as conn:
-                    return conn.execute(query, params or []).fetchall()
-            except duckdb.IOException as error:
-                if "lock" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        """A reader's query: the last committed snapshot, whatever runs write meanwhile."""
+        return [tuple(row.values()) for row in self.warehouse().query(query, params or [])]
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection as a user's own DuckDB has it: the lake attached read-only."""
+        conn = self.warehouse().connect(read_only=True)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A test's own change to the warehouse, committed in one transaction when the block ends."""
+        conn = self.warehouse().connect()
+        try:
+            conn.execute("BEGIN TRANSACTION")
+            yield conn
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
 
 
 def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, symbols: int = SYMBOLS,
@@ -104,7 +119,7 @@ def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, symbols: i
                        rate_limit_per_min=60_000, bulk_min_interval_s=0.0, faults=Faults(), **sim_options)
     sim = SimulatorServer(config, host="127.0.0.1", port=0)
     sim.start()
-    platform = Platform(sim, tmp_path / "data" / "stocks.duckdb", home, tmp_path / "data" / "limit.sqlite", plan)
+    platform = Platform(sim, tmp_path / "data" / "stocks.sqlite", home, tmp_path / "data" / "limit.sqlite", plan)
     # The same configuration a user gives through the environment (worker
     # processes of the headless sync inherit it).
     for name, value in {

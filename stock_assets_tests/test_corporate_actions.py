@@ -255,7 +255,7 @@ def test_a_sync_killed_mid_restatement_is_completed_and_never_shows_a_mix(tmp_pa
         # in the old shares (twice the price), as FMP served them before the split.
         split_day = session(10)
         symbols = [s for (s,) in platform.sql("SELECT DISTINCT symbol FROM market.prices ORDER BY 1")]
-        with duckdb.connect(str(platform.db)) as conn:
+        with platform.writer() as conn:
             conn.execute("INSERT INTO market.splits SELECT DISTINCT symbol, ?, 2, 1, now() FROM market.prices",
                          [split_day])
             conn.execute("UPDATE market.prices SET open = open * 2, high = high * 2, low = low * 2, "

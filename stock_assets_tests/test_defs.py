@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
-import duckdb
 
 from stock_assets.definitions import defs
 from stock_assets.jobs import splits_job as corporate_actions_job
@@ -125,7 +124,7 @@ def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform
                                                tags=splits.tags)
     (nothing,) = _sensor_requests(platform, splits_run)
     assert isinstance(nothing, dg.SkipReason)
-    with duckdb.connect(str(platform.db)) as conn:  # a split after the history was loaded
+    with platform.writer() as conn:  # a split after the history was loaded
         conn.execute("INSERT INTO market.splits (symbol, date, numerator, denominator, loaded_at) "
                      "VALUES (?, ?, 2, 1, now())",
                      [symbol, end + dt.timedelta(days=1)])

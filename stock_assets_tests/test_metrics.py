@@ -21,7 +21,6 @@ import time
 from types import SimpleNamespace
 
 import dagster as dg
-import duckdb
 import pytest
 
 from stock_assets.fmp import DEFAULT_PACE_FRACTION
@@ -308,7 +307,7 @@ def test_checks_fail_on_corrupt_prices(synced):
     day = trading.last_closed_session()
     fakes = ["ZZQA", "ZZQB", "ZZQC", "ZZQD", "ZZQE"]  # symbols the simulator has no bar for
     now = dt.datetime.now()
-    with duckdb.connect(str(platform.db)) as conn:
+    with platform.writer() as conn:
         for symbol in fakes:
             conn.execute("INSERT INTO market.symbols (symbol, shard, is_actively_trading, updated_at) "
                          "VALUES (?, ?, TRUE, ?)", [symbol, shard_of(symbol), now])

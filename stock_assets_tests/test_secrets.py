@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
 from dagster._serdes import serialize_value
@@ -112,7 +111,7 @@ def _run_and_scan(platform, tmp_path: Path, monkeypatch) -> None:
         assert not leaks(path.read_bytes()), path
 
     # -- the warehouse: every text column of every table
-    with duckdb.connect(str(platform.db), read_only=True) as conn:
+    with platform.reader() as conn:
         columns = conn.execute(
             "SELECT table_schema, table_name, column_name FROM information_schema.columns "
             "WHERE data_type = 'VARCHAR' AND table_schema IN ('market', 'metrics') "

@@ -27,7 +27,6 @@ import shutil
 import time
 
 import dagster as dg
-import duckdb
 import pytest
 
 from stock_assets.tags import SYNC_TAG
@@ -147,7 +146,7 @@ def _shard_with_a_broken_symbol(platform) -> tuple[str, str]:
     shards = platform.sql("SELECT shard, min(symbol) FROM market.symbols GROUP BY shard HAVING count(*) > 1 "
                           "ORDER BY shard")
     shard, broken = shards[0]
-    with duckdb.connect(str(platform.db)) as conn:
+    with platform.writer() as conn:
         conn.execute("DELETE FROM market.company_profiles WHERE symbol = ?", [broken])
     platform.sim.faults.failing_symbols = frozenset({broken})
     return shard, broken

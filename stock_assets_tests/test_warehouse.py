@@ -1,4 +1,4 @@
-"""The DuckDB warehouse layer, on real database files in tmp_path."""
+"""The warehouse layer, a DuckLake on a real SQLite catalog and Parquet files in tmp_path."""
 
 from __future__ import annotations
 
@@ -22,14 +22,12 @@ from stock_assets.warehouse import (
     WarehouseResource,
     dividends_table,
     ensure_schema,
-    lock_wait_stats,
     prices_table,
     profiles_table,
     quotes_as_prices,
     symbols_table,
     upsert,
 )
-from stock_assets.warehouse import duckdb_file as resource_module
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = dt.date(2024, 3, 1)
@@ -44,13 +42,13 @@ def _bars(symbols, days, close=1.0):
 
 
 def _snapshot(wh: WarehouseResource, table: str, order: str) -> list[tuple]:
-    with wh.read() as conn:
+    with wh.cursor() as conn:
         return conn.execute(f"SELECT * EXCLUDE (loaded_at) FROM {table} ORDER BY {order}").fetchall()
 
 
 @pytest.fixture
 def wh(tmp_path) -> WarehouseResource:
-    return WarehouseResource(database=str(tmp_path / "sub" / "wh.duckdb"), lock_timeout_s=20)
+    return WarehouseResource(database=str(tmp_path / "sub" / "wh.sqlite"), lock_timeout_s=20)
 
 
 def _spawn(script: str, *args: str) -> subprocess.Popen:
@@ -63,11 +61,12 @@ def _spawn(script: str, *args: str) -> subprocess.Popen:
 
 
 HOLD_LOCK = """
-import sys, time, duckdb
-conn = duckdb.connect(sys.argv[1])
-conn.execute("CREATE TABLE IF NOT EXISTS held (x INT)")
+import sys, time, sqlite3
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)  # a user's sqlite3 shell, mid-transaction
+conn.execute("BEGIN IMMEDIATE")
 print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
+conn.execute("ROLLBACK")
 conn.close()
 """
 
@@ -75,46 +74,41 @@ conn.close()
 # -- schema --------------------------------------------------------------------
 
 
-def test_schema_is_idempotent_and_complete(wh):
-    with wh.write() as conn:
-        ensure_schema(conn)
-        ensure_schema(conn)  # again, inside the same transaction
-    conn = duckdb.connect(wh.path)
+def test_schema_is_complete_and_made_once(wh):
+    first = wh.snapshot()  # the schema, made in one commit by the first use
+    conn = wh.connect()  # another connection, as another process has: nothing is made again
     try:
-        ensure_schema(conn)  # and on a fresh connection
+        with conn.cursor() as again:
+            ensure_schema(again.execute("USE lake"))
         tables = {f"{s}.{t}" for s, t in conn.execute(
-            "SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name IN ('market', 'metrics')"
-        ).fetchall()}
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
         assert tables == set(TABLES) == {
             "market.symbols", "market.prices", "market.dividends", "market.company_profiles",
             "market.rejected_rows", "market.history_loads", "market.splits", "market.calendar_loads",
             "market.symbol_changes", "market.bars_absent", "market.empty_answers",
             "metrics.runs", "metrics.phases", "metrics.api_calls", "metrics.optimizations"}
-        views = {v for (v,) in conn.execute(
-            "SELECT view_name FROM duckdb_views() WHERE schema_name = 'metrics'").fetchall()}
-        assert views == {"sync_summary", "endpoint_trends", "savings_by_day", "slowest_phases"}
-        (adjusted,), = conn.execute("SELECT count(*) FROM duckdb_views() WHERE schema_name = 'market' "
-                                    "AND view_name = 'prices_adjusted'").fetchall()
-        assert adjusted == 1
+        views = {f"{s}.{v}" for s, v in conn.execute(
+            "SELECT schema_name, view_name FROM duckdb_views() WHERE database_name = 'lake'").fetchall()}
+        assert views == {"metrics.sync_summary", "metrics.endpoint_trends", "metrics.savings_by_day",
+                         "metrics.slowest_phases", "market.prices_adjusted", "market.symbol_lineage"}
         profile_cols = [r[0] for r in conn.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'company_profiles'"
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = 'lake' AND table_name = 'company_profiles'"
             " ORDER BY column_index").fetchall()]
-        pks = dict(conn.execute(
-            "SELECT table_name, constraint_column_names FROM duckdb_constraints()"
-            " WHERE constraint_type = 'PRIMARY KEY'").fetchall())
     finally:
         conn.close()
+    assert wh.snapshot() == first
     assert profile_cols == list(Profile.model_fields) + ["fetched_at", "screened_at", "screener_change"]
-    assert pks["prices"] == ["symbol", "date"]
-    assert pks["dividends"] == ["symbol", "ex_date", "kind"]  # a special beside a regular on one ex-date
-    assert pks["history_loads"] == ["dataset", "symbol"]
-    assert pks["symbols"] == ["symbol"] and pks["company_profiles"] == ["symbol"]
+    # A lake has no primary keys: the declared keys are what upsert keeps unique.
+    assert TABLES["market.prices"].key == ("symbol", "date")
+    assert TABLES["market.dividends"].key == ("symbol", "ex_date", "kind")  # a special beside a regular
 
 
-def test_read_on_a_missing_file_creates_the_schema(tmp_path):
-    wh = WarehouseResource(database=str(tmp_path / "new" / "deeper" / "w.duckdb"))
+def test_the_first_use_creates_the_catalog_and_its_data_folder(tmp_path):
+    wh = WarehouseResource(database=str(tmp_path / "new" / "deeper" / "w.sqlite"))
     assert wh.query("SELECT count(*) AS n FROM market.prices") == [{"n": 0}]
-    assert os.path.exists(wh.path)
+    assert os.path.exists(wh.path) and wh.files_path == wh.path + ".files" + os.sep
+    wh.write_rows("market.prices", prices_table(_bars(["AAA"], 2), "eod-bulk"))
+    assert wh.query("SELECT count(*) AS n FROM market.prices") == [{"n": 2}]
 
 
 # -- upsert ----------------------------------------------------------------------
@@ -157,20 +151,27 @@ def test_upsert_keeps_last_of_repeated_keys_and_delete_where_scopes_a_partition(
 
 
 def test_delete_then_insert_same_keys_in_one_transaction(wh):
-    """DuckDB 2.0 no longer trips over re-inserting just-deleted primary keys."""
     data = prices_table(_bars(["AAA", "BBB"], 3), "eod-bulk")
-    with wh.write() as conn:
+
+    def three_times(conn):
         for _ in range(3):
             upsert(conn, "market.prices", data, ["symbol", "date"])
+
+    wh.transaction(three_times)
     assert wh.query("SELECT count(*) AS n FROM market.prices") == [{"n": 6}]
 
 
 def test_failed_write_rolls_back(wh):
     wh.write_rows("market.prices", prices_table(_bars(["AAA"], 2), "eod-bulk"))
+    before = wh.snapshot()
+
+    def half_then_boom(conn):
+        upsert(conn, "market.prices", prices_table(_bars(["AAA", "ZZZ"], 2, close=9.0), "eod-bulk"))
+        raise RuntimeError("boom")
+
     with pytest.raises(RuntimeError):
-        with wh.write() as conn:
-            upsert(conn, "market.prices", prices_table(_bars(["AAA", "ZZZ"], 2, close=9.0), "eod-bulk"))
-            raise RuntimeError("boom")
+        wh.transaction(half_then_boom)
+    assert wh.snapshot() == before
     assert wh.query("SELECT symbol, max(close) AS c FROM market.prices GROUP BY ALL") == [
         {"symbol": "AAA", "c": 2.0}]
 
@@ -194,7 +195,7 @@ def test_bulk_100k_rows_through_arrow(wh):
     registered: list[int] = []
     real_register = duckdb.DuckDBPyConnection.register
 
-    with wh.write() as conn:
+    def twice(conn):
         class Spy:
             def execute(self, sql, *a):
                 statements.append(sql)
@@ -207,9 +208,11 @@ def test_bulk_100k_rows_through_arrow(wh):
             def unregister(self, name):
                 return conn.unregister(name)
 
-        assert resource_module.upsert(Spy(), "market.prices", data) == 100_000
+        assert upsert(Spy(), "market.prices", data) == 100_000
         # and again: replaces all 100k
-        resource_module.upsert(Spy(), "market.prices", data)
+        upsert(Spy(), "market.prices", data)
+
+    wh.transaction(twice)
     assert registered == [100_000, 100_000]
     assert [s.split()[0] for s in statements] == ["DELETE", "INSERT", "DELETE", "INSERT"]
     assert "SELECT" in statements[1] and "VALUES" not in statements[1]
@@ -307,7 +310,7 @@ def test_rejects_and_history_loads_are_idempotent(wh):
 def test_dagster_resource_with_env_var(tmp_path, monkeypatch):
     from dagster import EnvVar, asset, materialize
 
-    db = tmp_path / "env" / "stocks.duckdb"
+    db = tmp_path / "env" / "stocks.sqlite"
     monkeypatch.setenv("STOCK_ASSETS_DB", str(db))
 
     @asset
@@ -322,58 +325,48 @@ def test_dagster_resource_with_env_var(tmp_path, monkeypatch):
 # -- locks and processes -----------------------------------------------------------
 
 
-def test_write_waits_for_another_process_holding_the_lock(wh):
-    with wh.write():
-        pass  # file and schema exist
+def test_a_write_waits_while_another_program_holds_the_catalogs_write_lock(wh):
+    wh.snapshot()  # catalog and schema exist
     holder = _spawn(HOLD_LOCK, wh.path, "1.5")
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(duckdb.IOException, match="lock"):
-            duckdb.connect(wh.path)  # really locked right now
-        before = lock_wait_stats()
         start = time.monotonic()
         assert wh.write_rows("market.prices", prices_table(_bars(["AAA"], 3), "eod-bulk")) == 3
         waited = time.monotonic() - start
     finally:
         holder.wait(timeout=30)
     assert holder.returncode == 0, holder.stderr.read()
-    assert waited > 0.5
-    after = lock_wait_stats()
-    assert after.waits == before.waits + 1 and after.seconds - before.seconds > 0.5
+    assert waited > 0.5  # it waited the holder out, and then committed
     assert wh.query("SELECT count(*) AS n FROM market.prices") == [{"n": 3}]
 
 
-def test_lock_timeout_names_the_file_and_what_to_do(wh):
-    with wh.write():
-        pass
-    holder = _spawn(HOLD_LOCK, wh.path, "30")
+def test_a_catalog_locked_too_long_is_a_clear_error_and_loses_nothing(wh):
+    wh.write_rows("market.prices", prices_table(_bars(["AAA"], 1), "eod-bulk"))
+    holder = _spawn(HOLD_LOCK, wh.path, "60")
     try:
         assert holder.stdout.readline().strip() == "locked"
         short = WarehouseResource(database=wh.path, lock_timeout_s=0.4)
-        start = time.monotonic()
         with pytest.raises(WarehouseLockedError) as info:
-            short.write_rows("market.prices", prices_table(_bars(["AAA"], 1), "eod-bulk"))
-        assert time.monotonic() - start > 0.3  # it waited before giving up
-        with pytest.raises(WarehouseLockedError):
-            with short.read():
-                pass
+            short.write_rows("market.prices", prices_table(_bars(["BBB"], 1), "eod-bulk"))
+        # a reader is not held back by the lock
+        assert short.query("SELECT symbol FROM market.prices") == [{"symbol": "AAA"}]
     finally:
         holder.kill()
         holder.wait(timeout=30)
     message = str(info.value)
-    assert wh.path in message
-    assert "another process" in message and "close the DuckDB CLI" in message
-    assert f"PID {holder.pid}" in message  # DuckDB names the holder
+    assert wh.path in message and "lock_timeout_s" in message and "retry" in message
+    assert wh.query("SELECT symbol FROM market.prices") == [{"symbol": "AAA"}]
 
 
 WRITER = """
 import os, sys, time, datetime as dt
-from stock_assets.warehouse import WarehouseResource, lock_wait_stats, prices_table
+from stock_assets.warehouse import WarehouseResource, prices_table
 path, worker, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+wh = WarehouseResource(database=path, lock_timeout_s=120)
+wh.snapshot()  # attached, schema seen
 print("ready", flush=True)
 while not os.path.exists(go):  # start all writers together
     time.sleep(0.01)
-wh = WarehouseResource(database=path, lock_timeout_s=60)
 day0 = dt.date(2024, 1, 1)
 # each worker owns symbols W<worker>_*, and all write the shared symbols SHARED_* (overlap)
 for chunk in range(6):
@@ -384,50 +377,32 @@ for chunk in range(6):
             rows.append({"symbol": sym, "date": day0 + dt.timedelta(days=d), "open": 1.0, "high": 1.0,
                          "low": 1.0, "close": float(worker), "volume": d})
     wh.write_rows("market.prices", prices_table(rows, f"worker-{worker}"))
-print("done", lock_wait_stats().waits, flush=True)
+print("done", flush=True)
 """
 
 
-def test_four_processes_write_disjoint_and_overlapping_chunks(wh, tmp_path):
-    with wh.write():
-        pass
+def test_four_processes_write_disjoint_and_overlapping_chunks_at_once(wh, tmp_path):
+    wh.snapshot()
     go = tmp_path / "go"
     procs = [_spawn(WRITER, wh.path, str(w), str(go)) for w in range(4)]
     for p in procs:
-        assert p.stdout.readline().strip() == "ready"
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
     go.touch()
-    outs = [p.communicate(timeout=120) for p in procs]
+    outs = [p.communicate(timeout=180) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0 and out.split()[0] == "done", err
-    # they did collide on the file lock, and waited it out
-    assert sum(int(out.split()[1]) for out, _ in outs) > 0
     rows = wh.query(
         "SELECT count(*) AS n, count(DISTINCT symbol) AS s,"
         " count(*) FILTER (WHERE symbol LIKE 'SHARED_%') AS shared,"
         " count(DISTINCT (symbol, date)) AS keys FROM market.prices")
-    # 4 workers x 6 chunks x 15 own symbols x 50 days, plus 5 shared symbols x 50 days once
+    # 4 workers x 6 chunks x 15 own symbols x 50 days, plus 5 shared symbols x 50 days once: no key twice
     assert rows == [{"n": 4 * 6 * 15 * 50 + 5 * 50, "s": 4 * 6 * 15 + 5, "shared": 250, "keys": 18_250}]
     # each own symbol carries its writer's close
     wrong = wh.query("SELECT count(*) AS n FROM market.prices WHERE symbol LIKE 'W%'"
                      " AND close <> CAST(substr(symbol, 2, 1) AS DOUBLE)")
     assert wrong == [{"n": 0}]
-
-
-def test_an_older_warehouse_loses_the_adj_close_that_meant_two_things(tmp_path):
-    """A warehouse made before the change still has prices.adj_close: the first write drops it, keeps the bars."""
-    path = tmp_path / "old.duckdb"
-    with duckdb.connect(str(path)) as conn:
-        conn.execute("CREATE SCHEMA market")
-        conn.execute("CREATE TABLE market.prices (symbol VARCHAR NOT NULL, date DATE NOT NULL, open DOUBLE, "
-                     "high DOUBLE, low DOUBLE, close DOUBLE NOT NULL, adj_close DOUBLE, volume BIGINT, "
-                     "source VARCHAR NOT NULL, loaded_at TIMESTAMP NOT NULL, PRIMARY KEY (symbol, date))")
-        conn.execute("INSERT INTO market.prices VALUES ('AAA', DATE '2024-03-01', 1, 2, 0.5, 1.5, 1.4, 10, "
-                     "'eod-bulk', now())")
-    wh = WarehouseResource(database=str(path))
-    with wh.write():
-        pass
-    rows = wh.query("SELECT * FROM market.prices")
-    assert rows == [{**rows[0]}] and "adj_close" not in rows[0] and rows[0]["close"] == 1.5
+    # each of the 24 commits is a snapshot of its own
+    assert len(wh.query("SELECT * FROM lake.snapshots() WHERE changes['tables_inserted_into'] IS NOT NULL")) >= 24
 
 
 def test_the_universe_refresh_writes_the_screener_layer_and_marks_identity_changes(wh):
@@ -462,32 +437,6 @@ def test_the_universe_refresh_writes_the_screener_layer_and_marks_identity_chang
     # The full profile clears the mark.
     wh.write_profiles([profile.model_copy(update={"sector": "Energy"})], fetched_at=dt.datetime(2024, 3, 6))
     assert [s.screener_change for s in wh.profile_states()] == [None, None]
-
-
-def test_a_warehouse_keyed_on_symbol_and_ex_date_keeps_its_dividends_and_takes_the_kind_into_the_key(tmp_path):
-    """A warehouse from before `kind`: its rows survive, each classified, and a special dividend can
-    then sit beside a regular one on the same ex-date."""
-    path = str(tmp_path / "old.duckdb")
-    with duckdb.connect(path) as conn:
-        conn.execute("CREATE SCHEMA market")
-        conn.execute("""CREATE TABLE market.dividends (symbol VARCHAR NOT NULL, ex_date DATE NOT NULL,
-            record_date DATE, payment_date DATE, declaration_date DATE, dividend DOUBLE, adj_dividend DOUBLE,
-            yield_pct DOUBLE, frequency VARCHAR, source VARCHAR NOT NULL, loaded_at TIMESTAMP NOT NULL,
-            PRIMARY KEY (symbol, ex_date))""")
-        conn.execute("""INSERT INTO market.dividends VALUES
-            ('AAA', DATE '2026-03-02', NULL, NULL, NULL, 0.25, 0.25, 0.5, 'Quarterly', 'dividends', now()),
-            ('BBB', DATE '2026-03-02', NULL, NULL, NULL, 1.5, 1.5, 2.0, 'Special', 'dividends', now())""")
-    wh = WarehouseResource(database=path)
-    with wh.write() as conn:
-        ensure_schema(conn)
-    with duckdb.connect(path, read_only=True) as conn:
-        rows = conn.execute("SELECT symbol, dividend, kind FROM market.dividends ORDER BY symbol").fetchall()
-    assert rows == [("AAA", 0.25, "regular"), ("BBB", 1.5, "special")]
-    with wh.write() as conn:
-        conn.execute("""INSERT INTO market.dividends VALUES ('AAA', DATE '2026-03-02', NULL, NULL, NULL, 2.0, 2.0,
-            4.0, 'Special', 'special', 'dividends', now())""")
-    with duckdb.connect(path, read_only=True) as conn:
-        assert conn.execute("SELECT count(*) FROM market.dividends WHERE symbol = 'AAA'").fetchone() == (2,)
 
 
 def _screened(symbol: str, sector: str | None) -> "ScreenerRow":

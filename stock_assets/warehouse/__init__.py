@@ -1,5 +1,6 @@
-"""The DuckDB warehouse: its schema, the Dagster resource with typed reads and writes, and the
-file layer beneath it (short connections shared by processes, lock waits, bulk upserts)."""
+"""The warehouse, a DuckLake: its schema, the Dagster resource with typed reads and writes, and the
+lake beneath it (catalog and Parquet files shared by processes and hosts, commits re-run on
+conflict, bulk upserts, snapshots)."""
 
 from .arrow import (
     SOURCE_BATCH_QUOTE,
@@ -14,19 +15,13 @@ from .arrow import (
     symbols_table,
     utc_naive,
 )
-from .duckdb_file import (
-    DEFAULT_DATABASE,
-    DuckDBFile,
-    WarehouseLockedError,
-    lock_wait_stats,
-    upsert,
-)
+from .lake import DEFAULT_DATABASE, Lake, WarehouseLockedError, upsert
 from .resource import ProfileState, UniverseWrite, WarehouseResource
 from .schema import TABLES, arrow_schema, column_schema, ensure_schema
 
 __all__ = [
     "DEFAULT_DATABASE",
-    "DuckDBFile",
+    "Lake",
     "ProfileState",
     "SOURCE_BATCH_QUOTE",
     "SOURCE_EOD_BULK",
@@ -40,7 +35,6 @@ __all__ = [
     "dividends_table",
     "ensure_schema",
     "history_loads_table",
-    "lock_wait_stats",
     "prices_table",
     "profiles_table",
     "quotes_as_prices",

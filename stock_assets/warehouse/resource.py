@@ -1,4 +1,4 @@
-"""`WarehouseResource`: the DuckDB warehouse as a Dagster resource, with its domain.
+"""`WarehouseResource`: the warehouse (a DuckLake) as a Dagster resource, with its domain.
 
 Writes are one method per kind of data (`write_prices`, `write_price_history`,
 `write_calendar_day`, `write_dividend_history`, `write_profiles`,
@@ -7,23 +7,19 @@ short transaction, and the rejected rows that came with the data. Reads that
 planners and checks need are methods too; no caller hands SQL on `market.*`,
 a connection, a table name or a key in or out.
 
-Readers should open the read copy (`publish_read_copy`, published after each
-sync), never this file: a reader holding this file keeps every writer out.
-How the file is shared between processes is `duckdb_file.DuckDBFile`'s job.
+Readers anywhere attach the lake read-only (`stock-assets sql`, or the `ATTACH`
+the README gives) and see the last committed snapshot; they never hold a writer
+back. Where the lake is and how its commits are retried is `lake.Lake`'s job.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
-import time
 from typing import Any, Callable, Iterable, Sequence
 
 from dataclasses import dataclass
 
 import pyarrow as pa
-from pydantic import Field
 
 from stock_assets import clock
 from stock_assets.fmp.records import Delisting, Dividend, Profile, Quote, Reject, ScreenerRow, Split, SymbolChange
@@ -32,7 +28,7 @@ from . import schema as S
 from .arrow import (
     SOURCE_HISTORICAL, bars_absent_table, calendar_loads_table, dividends_table, history_loads_table, history_prices_table, prices_table,
     profiles_table, quotes_as_prices, rejects_table, splits_table, symbol_changes_table, symbols_table, utc_naive)
-from .duckdb_file import DuckDBFile, upsert
+from .lake import Lake, upsert
 
 _INSANE_PRICE = """(close <= 0 OR open <= 0 OR high <= 0 OR low <= 0 OR volume < 0
     OR low > least(open, close) OR high < greatest(open, close))"""
@@ -71,14 +67,18 @@ _LISTED = "coalesce(listed, TRUE)"
 # Profiles whose name, sector, industry or exchange the screener (view `screened`: today's
 # universe rows) shows changed since the last refresh (market.symbols, not yet overwritten).
 # A field the screener left empty on either day is no change: FMP omits fields now and then.
-_MARK_SCREENER_CHANGES = f"""
-    UPDATE market.company_profiles p SET screener_change = concat_ws('; ', p.screener_change, c.change)
+_SCREENER_CHANGES = f"""
+    SELECT p.symbol, concat_ws('; ', p.screener_change, c.change) AS change
     FROM (SELECT n.symbol, concat_ws('; ', {", ".join(
         f"CASE WHEN o.{s} <> n.{s} THEN '{s}: ' || o.{s} || ' -> ' || n.{s} END"
         for p, s in S.SCREENER_LAYER.items() if p in S.PROFILE_CHANGING)}) AS change
           FROM screened n JOIN market.symbols o USING (symbol)) c
-    WHERE p.symbol = c.symbol AND c.change <> ''
-    RETURNING p.symbol, p.screener_change"""
+    JOIN market.company_profiles p USING (symbol)
+    WHERE c.change <> ''"""
+# (DuckLake takes no RETURNING on UPDATE: the changes are read first, then written.)
+_MARK_SCREENER_CHANGES = f"""
+    UPDATE market.company_profiles p SET screener_change = c.change
+    FROM ({_SCREENER_CHANGES}) c WHERE p.symbol = c.symbol"""
 
 # The screener's fields whose change makes a full profile due: one FMP leaves empty for a day keeps
 # its last known value, so that a change is seen across the empty day.
@@ -139,57 +139,10 @@ class UniverseWrite:
     screener_changes: dict[str, str]  # symbol -> what changed (a full profile is due)
 
 
-class WarehouseResource(DuckDBFile):
-    """The DuckDB warehouse (`STOCK_ASSETS_DB`): short, locked-retrying, bulk access.
-
-    Configure with `WarehouseResource(database=EnvVar("STOCK_ASSETS_DB"))`.
+class WarehouseResource(Lake):
+    """The warehouse, a DuckLake (`STOCK_ASSETS_DB`, `STOCK_ASSETS_DATA`, `STOCK_ASSETS_CATALOG`):
+    short transactions in bulk, re-run on conflict, read from committed snapshots.
     """
-
-    read_copy: str | None = Field(
-        default=None,
-        description=(
-            "The copy of the warehouse that readers open (env STOCK_ASSETS_READ_DB);"
-            " default: the warehouse's name with `-read` added, beside it."
-        ),
-    )
-
-    # -- the read copy -------------------------------------------------------
-
-    @property
-    def read_copy_path(self) -> str:
-        if self.read_copy:
-            return os.path.abspath(os.path.expanduser(self.read_copy))
-        root, ext = os.path.splitext(self.path)
-        return f"{root}-read{ext or '.duckdb'}"
-
-    def read_copy_is_stale(self) -> bool:
-        """The warehouse changed after the read copy was published (or there is none yet)."""
-        try:
-            copied = os.stat(self.read_copy_path).st_mtime
-        except OSError:
-            return os.path.exists(self.path)
-        changed = [os.stat(p).st_mtime for p in (self.path, self.path + ".wal") if os.path.exists(p)]
-        return max(changed, default=0.0) > copied
-
-    def publish_read_copy(self) -> float:
-        """Copy the warehouse to `read_copy_path` for readers, atomically; returns the seconds taken.
-
-        DuckDB lets no process write a file that another has open, so readers
-        who keep a connection open (a notebook, the duckdb CLI, a BI tool)
-        open this copy instead, and never hold the sync back. The copy is
-        taken while this process holds the file (no transaction can be half
-        in it) after a checkpoint (everything is in the main file), and moved
-        into place with one rename: a reader with the old copy open goes on
-        reading the old one; the next connection gets the new one.
-        """
-        started = time.monotonic()
-        target = self.read_copy_path
-        partial = f"{target}.{os.getpid()}.partial"
-        with self.get_connection() as conn:
-            conn.execute("CHECKPOINT")
-            shutil.copyfile(self.path, partial)
-        os.replace(partial, target)
-        return time.monotonic() - started
 
     # -- writing: one method per kind of data, each ONE transaction ---------------
 
@@ -304,7 +257,9 @@ class WarehouseResource(DuckDBFile):
                 SELECT n.* REPLACE ({", ".join(f"coalesce(n.{c}, o.{c}) AS {c}" for c in _KEPT_WHEN_EMPTY)})
                 FROM screened_raw n LEFT JOIN market.symbols o USING (symbol)""")
             try:
-                changed = dict(conn.execute(_MARK_SCREENER_CHANGES).fetchall())
+                changed = dict(conn.execute(_SCREENER_CHANGES).fetchall())
+                if changed:
+                    conn.execute(_MARK_SCREENER_CHANGES)
                 written = upsert(conn, S.SYMBOLS.name, conn.sql("FROM screened").to_arrow_table())
                 if absent_from is not None:
                     conn.execute(f"""UPDATE market.symbols SET absent_since = coalesce(absent_since, ?)
@@ -341,11 +296,12 @@ class WarehouseResource(DuckDBFile):
             return 0
 
         def work(conn) -> int:
-            return len(conn.execute("""
+            (updated,), = conn.execute("""
                 UPDATE market.symbols s SET delisted_date = d.day
                 FROM (SELECT unnest(?::VARCHAR[]) AS symbol, unnest(?::DATE[]) AS day) d
-                WHERE s.symbol = d.symbol AND NOT coalesce(s.listed, TRUE)
-                RETURNING s.symbol""", [[s for s, _ in pairs], [d for _, d in pairs]]).fetchall())
+                WHERE s.symbol = d.symbol AND NOT coalesce(s.listed, TRUE)""",
+                                       [[s for s, _ in pairs], [d for _, d in pairs]]).fetchall()
+            return updated
 
         return self.transaction(work)
 
@@ -358,11 +314,12 @@ class WarehouseResource(DuckDBFile):
         def work(conn) -> None:
             conn.execute("DELETE FROM market.empty_answers WHERE dataset = ? AND symbol IN "
                          "(SELECT unnest(?::VARCHAR[]))", [dataset, answered])
-            conn.execute("""
-                INSERT INTO market.empty_answers BY NAME
-                SELECT ? AS dataset, unnest(?::VARCHAR[]) AS symbol, 1 AS attempts, ? AS asked_at
-                ON CONFLICT DO UPDATE SET attempts = attempts + 1, asked_at = excluded.asked_at""",
-                         [dataset, empty, now])
+            again = conn.execute("""
+                SELECT ? AS dataset, n.symbol, coalesce(e.attempts, 0) + 1 AS attempts, ? AS asked_at
+                FROM (SELECT unnest(?::VARCHAR[]) AS symbol) n
+                LEFT JOIN market.empty_answers e ON e.dataset = ? AND e.symbol = n.symbol""",
+                                 [dataset, now, empty, dataset]).to_arrow_table()
+            upsert(conn, S.EMPTY_ANSWERS.name, again)
 
         if empty or answered:
             self.transaction(work)
@@ -373,10 +330,12 @@ class WarehouseResource(DuckDBFile):
 
     def write_metrics(self, step: tuple[str, str, str], tables: dict[str, pa.Table]) -> None:
         """One step's (run, asset, partition) figures replace what it recorded before."""
-        with self.write() as conn:
+        def work(conn) -> None:
             for name, table in tables.items():
                 upsert(conn, name, table, delete_where="run_id = ? AND asset = ? AND partition = ?",
                        params=list(step))
+
+        self.transaction(work)
 
     def record_rejects(self, rejects: Sequence[Reject], run_id: str | None) -> int:
         """Store rejected rows; a re-run replaces the same rejects instead of adding them."""

@@ -14,7 +14,6 @@ Timestamps are stored as naive `TIMESTAMP` in UTC.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import dagster as dg
 import duckdb
@@ -49,8 +48,8 @@ class Table:
         cols = ",\n    ".join(
             f'"{c.name}" {c.sql_type}' + ("" if c.nullable else " NOT NULL") for c in self.columns
         )
-        key = ", ".join(f'"{k}"' for k in self.key)
-        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n    {cols},\n    PRIMARY KEY ({key})\n)"
+        # No PRIMARY KEY: a DuckLake has no constraints but NOT NULL; `upsert` keeps `key` unique.
+        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n    {cols}\n)"
 
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns])
@@ -482,25 +481,8 @@ def ddl_statements() -> list[str]:
     schemas = sorted({name.split(".")[0] for name in TABLES})
     return ([f"CREATE SCHEMA IF NOT EXISTS {schema}" for schema in schemas]
             + [t.ddl() for t in TABLES.values()]
-            + MIGRATIONS
             + [f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in VIEWS.items()])
 
-
-# Changes to tables that older warehouses already hold (each a no-op once applied).
-MIGRATIONS = [
-    # adj_close came only from eod-bulk (NULL on every other route): one column
-    # meaning different things by route. market.prices_adjusted gives it for all.
-    "ALTER TABLE market.prices DROP COLUMN IF EXISTS adj_close",
-    # The point-in-time universe: symbols that leave the screener are kept.
-    "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS listed BOOLEAN",
-    "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS last_listed DATE",
-    "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS delisted_date DATE",
-    "ALTER TABLE market.symbols ADD COLUMN IF NOT EXISTS absent_since DATE",
-    "ALTER TABLE metrics.runs ADD COLUMN IF NOT EXISTS revisions_repaired BIGINT",
-    # Profiles in two layers: the screener's columns daily, the full profile on its turn.
-    "ALTER TABLE market.company_profiles ADD COLUMN IF NOT EXISTS screened_at TIMESTAMP",
-    "ALTER TABLE market.company_profiles ADD COLUMN IF NOT EXISTS screener_change VARCHAR",
-]
 
 # The company_profiles columns the universe refresh rewrites daily, from these market.symbols
 # columns (the screener's). A change in the first four makes the full profile due again.
@@ -512,46 +494,19 @@ PROFILE_CHANGING = ("company_name", "sector", "industry", "exchange")
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the `market` and `metrics` schemas, tables and views (idempotent)."""
-    for statement in ddl_statements():
-        conn.execute(statement)
-    _rekey_dividends(conn)
+    """Create the `market` and `metrics` schemas, tables and views that are missing (in the caller's
+    transaction: each DDL statement a lake commits is a snapshot, so nothing present is re-created)."""
+    missing = missing_objects(conn)  # tables first: the views read them
+    for schema in sorted({name.split(".")[0] for name in missing}):
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    for name in missing:
+        conn.execute(TABLES[name].ddl() if name in TABLES else f"CREATE OR REPLACE VIEW {name} AS {VIEWS[name]}")
 
 
-def _rekey_dividends(conn: duckdb.DuckDBPyConnection) -> None:
-    """A warehouse keyed (symbol, ex_date) gets the `kind` column into its key, once: DuckDB cannot
-    change a primary key in place, so the table is rebuilt in one transaction."""
-    columns = {name for (name,) in conn.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
-        "AND schema_name = 'market' AND table_name = 'dividends'").fetchall()}
-    if "kind" in columns:
-        return
-    specials = ", ".join(f"'{f}'" for f in SPECIAL_FREQUENCIES)
-    old = [c for c in DIVIDENDS.column_names if c != "kind"]
-    try:
-        conn.execute("BEGIN")
-        own = True
-    except duckdb.TransactionException:  # already inside the caller's transaction: it commits
-        own = False
-    conn.execute("ALTER TABLE market.dividends RENAME TO dividends_before_kind")
-    conn.execute(DIVIDENDS.ddl())
-    conn.execute(f"""INSERT INTO market.dividends ({", ".join(old)}, kind)
-                     SELECT {", ".join(old)}, CASE WHEN frequency IN ({specials}) THEN 'special' ELSE 'regular' END
-                     FROM market.dividends_before_kind""")
-    conn.execute("DROP TABLE market.dividends_before_kind")
-    if own:
-        conn.execute("COMMIT")
-    for name, sql in VIEWS.items():
-        conn.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
-
-
-def missing_tables(conn: duckdb.DuckDBPyConnection, tables: Sequence[str] | None = None) -> list[str]:
-    """The warehouse tables not present in the database `conn` is attached to."""
-    wanted = list(tables or TABLES)
-    present = {
-        f"{s}.{t}"
-        for s, t in conn.execute(
-            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = current_database()"
-        ).fetchall()
-    }
-    return [name for name in wanted if name not in present]
+def missing_objects(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """The warehouse's tables, then views, not present in the database `conn` uses."""
+    present = {f"{s}.{t}" for s, t in conn.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "UNION ALL SELECT schema_name, view_name FROM duckdb_views() WHERE database_name = current_database()"
+    ).fetchall()}
+    return [name for name in [*TABLES, *VIEWS] if name not in present]
