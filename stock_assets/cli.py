@@ -1,4 +1,4 @@
-"""`stock-assets`: simulate, sync, report, backfill-failed, ui.
+"""`stock-assets`: simulate, sync, report, sql, backfill-failed, ui.
 
 Arguments and configuration are checked before any work: a problem is one
 line on stderr and exit code 2, with no run started and nothing stored
@@ -151,6 +151,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return report_main(args)
 
 
+def cmd_sql(args: argparse.Namespace) -> int:
+    from stock_assets import query
+    from stock_assets.resources import warehouse_resource
+
+    output = "json" if args.json else "csv" if args.csv else "table"
+    return query.run(warehouse_resource(Config.from_env()), args.query, as_of=args.as_of, output=output)
+
+
 def cmd_backfill_failed(args: argparse.Namespace) -> int:
     config = Config.from_env()
     from stock_assets.plan import check_asset_names
@@ -227,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="one JSON document")
     report.add_argument("--plot", metavar="FILE.png", help="chart of duration and calls per sync")
     report.set_defaults(func=cmd_report)
+
+    sql = sub.add_parser("sql", help="query the warehouse read-only (now, or as of a past sync)")
+    sql.add_argument("query", help='SQL, e.g. "SELECT count(*) FROM market.prices"')
+    form = sql.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="rows as a JSON list of objects")
+    form.add_argument("--csv", action="store_true", help="rows as CSV with a header")
+    sql.add_argument("--as-of", metavar="WHEN", help="a sync or backfill id, a date or moment (New York "
+                                                     "time), or a snapshot id: the warehouse as it was then")
+    sql.set_defaults(func=cmd_sql)
 
     backfill = sub.add_parser("backfill-failed", help="run only the failed and missing partitions")
     backfill.add_argument("--asset", action="append", help="limit to this asset key (repeatable)")

@@ -12,6 +12,7 @@ import dagster as dg
 from stock_assets.assets import assets_for
 from stock_assets.config import Config
 from stock_assets.housekeeping import housekeeping
+from stock_assets.maintenance import nightly_upkeep, warehouse_upkeep
 from stock_assets.jobs import session_job, shards_job, splits_job, universe_job
 from stock_assets.resources import all_resources
 from stock_assets.schedules import daily_sync_schedule, sync_after_universe
@@ -22,8 +23,8 @@ def defs() -> dg.Definitions:
     config = Config.from_env()
     return dg.Definitions(
         assets=assets_for(config),
-        jobs=[universe_job, splits_job, session_job, shards_job],
-        schedules=[daily_sync_schedule],
+        jobs=[universe_job, splits_job, session_job, shards_job, warehouse_upkeep],
+        schedules=[daily_sync_schedule, nightly_upkeep],
         sensors=[sync_after_universe, housekeeping],
         resources=all_resources(config),
         # Each run's steps in the run's own process, as `stock-assets sync` runs

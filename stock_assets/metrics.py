@@ -38,7 +38,7 @@ def _table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def metrics_tables(stats: RunStats, run_id: str, tags: dict[str, str], status: str,
-                   error: str | None = None) -> dict[str, pa.Table]:
+                   error: str | None = None, snapshot_id: int | None = None) -> dict[str, pa.Table]:
     step = {"run_id": run_id, "asset": stats.asset, "partition": stats.partition or ""}
     batch_id, kind = batch_of(tags)
     ended = stats.started_at + stats.duration_s
@@ -50,7 +50,7 @@ def metrics_tables(stats: RunStats, run_id: str, tags: dict[str, str], status: s
         "items_failed": stats.items_failed, "items_skipped": stats.items_skipped,
         "rows_written": stats.rows_written, "rejected_rows": stats.rejects,
         "revisions_repaired": stats.revisions_repaired,
-        "api_calls": sum(s.calls for s in api.values()), "error": error,
+        "api_calls": sum(s.calls for s in api.values()), "error": error, "snapshot_id": snapshot_id,
     }]
     phases = [{
         **step, "phase": p.name, "started_at": _utc(p.started_at), "duration_s": p.duration_s,
@@ -79,6 +79,7 @@ def metrics_tables(stats: RunStats, run_id: str, tags: dict[str, str], status: s
 
 def record(warehouse: WarehouseResource, stats: RunStats, run_id: str, tags: dict[str, str],
            status: str, error: str | None = None) -> None:
-    """One short transaction; re-recording the same step replaces its rows."""
+    """One short transaction; re-recording the same step replaces its rows. The warehouse's snapshot
+    then (after the step's writes) is recorded with them: a sync can be queried as it left the lake."""
     warehouse.write_metrics((run_id, stats.asset, stats.partition or ""),
-                            metrics_tables(stats, run_id, tags, status, error))
+                            metrics_tables(stats, run_id, tags, status, error, warehouse.snapshot()))

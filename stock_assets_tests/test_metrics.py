@@ -97,7 +97,9 @@ def synced(tmp_path_factory):
             time.sleep(0.2)
         out, err = sync.communicate(timeout=max(1.0, deadline - time.monotonic()))
         platform.sim.faults.latency_s = 0.0
-        (batch_id,) = {b for (b,) in platform.sql("SELECT DISTINCT batch_id FROM metrics.runs")}
+        batches = {b for (b,) in platform.sql("SELECT DISTINCT batch_id FROM metrics.runs")}
+        assert len(batches) == 1, f"sync exit {sync.returncode}, batches {batches}: {out[-3000:]} {err[-3000:]}"
+        (batch_id,) = batches
         yield SimpleNamespace(platform=platform, returncode=sync.returncode, stdout=out, stderr=err,
                               reads=reads, report_reads=report_reads, batch_id=batch_id,
                               requests=platform.sim.settled_requests(quiet_s=0.5))

@@ -86,7 +86,7 @@ def test_schema_is_complete_and_made_once(wh):
             "market.symbols", "market.prices", "market.dividends", "market.company_profiles",
             "market.rejected_rows", "market.history_loads", "market.splits", "market.calendar_loads",
             "market.symbol_changes", "market.bars_absent", "market.empty_answers",
-            "metrics.runs", "metrics.phases", "metrics.api_calls", "metrics.optimizations"}
+            "metrics.runs", "metrics.phases", "metrics.api_calls", "metrics.optimizations", "metrics.upkeep"}
         views = {f"{s}.{v}" for s, v in conn.execute(
             "SELECT schema_name, view_name FROM duckdb_views() WHERE database_name = 'lake'").fetchall()}
         assert views == {"metrics.sync_summary", "metrics.endpoint_trends", "metrics.savings_by_day",
@@ -363,9 +363,8 @@ import os, sys, time, datetime as dt
 from stock_assets.warehouse import WarehouseResource, prices_table
 path, worker, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 wh = WarehouseResource(database=path, lock_timeout_s=120)
-wh.snapshot()  # attached, schema seen
 print("ready", flush=True)
-while not os.path.exists(go):  # start all writers together
+while not os.path.exists(go):  # start all writers together, on a catalog none has made yet
     time.sleep(0.01)
 day0 = dt.date(2024, 1, 1)
 # each worker owns symbols W<worker>_*, and all write the shared symbols SHARED_* (overlap)
@@ -381,8 +380,7 @@ print("done", flush=True)
 """
 
 
-def test_four_processes_write_disjoint_and_overlapping_chunks_at_once(wh, tmp_path):
-    wh.snapshot()
+def test_four_processes_make_the_lake_and_write_disjoint_and_overlapping_chunks_at_once(wh, tmp_path):
     go = tmp_path / "go"
     procs = [_spawn(WRITER, wh.path, str(w), str(go)) for w in range(4)]
     for p in procs:

@@ -200,8 +200,10 @@ class Materialization:
                                     check_results=[*checks, *self._item_success(1.0)])
 
     def _figures(self) -> dict[str, Any]:
-        """The run's figures, and `dagster/row_count`: the rows the partition (or the asset) holds."""
-        return {**self.stats.metadata(), "dagster/row_count": self._rows_held()}
+        """The run's figures, `dagster/row_count` (the rows the partition, or the asset, holds) and the
+        warehouse's snapshot after this materialization's writes (`stock-assets sql --as-of` reads it)."""
+        return {**self.stats.metadata(), "dagster/row_count": self._rows_held(),
+                "lake_snapshot": self.warehouse.snapshot()}
 
     def _rows_held(self) -> int:
         table = ASSET_TABLES[self.stats.asset]

@@ -27,6 +27,7 @@ both do it on one table conflict (table-level), so no key is ever written twice.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -36,6 +37,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import urlparse
 
@@ -239,9 +241,14 @@ class Lake(dg.ConfigurableResource):
             raise
 
     def _attach(self, conn: duckdb.DuckDBPyConnection, **options: Any) -> None:
-        try:
-            with _catalog_lock(None if self.exists() else self.path):
+        """ATTACH under the catalog's lock: a new SQLite catalog's file exists before DuckLake has made
+        its tables in it, and a second process attaching then would try to make them too."""
+        def attach() -> None:
+            with _catalog_lock(None if self.catalog else self.path):
                 conn.execute(self.attach_sql(**options))
+
+        try:
+            self._retrying(attach)
         except duckdb.Error as error:
             raise self._unreachable(error) from error
 
@@ -315,6 +322,44 @@ class Lake(dg.ConfigurableResource):
         """The lake's last committed snapshot id."""
         return self.query(f"SELECT max(snapshot_id) AS id FROM {ALIAS}.snapshots()")[0]["id"]
 
+    # -- upkeep ------------------------------------------------------------------
+
+    def upkeep(self, retention: dt.timedelta) -> LakeUpkeep:
+        """Compact the lake and forget what is older than `retention`, with the figures before and after.
+
+        Each step is DuckLake's own, in its own commit (re-run if a sync's commit conflicts):
+        the rows inlined in the catalog go to Parquet, files whose rows were largely replaced are
+        rewritten, small adjacent files merged; snapshots older than `retention` expire (time travel
+        reaches back that far) and the files no snapshot references any more are deleted. Measured on
+        30 days of small upserts: 90 files became 1 in 1.2 s (docs/benchmarks.md).
+        """
+        started = time.monotonic()
+        before = self._file_figures()
+        cutoff = dt.datetime.now(dt.timezone.utc) - retention
+        for step in (f"ducklake_flush_inlined_data('{ALIAS}')",
+                     f"ducklake_rewrite_data_files('{ALIAS}', delete_threshold => {REWRITE_DELETED_SHARE})",
+                     f"ducklake_merge_adjacent_files('{ALIAS}')"):
+            self._retrying(lambda: self._call(f"CALL {step}"))
+        expired = self._retrying(lambda: self._call(
+            f"CALL ducklake_expire_snapshots('{ALIAS}', older_than => ?)", [cutoff]))
+        deleted = self._retrying(lambda: self._call(f"CALL ducklake_cleanup_old_files('{ALIAS}', cleanup_all => true)"))
+        return LakeUpkeep(before=before, after=self._file_figures(), snapshots_expired=expired,
+                          files_deleted=deleted, seconds=time.monotonic() - started)
+
+    def _call(self, sql: str, params: list | None = None) -> int:
+        with self.cursor() as conn:
+            return len(conn.execute(sql, params or []).fetchall())
+
+    def _file_figures(self) -> LakeFiles:
+        meta = f"__ducklake_metadata_{ALIAS}"
+        (row,) = self.query(f"""SELECT
+            (SELECT count(*) FROM {meta}.ducklake_data_file WHERE end_snapshot IS NULL) AS data_files,
+            (SELECT count(*) FROM {meta}.ducklake_delete_file WHERE end_snapshot IS NULL) AS delete_files,
+            (SELECT count(*) FROM {meta}.ducklake_data_file) AS files_kept,
+            (SELECT coalesce(sum(file_size_bytes), 0) FROM {meta}.ducklake_data_file) AS bytes_kept,
+            (SELECT count(*) FROM {meta}.ducklake_snapshot) AS snapshots""")
+        return LakeFiles(**row)
+
     @staticmethod
     def _in_transaction(conn: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         conn.execute("BEGIN TRANSACTION")
@@ -354,20 +399,47 @@ class Lake(dg.ConfigurableResource):
                 delay = min(delay * 2, _MAX_BACKOFF_S)
 
 
+REWRITE_DELETED_SHARE = 0.25  # a file a quarter of whose rows were replaced is rewritten by the upkeep
+
+
+@dataclass(frozen=True)
+class LakeFiles:
+    """The lake's files: those the last snapshot reads, and all kept for time travel."""
+
+    data_files: int  # Parquet files of the current snapshot
+    delete_files: int  # files marking rows of those as deleted
+    files_kept: int  # data files of every snapshot kept (time travel reads them)
+    bytes_kept: int
+    snapshots: int
+
+
+@dataclass(frozen=True)
+class LakeUpkeep:
+    before: LakeFiles
+    after: LakeFiles
+    snapshots_expired: int
+    files_deleted: int
+    seconds: float
+
+
 _OPEN: dict[tuple, duckdb.DuckDBPyConnection] = {}
 _OPEN_LOCK = threading.RLock()
 
 
 @contextmanager
 def _catalog_lock(catalog_file: str | None) -> Iterator[None]:
-    """Processes on this host create a new local catalog one at a time: two first ATTACHes race
-    ("database is locked") while SQLite's tables are made. A PostgreSQL catalog needs no file lock
-    (its creation is retried like any conflict)."""
+    """Processes on this host attach a local catalog one at a time (a few milliseconds each): two
+    first ATTACHes race while DuckLake makes its tables in the new SQLite file. A PostgreSQL
+    catalog needs no file lock (its creation is retried like any conflict)."""
     if catalog_file is None:
         yield
         return
-    os.makedirs(os.path.dirname(catalog_file), exist_ok=True)
-    with open(catalog_file + ".lock", "a+") as handle:
+    try:
+        handle = open(catalog_file + ".lock", "a+")
+    except OSError:  # a reader without write access to the folder: the catalog exists, nothing to make
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -318,6 +318,8 @@ METRICS_RUNS = Table(
         _c("error", "text", 'The error that ended a failed materialization (key redacted).'),
         _c("revisions_repaired", "bigint", "Stored bars FMP's official answer corrected (a revision, or a quote "
                                            "taken after the close that differed from the end-of-day bar)."),
+        _c("snapshot_id", "bigint", "The warehouse's snapshot after this materialization's writes: query it as "
+                                    "of then with `stock-assets sql --as-of` (time travel)."),
     ),
     ("run_id", "asset", "partition"),
 )
@@ -369,10 +371,30 @@ METRICS_OPTIMIZATIONS = Table(
     ("run_id", "asset", "partition", "name"),
 )
 
+METRICS_UPKEEP = Table(
+    "metrics.upkeep",
+    (
+        _c("run_id", "text", "Dagster run id of the upkeep job.", False),
+        _c("started_at", "ts", "Start (UTC).", False),
+        _c("retention_days", "bigint", "Snapshots older than this were expired.", False),
+        _c("snapshots_expired", "bigint", "Snapshots expired (time travel no longer reaches them)."),
+        _c("files_deleted", "bigint", "Files deleted: no snapshot kept referenced them."),
+        _c("duration_s", "double", "Wall time in seconds."),
+        *(_c(f"{name}_{when}", "bigint", f"{what} {when} the upkeep.")
+          for when in ("before", "after")
+          for name, what in (("data_files", "Parquet files the last snapshot reads,"),
+                             ("delete_files", "Delete files of the last snapshot,"),
+                             ("files_kept", "Data files kept for every snapshot,"),
+                             ("bytes_kept", "Bytes of those files,"),
+                             ("snapshots", "Snapshots kept,"))),
+    ),
+    ("run_id",),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t for t in (SYMBOLS, PRICES, DIVIDENDS, SPLITS, SYMBOL_CHANGES, COMPANY_PROFILES, REJECTED_ROWS,
                         HISTORY_LOADS, CALENDAR_LOADS, BARS_ABSENT, EMPTY_ANSWERS,
-                        METRICS_RUNS, METRICS_PHASES, METRICS_API_CALLS, METRICS_OPTIMIZATIONS)
+                        METRICS_RUNS, METRICS_PHASES, METRICS_API_CALLS, METRICS_OPTIMIZATIONS, METRICS_UPKEEP)
 }
 
 # Views for the questions users ask of the prices and of the metrics history.
