@@ -1,4 +1,4 @@
-"""`stock-assets`: simulate, sync, report, sql, backfill-failed, ui.
+"""`stock-assets`: simulate, sync, report, sql, migrate, backfill-failed, ui.
 
 Arguments and configuration are checked before any work: a problem is one
 line on stderr and exit code 2, with no run started and nothing stored
@@ -159,6 +159,23 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return query.run(warehouse_resource(Config.from_env()), args.query, as_of=args.as_of, output=output)
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stock_assets.resources import warehouse_resource
+    from stock_assets.warehouse.migrate import migrate
+
+    warehouse = warehouse_resource(Config.from_env())
+    moved = migrate(warehouse, Path(args.source).expanduser())
+    width = max(len(m.table) for m in moved) if moved else 5
+    for m in moved:
+        behind = f"  (left behind: {', '.join(m.left_behind)})" if m.left_behind else ""
+        print(f"  {m.table:<{width}}  {m.rows:>12,} rows  checksum {m.checksum}{behind}")
+    print(f"Moved {len(moved)} tables, {sum(m.rows for m in moved):,} rows, into {warehouse.describe()}: row counts "
+          f"and checksums equal the old file's. The old file is untouched; remove it when you are content.")
+    return 0
+
+
 def cmd_backfill_failed(args: argparse.Namespace) -> int:
     config = Config.from_env()
     from stock_assets.plan import check_asset_names
@@ -244,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--as-of", metavar="WHEN", help="a sync or backfill id, a date or moment (New York "
                                                      "time), or a snapshot id: the warehouse as it was then")
     sql.set_defaults(func=cmd_sql)
+
+    migrate = sub.add_parser("migrate", help="move a DuckDB-file warehouse (before the lake) into the lake, once")
+    migrate.add_argument("--from", dest="source", default="data/stocks.duckdb",
+                         help="the old warehouse file (default: data/stocks.duckdb)")
+    migrate.set_defaults(func=cmd_migrate)
 
     backfill = sub.add_parser("backfill-failed", help="run only the failed and missing partitions")
     backfill.add_argument("--asset", action="append", help="limit to this asset key (repeatable)")
