@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install chromium sync test test-scenarios ui simulate report backfill-failed bench clean
+.PHONY: install debian-packages sync test test-scenarios ui simulate report backfill-failed bench clean
 
 install: $(VENV)/.installed
 
@@ -16,26 +16,30 @@ $(VENV)/.installed: pyproject.toml
 sync: install
 	$(BIN)/stock-assets sync
 
-# The browser test drives Debian's Chromium: installed here when it is missing
-# (as root, through apt-get), else a one-line message says how.
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
+# The tests drive Debian's Chromium (the browser test) and start Debian's PostgreSQL (the lake's
+# PostgreSQL catalog): installed here when missing (as root, through apt-get), else a one-line
+# message says how.
+debian-packages:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "Installing Debian's chromium for the browser test..."; \
+	    echo "Installing Debian's$$missing for the tests..."; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq -o DPkg::Lock::Timeout=600 && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 chromium >/dev/null; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 $$missing >/dev/null; \
 	  else \
-	    echo "The browser test needs Chromium: run 'sudo apt-get install chromium', then make test again." >&2; \
+	    echo "The tests need Debian's$$missing: run 'sudo apt-get install$$missing', then make test again." >&2; \
 	    exit 1; \
 	  fi; }
 
 # Three workers on two cores: the tests wait on subprocesses, latency and the daemon about a quarter
 # of the time (measured: 149% CPU of 200% at -n 3).
-test: install chromium
+test: install debian-packages
 	$(BIN)/python -m pytest -n 3
 
 # The long scenarios (a month of sessions, kills and their recovery): outside the default run.
-test-scenarios: install chromium
+test-scenarios: install debian-packages
 	$(BIN)/python -m pytest -n 3 -m scenario
 
 ui: install

@@ -70,7 +70,7 @@ class Config:
             rate_limit_per_min=env.positive_int("FMP_RATE_LIMIT_PER_MIN", None),
             limiter_state=env.text("FMP_LIMITER_STATE") or DEFAULT_LIMITER_STATE,
             database=env.file_path("STOCK_ASSETS_DB", DEFAULT_DATABASE),
-            data_path=env.file_path("STOCK_ASSETS_DATA", None),
+            data_path=env.optional_folder("STOCK_ASSETS_DATA"),
             catalog=env.postgres_url("STOCK_ASSETS_CATALOG"),
             trading_days_start=env.date("STOCK_ASSETS_START", DEFAULT_TRADING_DAYS_START),
             history_start=env.date("STOCK_ASSETS_HISTORY_START", None),
@@ -157,6 +157,17 @@ class _Env:
             raise ConfigError(f"{name}={value!r} is a folder: point it at the file to use, "
                               f"e.g. {Path(value) / 'stocks.sqlite'}.")
         _check_creatable(name, value, path.parent)
+        return value
+
+    def optional_folder(self, name: str) -> str | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{name}={value!r} is a file, not a folder: point it at the folder of the "
+                              f"lake's Parquet files (it is created if missing).")
+        _check_creatable(name, value, path)
         return value
 
     def postgres_url(self, name: str) -> str | None:

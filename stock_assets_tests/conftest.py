@@ -8,6 +8,7 @@ DAGSTER_HOME folder configured by the project's own `dagster.yaml`.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,7 +79,10 @@ class Platform:
         return FMPResource(**{**config, **overrides})
 
     def warehouse(self) -> WarehouseResource:
-        return WarehouseResource(database=str(self.db))
+        """The warehouse as the platform's commands see it (STOCK_ASSETS_DB, _DATA, _CATALOG)."""
+        from stock_assets.resources import warehouse_resource
+
+        return warehouse_resource(Config.from_env())
 
     def resources(self, **settings) -> dict:
         return {"fmp": self.fmp(), "warehouse": self.warehouse(), "settings": SyncSettings(**settings)}
@@ -138,6 +142,25 @@ def pytest_collection_modifyitems(items):
     """The slow tests first (a stable sort, the same on every xdist worker): started last, one of them
     kept a worker busy alone for minutes after the other had finished."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL server per test process (a database per test), stopped when the tests end."""
+    from stock_assets_tests.servers import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def lake_location(request, tmp_path) -> dict[str, str]:
+    """Where a test's lake lives: the embedded default (a SQLite catalog file), or a PostgreSQL
+    catalog with its data path: the same tests pass on both."""
+    if request.param == "sqlite":
+        return {"database": str(tmp_path / "sub" / "wh.sqlite")}
+    url = request.getfixturevalue("postgres").create_database(f"lake_{uuid.uuid4().hex[:12]}")
+    return {"database": str(tmp_path / "sub" / "unused.sqlite"), "catalog": url, "data_path": str(tmp_path / "files")}
 
 
 @pytest.fixture()

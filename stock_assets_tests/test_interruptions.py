@@ -19,7 +19,6 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 from dagster import DagsterRunStatus
 
@@ -28,6 +27,7 @@ from stock_assets.instance_health import alive, descendants
 from stock_assets.plan import failed_and_missing
 from stock_assets.tags import HOST_TAG, PID_TAG, SYNC_TAG
 from stock_assets_tests.conftest import assert_warehouse_matches_truth, make_platform
+from stock_assets_tests.readers import LakeReader
 
 CLI = Path(sys.executable).with_name("stock-assets")
 PER_SYMBOL_PATHS = ("profile", "historical-price-eod/full", "dividends")
@@ -212,83 +212,26 @@ def test_a_pool_full_of_live_runs_is_named_instead_of_waited_on(small, tmp_path)
 
 # -- readers -------------------------------------------------------------------------------
 
-READER = """
-import sys, time, duckdb
-conn = duckdb.connect(sys.argv[1], read_only=True)
-print("open", flush=True)
-answers = 0
-while True:
-    line = sys.stdin.readline()
-    if not line or line.strip() == "stop":
-        break
-    answers += conn.execute("SELECT count(*) FROM market.prices").fetchone()[0] >= 0
-    print(answers, flush=True)
-"""
-
-
-def test_a_reader_of_the_read_copy_never_holds_the_sync_back(small, tmp_path):
+def test_a_reader_of_the_lake_never_holds_the_sync_back_and_every_answer_is_a_committed_snapshot(small, tmp_path):
     platform = small
     first = cli(tmp_path, "sync")
     assert first.returncode == 0, first.stdout + first.stderr
-    copy = platform.db.with_name("stocks-read.duckdb")
-    assert f"Read copy for queries published to {copy}" in first.stdout
-    (runs_before,), = duckdb.connect(str(copy), read_only=True).execute(
-        "SELECT count(*) FROM metrics.runs").fetchall()
-
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(copy)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    reader = LakeReader(platform.warehouse())  # another program
     try:
-        assert reader.stdout.readline().strip() == "open"
         platform.sim.faults.latency_s = 0.05
         second = subprocess.Popen(command("sync", "--date", _previous_session()), env=dict(os.environ),
                                   cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        answers = 0
         while second.poll() is None:  # the reader keeps asking while the sync writes
-            reader.stdin.write("ask\n")
-            reader.stdin.flush()
-            answers = int(reader.stdout.readline())
-            time.sleep(0.2)
+            reader.ask()
+            time.sleep(0.1)
         output = second.stdout.read()
-        reader.stdin.write("stop\n")
-        reader.stdin.flush()
-        reader.wait(timeout=30)
     finally:
-        reader.kill()
+        reader.stop()
     assert second.returncode == 0, output
-    assert answers > 0
-    # The new copy holds the second sync's figures: the warehouse and the copy agree.
-    (runs_after,), = duckdb.connect(str(copy), read_only=True).execute(
-        "SELECT count(*) FROM metrics.runs").fetchall()
-    assert runs_after > runs_before
-    assert platform.sql("SELECT count(*) FROM metrics.runs") == [(runs_after,)]
-
-
-def test_a_reader_of_the_warehouse_itself_makes_the_sync_wait_and_say_who(small, tmp_path):
-    platform = small
-    first = cli(tmp_path, "sync")
-    assert first.returncode == 0, first.stdout + first.stderr
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(platform.db)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # another program
-    try:
-        assert reader.stdout.readline().strip() == "open"
-        second = subprocess.Popen(command("sync", "--date", _previous_session()), env=dict(os.environ),
-                                  cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        waiting = ""
-        while "Waiting" not in waiting:  # the sync says who holds the file...
-            line = second.stdout.readline()
-            assert line, "the sync ended without saying it waited"
-            waiting = line
-        reader.stdin.write("ask\n")
-        reader.stdin.flush()
-        assert int(reader.stdout.readline()) == 1  # ...while the reader's queries answer
-        reader.stdin.write("stop\n")  # the reader closes: the sync goes on
-        reader.stdin.flush()
-        reader.wait(timeout=30)
-        output = waiting + second.communicate(timeout=300)[0]
-    finally:
-        reader.kill()
-    assert f"PID {reader.pid}" in waiting and "read copy" in waiting
-    assert second.returncode == 0, output
+    assert "Waiting" not in output  # nobody waited for anybody
+    assert len(reader.snapshots_seen()) > 3, reader.answers  # it saw the sync's commits land, one by one
+    with platform.reader() as conn:
+        reader.assert_every_answer_was_a_committed_snapshot(conn)
 
 
 def _previous_session() -> str:

@@ -1,4 +1,4 @@
-"""The warehouse layer, a DuckLake on a real SQLite catalog and Parquet files in tmp_path."""
+"""The warehouse layer, a DuckLake on real catalogs (a SQLite file, and a PostgreSQL server the tests start) and Parquet files in tmp_path."""
 
 from __future__ import annotations
 
@@ -47,7 +47,14 @@ def _snapshot(wh: WarehouseResource, table: str, order: str) -> list[tuple]:
 
 
 @pytest.fixture
-def wh(tmp_path) -> WarehouseResource:
+def wh(lake_location) -> WarehouseResource:
+    """Each test runs on both catalogs: the local SQLite file and PostgreSQL."""
+    return WarehouseResource(**lake_location, lock_timeout_s=20)
+
+
+@pytest.fixture
+def local_wh(tmp_path) -> WarehouseResource:
+    """The embedded default alone: for what only a local catalog file has (its SQLite lock)."""
     return WarehouseResource(database=str(tmp_path / "sub" / "wh.sqlite"), lock_timeout_s=20)
 
 
@@ -81,7 +88,10 @@ def test_schema_is_complete_and_made_once(wh):
         with conn.cursor() as again:
             ensure_schema(again.execute("USE lake"))
         tables = {f"{s}.{t}" for s, t in conn.execute(
-            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'lake' "
+            "AND schema_name <> 'guards'").fetchall()}
+        guards = conn.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' "
+                              "AND schema_name = 'guards'").fetchall()
         assert tables == set(TABLES) == {
             "market.symbols", "market.prices", "market.dividends", "market.company_profiles",
             "market.rejected_rows", "market.history_loads", "market.splits", "market.calendar_loads",
@@ -97,6 +107,7 @@ def test_schema_is_complete_and_made_once(wh):
     finally:
         conn.close()
     assert wh.snapshot() == first
+    assert guards == [(len(TABLES),)]  # one write guard a table
     assert profile_cols == list(Profile.model_fields) + ["fetched_at", "screened_at", "screener_change"]
     # A lake has no primary keys: the declared keys are what upsert keeps unique.
     assert TABLES["market.prices"].key == ("symbol", "date")
@@ -104,7 +115,7 @@ def test_schema_is_complete_and_made_once(wh):
 
 
 def test_the_first_use_creates_the_catalog_and_its_data_folder(tmp_path):
-    wh = WarehouseResource(database=str(tmp_path / "new" / "deeper" / "w.sqlite"))
+    wh = WarehouseResource(database=str(tmp_path / "new" / "deeper" / "w.sqlite"))  # the embedded default
     assert wh.query("SELECT count(*) AS n FROM market.prices") == [{"n": 0}]
     assert os.path.exists(wh.path) and wh.files_path == wh.path + ".files" + os.sep
     wh.write_rows("market.prices", prices_table(_bars(["AAA"], 2), "eod-bulk"))
@@ -161,6 +172,26 @@ def test_delete_then_insert_same_keys_in_one_transaction(wh):
     assert wh.query("SELECT count(*) AS n FROM market.prices") == [{"n": 6}]
 
 
+def test_two_transactions_upserting_the_same_new_key_at_once_conflict_and_never_store_it_twice(wh):
+    """Appends alone never conflict in a lake: without the table's write guard, both would commit."""
+    from stock_assets.warehouse.lake import _is_retryable
+
+    wh.snapshot()
+    first, second = wh.connect(), wh.connect()
+    try:
+        for conn in (first, second):
+            conn.execute("BEGIN TRANSACTION")
+            upsert(conn, "market.prices", prices_table(_bars(["NEW"], 1), "eod-bulk"))
+        first.execute("COMMIT")
+        with pytest.raises(duckdb.Error) as conflict:
+            second.execute("COMMIT")
+    finally:
+        first.close()
+        second.close()
+    assert _is_retryable(conflict.value), conflict.value  # Lake.transaction re-runs it
+    assert wh.query("SELECT count(*) AS n FROM market.prices") == [{"n": 1}]
+
+
 def test_failed_write_rolls_back(wh):
     wh.write_rows("market.prices", prices_table(_bars(["AAA"], 2), "eod-bulk"))
     before = wh.snapshot()
@@ -214,8 +245,9 @@ def test_bulk_100k_rows_through_arrow(wh):
 
     wh.transaction(twice)
     assert registered == [100_000, 100_000]
-    assert [s.split()[0] for s in statements] == ["DELETE", "INSERT", "DELETE", "INSERT"]
-    assert "SELECT" in statements[1] and "VALUES" not in statements[1]
+    # the write guard, then the key's rows out and the batch in
+    assert [s.split()[0] for s in statements] == ["UPDATE", "DELETE", "INSERT"] * 2
+    assert "SELECT" in statements[2] and "VALUES" not in statements[2]
     assert wh.query("SELECT count(*) AS n, count(DISTINCT symbol) AS s FROM market.prices") == [
         {"n": 100_000, "s": 1000}]
 
@@ -325,7 +357,8 @@ def test_dagster_resource_with_env_var(tmp_path, monkeypatch):
 # -- locks and processes -----------------------------------------------------------
 
 
-def test_a_write_waits_while_another_program_holds_the_catalogs_write_lock(wh):
+def test_a_write_waits_while_another_program_holds_the_catalogs_write_lock(local_wh):
+    wh = local_wh
     wh.snapshot()  # catalog and schema exist
     holder = _spawn(HOLD_LOCK, wh.path, "1.5")
     try:
@@ -340,7 +373,8 @@ def test_a_write_waits_while_another_program_holds_the_catalogs_write_lock(wh):
     assert wh.query("SELECT count(*) AS n FROM market.prices") == [{"n": 3}]
 
 
-def test_a_catalog_locked_too_long_is_a_clear_error_and_loses_nothing(wh):
+def test_a_catalog_locked_too_long_is_a_clear_error_and_loses_nothing(local_wh):
+    wh = local_wh
     wh.write_rows("market.prices", prices_table(_bars(["AAA"], 1), "eod-bulk"))
     holder = _spawn(HOLD_LOCK, wh.path, "60")
     try:
@@ -359,18 +393,19 @@ def test_a_catalog_locked_too_long_is_a_clear_error_and_loses_nothing(wh):
 
 
 WRITER = """
-import os, sys, time, datetime as dt
+import json, os, sys, time, datetime as dt
 from stock_assets.warehouse import WarehouseResource, prices_table
-path, worker, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-wh = WarehouseResource(database=path, lock_timeout_s=120)
+location, worker, go = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+wh = WarehouseResource(**location, lock_timeout_s=120)
 print("ready", flush=True)
 while not os.path.exists(go):  # start all writers together, on a catalog none has made yet
     time.sleep(0.01)
 day0 = dt.date(2024, 1, 1)
-# each worker owns symbols W<worker>_*, and all write the shared symbols SHARED_* (overlap)
+# each worker owns symbols W<worker>_*, and all write the shared symbols SHARED_* (overlap) in their
+# first chunk: new keys, written by four transactions at once
 for chunk in range(6):
     rows = []
-    for s in range(20):
+    for s in range(20 if chunk == 0 else 15):
         sym = f"W{worker}_{chunk}_{s}" if s < 15 else f"SHARED_{s}"
         for d in range(50):
             rows.append({"symbol": sym, "date": day0 + dt.timedelta(days=d), "open": 1.0, "high": 1.0,
@@ -380,9 +415,9 @@ print("done", flush=True)
 """
 
 
-def test_four_processes_make_the_lake_and_write_disjoint_and_overlapping_chunks_at_once(wh, tmp_path):
+def test_four_processes_make_the_lake_and_write_disjoint_and_overlapping_chunks_at_once(wh, lake_location, tmp_path):
     go = tmp_path / "go"
-    procs = [_spawn(WRITER, wh.path, str(w), str(go)) for w in range(4)]
+    procs = [_spawn(WRITER, json.dumps(lake_location), str(w), str(go)) for w in range(4)]
     for p in procs:
         assert p.stdout.readline().strip() == "ready", p.stderr.read()
     go.touch()

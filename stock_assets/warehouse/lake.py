@@ -21,8 +21,9 @@ every use a cursor of its own (a cursor is DuckDB's thread-safe connection to th
 conflict", SQLite's "database is locked") rolls back and runs `work` again from the start, with
 backoff, for up to `lock_timeout_s`, then ends in `WarehouseLockedError`. `work` must therefore
 only touch the warehouse (no side effects outside it). DuckLake has no primary keys: `upsert`
-replaces a batch's keys by DELETE + INSERT in the caller's transaction, and two transactions that
-both do it on one table conflict (table-level), so no key is ever written twice.
+replaces a batch's keys by DELETE + INSERT in the caller's transaction and updates the table's write
+guard (`schema.guard`), so two transactions upserting one table conflict even when their keys are new
+(appends alone never conflict), the later re-runs, and no key is ever stored twice.
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ ALIAS = "lake"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _MAX_BACKOFF_S = 1.0
 _SQLITE_BUSY_MS = 10_000
-_RETRYABLE = ("Transaction conflict", "database is locked", "Conflict", "could not serialize",
-              "deadlock detected")
+# What a concurrent writer causes, and a re-run cures. Matched by message: DuckDB raises the same
+# TransactionException for a transaction that writes two databases, which no re-run cures.
+_RETRYABLE = ("Transaction conflict", "database is locked", "could not serialize access", "deadlock detected",
+              "pg_type_typname_nsp_index")  # PostgreSQL: two first ATTACHes making DuckLake's tables at once
 
 
 class WarehouseLockedError(CommandError):
@@ -69,7 +72,7 @@ class WarehouseLockedError(CommandError):
 
 
 def _is_retryable(error: Exception) -> bool:
-    return isinstance(error, duckdb.TransactionException) or any(s in str(error) for s in _RETRYABLE)
+    return any(s in str(error) for s in _RETRYABLE)
 
 
 def _quote(name: str) -> str:
@@ -108,7 +111,7 @@ def upsert(
     Runs `DELETE ... USING data` on the key, then `INSERT ... SELECT` by column
     name, in the caller's transaction (inside `Lake.transaction`). Rows of
     `data` with a repeated key keep only the last one. `key` defaults to the
-    table's declared key (DuckLake enforces none: this is what keeps it one row).
+    table's declared key (DuckLake enforces none: this, and the table's write guard, keep it one row).
 
     `delete_where` (a SQL predicate on the table, with `params`) also deletes
     the rows a partition owns before the insert, e.g. `"date = ?"` for a
@@ -121,6 +124,7 @@ def upsert(
     missing = [k for k in key if k not in data.column_names]
     if missing:
         raise ValueError(f"key columns {missing} not in the data for {table}")
+    conn.execute(f"UPDATE {S.guard(table)} SET writes = writes + 1")  # concurrent upserts conflict: schema.guard
     if delete_where:
         conn.execute(f"DELETE FROM {table} WHERE {delete_where}", list(params or []))
     if data.num_rows == 0:
@@ -242,13 +246,15 @@ class Lake(dg.ConfigurableResource):
 
     def _attach(self, conn: duckdb.DuckDBPyConnection, **options: Any) -> None:
         """ATTACH under the catalog's lock: a new SQLite catalog's file exists before DuckLake has made
-        its tables in it, and a second process attaching then would try to make them too."""
+        its tables in it, and a second process attaching then would try to make them too. Processes
+        on many hosts attaching a new PostgreSQL catalog at once race the same way (one of them finds
+        DuckLake's tables "already exist"): the loser attaches again, and finds them made."""
         def attach() -> None:
             with _catalog_lock(None if self.catalog else self.path):
                 conn.execute(self.attach_sql(**options))
 
         try:
-            self._retrying(attach)
+            self._retrying(attach, also=("already exists",) if self.catalog else ())
         except duckdb.Error as error:
             raise self._unreachable(error) from error
 
@@ -374,14 +380,14 @@ class Lake(dg.ConfigurableResource):
                 pass  # already rolled back by the failed COMMIT
             raise
 
-    def _retrying(self, attempt: Callable[[], T]) -> T:
+    def _retrying(self, attempt: Callable[[], T], also: tuple[str, ...] = ()) -> T:
         started = time.monotonic()
         delay, tries = 0.02, 0
         while True:
             try:
                 return attempt()
             except duckdb.Error as error:
-                if not _is_retryable(error):
+                if not (_is_retryable(error) or any(s in str(error) for s in also)):
                     raise
                 tries += 1
                 waited = time.monotonic() - started

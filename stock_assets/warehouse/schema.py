@@ -515,20 +515,37 @@ SCREENER_LAYER = {"company_name": "company_name", "sector": "sector", "industry"
 PROFILE_CHANGING = ("company_name", "sector", "industry", "exchange")
 
 
+# Each table's write guard: a one-row table every upsert into the table updates in its transaction.
+# DuckLake has no keys, and two transactions that insert the same new key both commit (appends never
+# conflict: measured, a PostgreSQL catalog stored the key twice). Updating the guard makes any two
+# concurrent upserts of one table conflict, so the later re-runs and replaces the earlier's rows.
+GUARDS = "guards"
+
+
+def guard(table_name: str) -> str:
+    return f"{GUARDS}.{table_name.replace('.', '_')}"
+
+
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the `market` and `metrics` schemas, tables and views that are missing (in the caller's
+    """Create the schemas, tables, views and write guards that are missing (in the caller's
     transaction: each DDL statement a lake commits is a snapshot, so nothing present is re-created)."""
     missing = missing_objects(conn)  # tables first: the views read them
     for schema in sorted({name.split(".")[0] for name in missing}):
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     for name in missing:
-        conn.execute(TABLES[name].ddl() if name in TABLES else f"CREATE OR REPLACE VIEW {name} AS {VIEWS[name]}")
+        if name in TABLES:
+            conn.execute(TABLES[name].ddl())
+        elif name in VIEWS:
+            conn.execute(f"CREATE OR REPLACE VIEW {name} AS {VIEWS[name]}")
+        else:
+            conn.execute(f"CREATE TABLE {name} (writes BIGINT NOT NULL)")
+            conn.execute(f"INSERT INTO {name} VALUES (0)")
 
 
 def missing_objects(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    """The warehouse's tables, then views, not present in the database `conn` uses."""
+    """The warehouse's tables, views and write guards not present in the database `conn` uses."""
     present = {f"{s}.{t}" for s, t in conn.execute(
         "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = current_database() "
         "UNION ALL SELECT schema_name, view_name FROM duckdb_views() WHERE database_name = current_database()"
     ).fetchall()}
-    return [name for name in [*TABLES, *VIEWS] if name not in present]
+    return [name for name in [*TABLES, *VIEWS, *map(guard, TABLES)] if name not in present]
