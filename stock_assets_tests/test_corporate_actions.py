@@ -243,8 +243,6 @@ def test_a_sync_killed_mid_restatement_is_completed_and_never_shows_a_mix(tmp_pa
     import signal
     import threading
 
-    import duckdb
-
     from stock_assets.warehouse import WarehouseResource
     from stock_assets_tests.test_interruptions import cli, start_sync
 

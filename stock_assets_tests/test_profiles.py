@@ -79,7 +79,7 @@ def test_the_screener_layer_is_daily_and_a_full_profile_comes_only_when_due(tmp_
         # not yet on day 2), yet no profile call beyond today's turn (the others wait for theirs),
         # and a handful of runs.
         shift = 31 - (after_close(day3).date() - after_close(day1).date()).days
-        with wh.write() as conn:
+        with platform.writer() as conn:
             conn.execute("UPDATE market.company_profiles SET fetched_at = fetched_at - to_days(CAST(? AS INTEGER)) "
                          "WHERE symbol NOT IN (?, ?)", [shift, reclassified, listed])
         turn = todays_slice(wh.profile_states(), trading.last_closed_session(after_close(day3)), 30)

@@ -151,7 +151,7 @@ def test_a_listed_symbol_without_a_bar_anywhere_is_asked_its_history_on_a_backof
     2, 4 ...), however often the day is synced."""
     run(ultimate, "symbols")
     ghost = "ZZQA"  # a symbol the simulator has no bar for
-    with platform_write(ultimate) as conn:
+    with ultimate.writer() as conn:
         conn.execute("INSERT INTO market.symbols (symbol, shard, is_actively_trading, updated_at) "
                      "VALUES (?, ?, TRUE, ?)", [ghost, shard_of(ghost), clock.now().replace(tzinfo=None)])
     day = latest()
@@ -190,8 +190,9 @@ def test_a_bar_by_any_route_ends_a_rest_and_a_past_session_asks_a_resting_symbol
     past = past_session()
 
     def rest() -> None:
-        with platform_write(platform) as conn:
-            conn.execute("INSERT OR REPLACE INTO market.empty_answers (dataset, symbol, attempts, asked_at) "
+        with platform.writer() as conn:
+            conn.execute("DELETE FROM market.empty_answers WHERE dataset = 'prices' AND symbol = ?", [symbol])
+            conn.execute("INSERT INTO market.empty_answers (dataset, symbol, attempts, asked_at) "
                          "VALUES ('prices', ?, 4, ?)", [symbol, clock.now().replace(tzinfo=None) - dt.timedelta(days=2)])
 
     rest()
@@ -263,7 +264,7 @@ def test_past_day_on_premium_is_one_call_per_symbol_unless_history_stored_it(pla
     assert calls(platform) == 0
 
     # price_history of every shard stores that day's bars: the day then costs nothing.
-    with platform_write(platform) as conn:
+    with platform.writer() as conn:
         conn.execute("DELETE FROM market.prices")
     for shard in by_shard(platform):
         run(platform, "price_history", shard)
@@ -346,7 +347,7 @@ def test_a_due_profile_the_bulk_file_lacks_is_fetched_on_its_own(ultimate):
     for part in (ultimate.db.parent / "cache" / "profile-bulk").glob("*/part-*.parquet"):
         table = pq.read_table(part)
         pq.write_table(table.filter(pc.not_equal(table["symbol"], absent)), part)
-    with platform_write(ultimate) as conn:
+    with ultimate.writer() as conn:
         conn.execute("DELETE FROM market.company_profiles WHERE symbol = ?", [absent])
     run(ultimate, "company_profiles", shard)
     assert paths(ultimate) == {"profile": 1}
@@ -373,16 +374,10 @@ def test_full_profiles_on_premium_are_kept_until_due(platform):
     # Seventy days later (the platform stopped for weeks) every full profile has been due for
     # longer than a cycle (24 sessions, 36 days at most): its turn was missed, it is due at once.
     platform.sim.clear_requests()
-    with platform_write(platform) as conn:
+    with platform.writer() as conn:
         conn.execute("UPDATE market.company_profiles SET fetched_at = fetched_at - INTERVAL 70 DAY")
     run(platform, "company_profiles", shard)
     assert sorted(r["params"]["symbol"] for r in requests(platform)) == members
-
-
-def platform_write(platform):
-    from stock_assets.warehouse import WarehouseResource
-
-    return WarehouseResource(database=str(platform.db)).write()
 
 
 def test_refresh_turns_give_each_session_an_even_slice_in_a_few_shards():
