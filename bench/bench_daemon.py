@@ -43,7 +43,7 @@ def side(work: Path, sim: Simulator, limit: int) -> dict[str, str]:
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", work / "dagster_home" / "dagster.yaml")
     return {**os.environ, "FMP_API_KEY": KEY, "FMP_PLAN": "premium", "FMP_BASE_URL": sim.base_url,
             "FMP_RATE_LIMIT_PER_MIN": str(limit), "DAGSTER_HOME": str(work / "dagster_home"),
-            "STOCK_ASSETS_DB": str(work / "stocks.duckdb"), "FMP_LIMITER_STATE": str(work / "limit.sqlite")}
+            "STOCK_ASSETS_DB": str(work / "stocks.sqlite"), "STOCK_ASSETS_DATA": str(work / "lake-files"), "FMP_LIMITER_STATE": str(work / "limit.sqlite")}
 
 
 def figures(home: Path, since: float) -> dict[str, float]:

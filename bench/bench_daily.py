@@ -42,7 +42,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -93,7 +92,9 @@ def cpu_seconds(pid: int) -> float:
 def environment(work: Path, sim: Simulator, plan: str, limit: int, now: str) -> dict[str, str]:
     return {**os.environ, "STOCK_ASSETS_NOW": now, "FMP_API_KEY": KEY, "FMP_PLAN": plan, "FMP_BASE_URL": sim.base_url,
             "FMP_RATE_LIMIT_PER_MIN": str(limit), "DAGSTER_HOME": str(work / "dagster_home"),
-            "STOCK_ASSETS_DB": str(work / "stocks.duckdb"), "FMP_LIMITER_STATE": str(work / "limit.sqlite")}
+            "STOCK_ASSETS_DB": str(work / "stocks.sqlite"), "FMP_LIMITER_STATE": str(work / "limit.sqlite"),
+            # named: a copied lake reads and writes its own Parquet files, not the original's
+            "STOCK_ASSETS_DATA": str(work / "lake-files")}
 
 
 def sync(env: dict[str, str], work: Path, code: Path = ROOT) -> dict[str, float]:
@@ -167,7 +168,7 @@ def first_load(args, work: Path, code: Path) -> None:
 def daily_case(name: str, state: Path, work: Path, args, plan: str, limit: int, code: Path = ROOT,
                under_daemon: bool = False, profiles_older_by_days: int = 30) -> dict[str, float]:
     shutil.copytree(state, work, ignore=shutil.ignore_patterns("*.jsonl", "sync.log", "cache"))
-    age_profiles(work / "stocks.duckdb", profiles_older_by_days)
+    age_profiles(work, profiles_older_by_days)
     sim = Simulator(args.symbols, limit, LATENCY_MS, JITTER_MS, work / "daily.jsonl", plan=plan, now=DAILY_AT)
     try:
         env = environment(work, sim, plan, limit, DAILY_AT)
@@ -190,13 +191,15 @@ def daily_case(name: str, state: Path, work: Path, args, plan: str, limit: int, 
     return row
 
 
-def age_profiles(db: Path, days: int) -> None:
+def age_profiles(work: Path, days: int) -> None:
     """An ordinary day of the code's steady cycle: today's turn due, and only it. The full profiles
     (a day old in the state) are made `days` older: 30 more for today's code (31 days: due, yet
     due for none of the earlier turns), none for the baseline (its slot: a day old)."""
-    with duckdb.connect(str(db)) as conn:
-        conn.execute("UPDATE market.company_profiles SET fetched_at = fetched_at - to_days(CAST(? AS INTEGER))",
-                     [days])
+    from stock_assets.warehouse import WarehouseResource
+
+    lake = WarehouseResource(database=str(work / "stocks.sqlite"), data_path=str(work / "lake-files"))
+    lake.transaction(lambda conn: conn.execute(
+        "UPDATE market.company_profiles SET fetched_at = fetched_at - to_days(CAST(? AS INTEGER))", [days]))
 
 
 def _runs_before(state: Path) -> int:
@@ -219,7 +222,7 @@ def main() -> None:
                            args.baseline], stdout=subprocess.DEVNULL)
     try:
         for code, folder in ((ROOT, state), (baseline, work / "first-load-baseline")):
-            if not (folder / "stocks.duckdb").exists():
+            if not (folder / "stocks.sqlite").exists():
                 first_load(args, folder, code)
         compare(args, work, state, work / "first-load-baseline", baseline)
     finally:

@@ -32,7 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import duckdb
 import httpx
 
 from stock_assets.fmp import DEFAULT_PACE_FRACTION
@@ -93,11 +92,15 @@ def run_sync(env: dict[str, str], work: Path) -> float:
 
 def as_next_day(db: Path) -> None:
     """The state an ordinary weekday's sync meets: the last session not stored, profiles a day old."""
-    with duckdb.connect(str(db)) as conn:
+    from stock_assets.warehouse import WarehouseResource
+
+    def work(conn) -> None:
         last = conn.execute("SELECT max(date) FROM market.prices").fetchone()[0]
         conn.execute("DELETE FROM market.prices WHERE date = ?", [last])
         conn.execute("DELETE FROM market.dividends WHERE ex_date = ?", [last])
         conn.execute("UPDATE market.company_profiles SET fetched_at = fetched_at - INTERVAL 1 DAY")
+
+    WarehouseResource(database=str(db)).transaction(work)
 
 
 def calls_by_path(requests: list[dict]) -> dict[str, int]:
@@ -117,7 +120,7 @@ def main() -> None:
         (work / "dagster_home").mkdir()
         (work / "dagster_home" / "dagster.yaml").write_text((ROOT / "dagster_home" / "dagster.yaml").read_text())
     env = {**os.environ, "FMP_API_KEY": KEY, "FMP_PLAN": "premium", "DAGSTER_HOME": str(work / "dagster_home"),
-           "STOCK_ASSETS_DB": str(work / "stocks.duckdb"), "FMP_LIMITER_STATE": str(work / "limit.sqlite")}
+           "STOCK_ASSETS_DB": str(work / "stocks.sqlite"), "FMP_LIMITER_STATE": str(work / "limit.sqlite")}
     print(f"universe {args.symbols} symbols; work folder {work}")
     if args.daily_only:
         daily_sync(args, work, env, first=None)
@@ -145,7 +148,7 @@ def first_load(args, work: Path, env: dict[str, str]) -> None:
 
 
 def daily_sync(args, work: Path, env: dict[str, str], first: list[dict] | None) -> None:
-    as_next_day(work / "stocks.duckdb")
+    as_next_day(work / "stocks.sqlite")
     (work / "daily.jsonl").unlink(missing_ok=True)
     sim = Simulator(args.symbols, PREMIUM, LATENCY_MS, JITTER_MS, work / "daily.jsonl")
     try:

@@ -342,7 +342,9 @@ class Lake(dg.ConfigurableResource):
         started = time.monotonic()
         before = self._file_figures()
         cutoff = dt.datetime.now(dt.timezone.utc) - retention
-        for step in (f"ducklake_flush_inlined_data('{ALIAS}')",
+        # The write guards' one row each stays inlined in the catalog: in a Parquet file, every upsert's
+        # update of it would write a delete file.
+        for step in (*(f"ducklake_flush_inlined_data('{ALIAS}', schema_name => '{schema}')" for schema in S.SCHEMAS),
                      f"ducklake_rewrite_data_files('{ALIAS}', delete_threshold => {REWRITE_DELETED_SHARE})",
                      f"ducklake_merge_adjacent_files('{ALIAS}')"):
             self._retrying(lambda: self._call(f"CALL {step}"))

@@ -520,6 +520,7 @@ PROFILE_CHANGING = ("company_name", "sector", "industry", "exchange")
 # conflict: measured, a PostgreSQL catalog stored the key twice). Updating the guard makes any two
 # concurrent upserts of one table conflict, so the later re-runs and replaces the earlier's rows.
 GUARDS = "guards"
+SCHEMAS = ("market", "metrics")  # the data's schemas (beside the guards)
 
 
 def guard(table_name: str) -> str:
