@@ -171,10 +171,19 @@ class _Env:
         return value
 
     def postgres_url(self, name: str) -> str | None:
+        """A PostgreSQL URL without a password: the URL is resource config, which the Dagster UI shows,
+        so the password goes where libpq reads it (PGPASSWORD, ~/.pgpass). Never echoed back."""
         value = self.text(name)
-        if value is not None and urlparse(value).scheme not in ("postgresql", "postgres"):
+        if value is None:
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in ("postgresql", "postgres") or not parsed.hostname:
             raise ConfigError(f"{name} is not a PostgreSQL URL: use postgresql://user@host:port/database "
                               f"(unset, the warehouse's catalog is the local file STOCK_ASSETS_DB).")
+        if parsed.password is not None or "password=" in parsed.query:
+            raise ConfigError(f"{name} holds a password: Dagster would show it with the resource's config. Put "
+                              f"it in PGPASSWORD or ~/.pgpass (PostgreSQL's client reads both) and leave it out "
+                              f"of the URL: postgresql://user@host:port/database.")
         return value
 
     def folder(self, name: str, default: str) -> Path:

@@ -255,6 +255,9 @@ BAD_INPUT = [
     (["sync"], {"STOCK_ASSETS_START": "last year"}, "STOCK_ASSETS_START"),
     (["sync"], {"DAGSTER_HOME": "{file}"}, "is a file, not a folder"),
     (["sync"], {"STOCK_ASSETS_DB": "{folder}"}, "is a folder"),
+    (["sync"], {"STOCK_ASSETS_CATALOG": "postgresql://stocks:hunter2@db.example/stocks"}, "PGPASSWORD"),
+    (["sql", "SELECT 1"], {"STOCK_ASSETS_CATALOG": "mysql://db.example/stocks"}, "not a PostgreSQL URL"),
+    (["sync"], {"STOCK_ASSETS_DATA": "{file}"}, "is a file, not a folder"),
     (["backfill-failed", "--asset", "price_histroy"], {}, "price_history"),
     (["report", "--history", "many"], {}, "invalid int value"),
 ]
@@ -271,6 +274,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(small, tmp_path, args,
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert says in lines[-1], done.stderr
+    assert "hunter2" not in done.stderr  # a password given where it does not belong is never echoed
     assert len(lines) == 1 or lines[0].startswith("usage:"), done.stderr  # argparse adds its usage line
     assert done.stdout == ""
     assert len(instance.get_runs()) == runs_before
