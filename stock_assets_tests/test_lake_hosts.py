@@ -24,7 +24,7 @@ from stock_assets_tests.readers import LakeReader
 @pytest.fixture()
 def shared_lake(tmp_path, monkeypatch, postgres):
     (tmp_path / "host-a").mkdir()
-    platform = make_platform(tmp_path / "host-a", monkeypatch, symbols=40)
+    platform = make_platform(tmp_path / "host-a", monkeypatch, symbols=20)
     monkeypatch.setenv("STOCK_ASSETS_CATALOG", postgres.create_database("hosts"))
     monkeypatch.setenv("STOCK_ASSETS_DATA", str(tmp_path / "shared" / "lake"))
     platform.sim.faults.latency_s = 0.03  # so the syncs overlap for a while
@@ -42,6 +42,8 @@ def _host(tmp_path, name: str) -> dict[str, str]:
             "FMP_LIMITER_STATE": str(root / "data" / "limit.sqlite")}
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_two_hosts_sync_at_once_while_a_reader_reads_and_the_lake_ends_true_with_no_key_twice(shared_lake, tmp_path):
     platform = shared_lake
     platform.warehouse().snapshot()  # the lake is made (its catalog's tables, the schema): readers may attach

@@ -446,6 +446,7 @@ def _write_turn(catalog_file: str | None) -> Iterator[None]:
     if catalog_file is None:
         yield
         return
+    os.makedirs(os.path.dirname(catalog_file), exist_ok=True)
     with open(catalog_file + ".write-lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
