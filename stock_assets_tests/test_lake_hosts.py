@@ -42,7 +42,7 @@ def _host(tmp_path, name: str) -> dict[str, str]:
             "FMP_LIMITER_STATE": str(root / "data" / "limit.sqlite")}
 
 
-@pytest.mark.slow
+@pytest.mark.scenario  # two full syncs and a reader at once: ~4 minutes alone, run by CI after the default run
 @pytest.mark.timeout(1200)
 def test_two_hosts_sync_at_once_while_a_reader_reads_and_the_lake_ends_true_with_no_key_twice(shared_lake, tmp_path):
     platform = shared_lake
