@@ -222,11 +222,17 @@ def main() -> None:
 
     asked = {lake: queries(py, work / f"first-{name}", lake)
              for lake, py, name in ((False, theirs, "file"), (True, ours, "lake"))}
-    print(f"\n{'query (best of 5)':<30}{'rows':>8}{'file ms':>10}{'lake ms':>10}{'lake/file':>11}")
+    copy_state(work / "first-lake", work / "upkept-lake")  # the lake as the nightly upkeep leaves it
+    from stock_assets.warehouse import WarehouseResource
+
+    WarehouseResource(**where(work / "upkept-lake", True)).upkeep(dt.timedelta(days=30))
+    upkept = queries(ours, work / "upkept-lake", True)
+    print(f"\n{'query (best of 5)':<30}{'rows':>8}{'file ms':>10}{'lake ms':>10}{'lake/file':>11}"
+          f"{'upkept ms':>11}{'upkept/file':>13}")
     for name, got in asked[True].items():
-        before = asked[False][name]
+        before, after = asked[False][name], upkept[name]
         print(f"{name:<30}{got['rows']:>8,}{1000 * before['s']:>10.1f}{1000 * got['s']:>10.1f}"
-              f"{got['s'] / before['s']:>10.2f}x")
+              f"{got['s'] / before['s']:>10.2f}x{1000 * after['s']:>11.1f}{after['s'] / before['s']:>12.2f}x")
     size = {lake: storage(work / f"first-{name}", lake) for lake, name in ((False, "file"), (True, "lake"))}
     print(f"\nstorage after the first load: file {size[False][0] / 1e6:,.0f} MB in 1 file; lake "
           f"{size[True][0] / 1e6:,.0f} MB in {size[True][1]:,} files (catalog included)")
