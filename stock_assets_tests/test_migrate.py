@@ -115,3 +115,19 @@ def test_a_duckdb_2_warehouse_moves_into_the_lake_with_every_row_and_its_metrics
     again = _migrate(catalog, old)  # once: a lake with data is never written over
     assert again.returncode == 1 and "already holds data" in again.stderr
     assert lake.query("SELECT count(*) AS n FROM market.prices") == [{"n": 50_000}]
+
+
+def test_a_duckdb_file_where_the_lakes_catalog_is_expected_says_to_migrate_and_is_left_alone(tmp_path):
+    """STOCK_ASSETS_DB still naming the old warehouse file: a clear error naming the command, nothing written."""
+    import duckdb
+
+    from stock_assets.errors import CommandError
+
+    old = tmp_path / "stocks.duckdb"
+    with duckdb.connect(str(old)) as conn:
+        conn.execute("CREATE SCHEMA market; CREATE TABLE market.prices AS SELECT 'AAA' AS symbol, 1.5 AS close")
+    before = hashlib.sha256(old.read_bytes()).hexdigest()
+    with pytest.raises(CommandError) as info:
+        WarehouseResource(database=str(old)).query("SELECT count(*) FROM market.prices")
+    assert "stock-assets migrate --from" in str(info.value) and str(old) in str(info.value)
+    assert hashlib.sha256(old.read_bytes()).hexdigest() == before
