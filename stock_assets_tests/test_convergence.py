@@ -146,6 +146,7 @@ def test_a_day_missing_a_symbol_ends_failed_naming_it_and_backfill_failed_mends_
 
 @pytest.mark.scenario
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # 22 syncs: ~280 s on the DuckDB file, over 600 s on the lake beside the other scenarios
 def test_a_month_of_bad_days_ends_with_the_warehouse_equal_to_the_source(tmp_path, monkeypatch):
     """22 sessions of daily syncs against an FMP that has every ordinary bad day, more often than
     life does so that each happens: short screener pages (on pages of 8 rows), specials beside
