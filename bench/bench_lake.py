@@ -185,7 +185,7 @@ def a_month(state: Path, work: Path, nightly_upkeep: bool) -> dict:
                            {"stock_assets/sync": f"sync-{i}"}, "succeeded")
         if nightly_upkeep:
             wh.upkeep(dt.timedelta(days=30))
-    files = wh._file_figures()
+    files = wh.files()
     return {"data_files": files.data_files, "delete_files": files.delete_files, "files_kept": files.files_kept,
             "snapshots": files.snapshots, "on_disk": storage(work, True)[1], "bytes": storage(work, True)[0]}
 

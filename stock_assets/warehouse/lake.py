@@ -346,7 +346,7 @@ class Lake(dg.ConfigurableResource):
         30 days of small upserts: 90 files became 1 in 1.2 s (docs/benchmarks.md).
         """
         started = time.monotonic()
-        before = self._file_figures()
+        before = self.files()
         cutoff = dt.datetime.now(dt.timezone.utc) - retention
         # The write guards' one row each stays inlined in the catalog: in a Parquet file, every upsert's
         # update of it would write a delete file.
@@ -357,14 +357,15 @@ class Lake(dg.ConfigurableResource):
         expired = self._retrying(lambda: self._call(
             f"CALL ducklake_expire_snapshots('{ALIAS}', older_than => ?)", [cutoff]))
         deleted = self._retrying(lambda: self._call(f"CALL ducklake_cleanup_old_files('{ALIAS}', cleanup_all => true)"))
-        return LakeUpkeep(before=before, after=self._file_figures(), snapshots_expired=expired,
+        return LakeUpkeep(before=before, after=self.files(), snapshots_expired=expired,
                           files_deleted=deleted, seconds=time.monotonic() - started)
 
     def _call(self, sql: str, params: list | None = None) -> int:
         with _write_turn(None if self.catalog else self.path), self.cursor() as conn:
             return len(conn.execute(sql, params or []).fetchall())
 
-    def _file_figures(self) -> LakeFiles:
+    def files(self) -> LakeFiles:
+        """The lake's files now (what the upkeep reports before and after)."""
         meta = f"__ducklake_metadata_{ALIAS}"
         (row,) = self.query(f"""SELECT
             (SELECT count(*) FROM {meta}.ducklake_data_file WHERE end_snapshot IS NULL) AS data_files,
@@ -441,31 +442,17 @@ _OPEN_LOCK = threading.RLock()
 
 
 @contextmanager
-def _write_turn(catalog_file: str | None) -> Iterator[None]:
-    """This host's writers of a local catalog, one at a time (the kernel drops the lock of a killed process)."""
-    if catalog_file is None:
-        yield
-        return
-    os.makedirs(os.path.dirname(catalog_file), exist_ok=True)
-    with open(catalog_file + ".write-lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextmanager
-def _catalog_lock(catalog_file: str | None) -> Iterator[None]:
-    """Processes on this host attach a local catalog one at a time (a few milliseconds each): two
-    first ATTACHes race while DuckLake makes its tables in the new SQLite file. A PostgreSQL
-    catalog needs no file lock (its creation is retried like any conflict)."""
+def _host_lock(catalog_file: str | None, suffix: str) -> Iterator[None]:
+    """A lock the processes of this host take on a local catalog (`catalog_file` + `suffix`; the kernel
+    drops it when its process dies). None (a PostgreSQL catalog): no lock. Where the folder cannot be
+    written (a reader's), none either: that reader makes nothing and writes nothing."""
     if catalog_file is None:
         yield
         return
     try:
-        handle = open(catalog_file + ".lock", "a+")
-    except OSError:  # a reader without write access to the folder: the catalog exists, nothing to make
+        os.makedirs(os.path.dirname(catalog_file), exist_ok=True)
+        handle = open(catalog_file + suffix, "a+")
+    except OSError:
         yield
         return
     with handle:
@@ -474,3 +461,15 @@ def _catalog_lock(catalog_file: str | None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_turn(catalog_file: str | None):
+    """This host's writers of a local catalog, one at a time (see `Lake.transaction`)."""
+    return _host_lock(catalog_file, ".write-lock")
+
+
+def _catalog_lock(catalog_file: str | None):
+    """Processes on this host attach a local catalog one at a time (a few milliseconds each): two
+    first ATTACHes race while DuckLake makes its tables in the new SQLite file. A PostgreSQL
+    catalog needs no file lock (its creation is retried like any conflict)."""
+    return _host_lock(catalog_file, ".lock")
