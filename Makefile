@@ -17,12 +17,14 @@ sync: install
 	$(BIN)/stock-assets sync
 
 # The tests drive Debian's Chromium (the browser test) and start Debian's PostgreSQL (the lake's
-# PostgreSQL catalog): installed here when missing (as root, through apt-get), else a one-line
+# PostgreSQL catalog, the scale-out instance) and Redis (the limiter across hosts, Celery's broker):
+# installed here when missing (as root, through apt-get), else a one-line
 # message says how.
 debian-packages:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "Installing Debian's$$missing for the tests..."; \

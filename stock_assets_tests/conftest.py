@@ -153,6 +153,15 @@ def postgres():
         yield server
 
 
+@pytest.fixture(scope="session")
+def redis():
+    """One Redis server per test process (a database number per use), stopped when the tests end."""
+    from stock_assets_tests.servers import redis_server
+
+    with redis_server() as server:
+        yield server
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def lake_location(request, tmp_path) -> dict[str, str]:
     """Where a test's lake lives: the embedded default (a SQLite catalog file), or a PostgreSQL

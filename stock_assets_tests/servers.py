@@ -1,6 +1,6 @@
-"""Real servers the tests start themselves: Debian's PostgreSQL in a temporary folder, on a free port.
+"""Real servers the tests start themselves: Debian's PostgreSQL and Redis, in temporary folders, on free ports.
 
-`make test` installs the package when it is missing. PostgreSQL refuses to run as root: as root,
+`make test` installs the packages when they are missing. PostgreSQL refuses to run as root: as root,
 the server runs as the `postgres` user the package creates, in a folder that user owns.
 """
 
@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -80,4 +81,46 @@ def postgres_server(database: str = "stocks") -> Iterator[Postgres]:
         finally:
             pg(f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
     finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Redis:
+    port: int
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+
+@contextmanager
+def redis_server() -> Iterator[Redis]:
+    """A Redis server of its own, in memory only (no snapshot, no append-only file)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("Redis is missing: `apt-get install redis-server` (`make test` does it)")
+    folder, port = tempfile.mkdtemp(prefix="stock-assets-redis-"), free_port()
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", folder,
+                               "--save", "", "--appendonly", "no", "--daemonize", "no"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {port} (exit code {server.poll()})")
+            time.sleep(0.05)
+        yield Redis(port)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
         shutil.rmtree(folder, ignore_errors=True)

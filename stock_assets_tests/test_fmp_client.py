@@ -469,7 +469,16 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_four_processes_sharing_a_key_stay_under_its_limit(tmp_path):
+@pytest.fixture(params=["sqlite", "redis"])
+def limiter_state(request, tmp_path) -> str:
+    """Where processes sharing a key keep its limit: one host's SQLite file, or Redis for many hosts
+    (then the processes share nothing else: each works in a folder of its own)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "shared.sqlite")
+    return request.getfixturevalue("redis").url()
+
+
+def test_four_processes_sharing_a_key_stay_under_its_limit(tmp_path, limiter_state):
     limit, duration, procs = 1200, 8.0, 4
     pace = pace_rates(limit * DEFAULT_PACE_FRACTION)  # the client's pace
     per_sec = pace[0].limit
@@ -477,7 +486,7 @@ def test_four_processes_sharing_a_key_stay_under_its_limit(tmp_path):
         symbols = ",".join(some_symbols(s, 40))
         go = tmp_path / "go"
         workers = [subprocess.Popen(
-            [sys.executable, "-c", WORKER, s.base_url, KEY, str(tmp_path / "shared.sqlite"), str(go),
+            [sys.executable, "-c", WORKER, s.base_url, KEY, limiter_state, str(go),
              str(tmp_path / f"ready{k}"), str(duration), symbols],
             cwd=ROOT_PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(procs)]
         try:

@@ -19,7 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
+from pyrate_limiter import Duration, Limiter, Rate, RedisBucket, SQLiteBucket
+from redis import Redis
 
 
 LOCK_POLL_S = 0.002  # seconds between attempts at a contended file lock
@@ -82,14 +83,6 @@ def _bucket(rates: list[Rate], table: str, state: str):
 
 
 def _redis_bucket(rates: list[Rate], table: str, url: str):
-    """Several machines sharing one key point `limiter_state` at one Redis."""
-    try:
-        from redis import Redis
-    except ImportError as error:  # optional: only multi-machine setups need it
-        raise RuntimeError(
-            "limiter_state is a redis:// URL but the redis package is not installed: "
-            "pip install 'stock-assets[redis]'"
-        ) from error
-    from pyrate_limiter import RedisBucket
-
+    """Several hosts sharing one key point `FMP_LIMITER_STATE` at one Redis: pyrate-limiter's Redis
+    bucket checks and records every window in one Lua script, atomic across hosts."""
     return RedisBucket.init(rates, Redis.from_url(url), table)
