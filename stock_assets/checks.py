@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
+from collections.abc import Sequence
 
 import dagster as dg
 
@@ -62,24 +63,24 @@ def item_success(stats: RunStats, max_failed_share: float) -> dg.AssetCheckResul
 
 
 def prices_sane(warehouse: WarehouseResource, *, day: dt.date | None = None,
-                shard: str | None = None) -> dg.AssetCheckResult:
-    """Over one day's bars, or one shard's."""
-    rows, bad, examples = warehouse.price_sanity(day=day, shard=shard)
+                shards: Sequence[str] | None = None) -> dg.AssetCheckResult:
+    """Over one day's bars, or the run's shards'."""
+    rows, bad, examples = warehouse.price_sanity(day=day, shards=shards)
     return dg.AssetCheckResult(
         check_name=PRICES_SANE, passed=bad == 0,
         metadata={"rows_checked": rows, "insane_rows": bad,
                   "examples": ", ".join(f"{s} {d}" for s, d in examples) or "none"})
 
 
-def splits_restated(warehouse: WarehouseResource, shard: str) -> dg.AssetCheckResult:
-    pending = warehouse.symbols_needing_restatement("prices", sorted(warehouse.universe_symbols(shard=shard)))
+def splits_restated(warehouse: WarehouseResource, shards: Sequence[str]) -> dg.AssetCheckResult:
+    pending = warehouse.symbols_needing_restatement("prices", sorted(warehouse.universe_symbols(shards)))
     return dg.AssetCheckResult(check_name=SPLITS_RESTATED, passed=not pending,
                                metadata={"pending": len(pending), "symbols": ", ".join(pending[:20]) or "none"})
 
 
-def no_split_jumps(warehouse: WarehouseResource, shard: str) -> dg.AssetCheckResult:
+def no_split_jumps(warehouse: WarehouseResource, shards: Sequence[str]) -> dg.AssetCheckResult:
     """On each split's ex-date, the close before it over the close on it: near 1, not near the ratio."""
-    jumps = [(symbol, day, ratio, jump) for symbol, day, ratio, jump in warehouse.split_day_moves(shard)
+    jumps = [(symbol, day, ratio, jump) for symbol, day, ratio, jump in warehouse.split_day_moves(shards)
              if abs(ratio - 1) > 2 * SPLIT_JUMP_TOLERANCE and abs(jump / ratio - 1) < SPLIT_JUMP_TOLERANCE]
     return dg.AssetCheckResult(
         check_name=NO_SPLIT_JUMPS, passed=not jumps,
@@ -111,8 +112,8 @@ def coverage(warehouse: WarehouseResource, day: dt.date, session: bool) -> dg.As
                   or "none"})
 
 
-def profiles_fresh(warehouse: WarehouseResource, shard: str, max_age_days: int) -> dg.AssetCheckResult:
-    total, fresh = warehouse.profile_freshness(shard, max_age_days + FRESHNESS_SLACK_DAYS)
+def profiles_fresh(warehouse: WarehouseResource, shards: Sequence[str], max_age_days: int) -> dg.AssetCheckResult:
+    total, fresh = warehouse.profile_freshness(shards, max_age_days + FRESHNESS_SLACK_DAYS)
     share = fresh / total if total else 1.0
     return dg.AssetCheckResult(check_name=PROFILES_FRESH, passed=share >= MIN_FRESH_SHARE,
                                metadata={"symbols": total, "fresh": fresh, "fresh_share": share})

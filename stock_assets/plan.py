@@ -1,11 +1,14 @@
 """Planning: which runs a daily sync, or a backfill of what failed, needs.
 
 Dagster runs one partitions definition per run, so a sync is several runs:
-the universe first, then the day's session (prices and dividends), then one
-run per symbol shard that has work (profiles due, history not loaded). A
-backfill is one run per partition key that is FAILED or missing. The plans
-are plain names (`PlannedRun`), so a run can be planned in one process and
-executed in another; `runner` executes them, the sensor requests them.
+the universe first, then the day's session (prices and dividends), then the
+symbol shards that have work (profiles due, history not loaded), a few runs
+each holding a range of consecutive shards (Dagster runs a range of
+partitions in one run, as its backfill policies do): however many shards a
+day touches, its runs stay few (`SHARD_RUNS`). A backfill runs what is FAILED
+or missing the same way. The plans are plain names (`PlannedRun`), so a run
+can be planned in one process and executed in another; `runner` executes
+them, the sensor requests them.
 """
 
 from __future__ import annotations
@@ -23,26 +26,56 @@ from stock_assets.assets import ASSET_NAMES, DAILY_ASSETS, HISTORY_ASSETS, asset
 from stock_assets.config import Config
 from stock_assets.errors import ConfigError
 from stock_assets.fmp import get_plan
-from stock_assets.partitions import SHARD_KEYS, latest_session_day
+from stock_assets.partitions import SHARD_KEYS, SHARD_RUNS, latest_session_day
 from stock_assets.profile_refresh import due_now
 from stock_assets.resources import SyncSettings, warehouse_resource
 from stock_assets.warehouse import WarehouseResource
 
 
+# Dagster's tags for a run of a range of partitions (those its backfills launch).
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
 @dataclass(frozen=True)
 class PlannedRun:
-    """Plain names, so a run can be planned in one process and executed in another."""
+    """Plain names, so a run can be planned in one process and executed in another.
+
+    With `last_partition`, the run covers the partitions from `partition_key` to it (a range of
+    consecutive shards)."""
 
     assets: tuple[str, ...]
     partition_key: str | None = None
+    last_partition: str | None = None
 
     @property
     def asset_keys(self) -> list[dg.AssetKey]:
         return [dg.AssetKey(name) for name in self.assets]
 
+    @property
+    def single_partition(self) -> str | None:
+        """The run's one partition key; None for a range (its tags name it) or no partition."""
+        return None if self.last_partition else self.partition_key
+
+    @property
+    def range_tags(self) -> dict[str, str]:
+        if not self.last_partition:
+            return {}
+        return {RANGE_START_TAG: self.partition_key, RANGE_END_TAG: self.last_partition}
+
+    @property
+    def shards(self) -> list[str]:
+        """The shards the run covers (none for a run of a trading day or of the universe)."""
+        return shards_of_run({PARTITION_TAG: self.partition_key or "", **self.range_tags})
+
+    @property
+    def partition_label(self) -> str | None:
+        """Its partition, or its range as Dagster writes one ("A1...F2")."""
+        return f"{self.partition_key}...{self.last_partition}" if self.last_partition else self.partition_key
+
     def describe(self) -> str:
         names = ", ".join(self.assets)
-        return f"{names} [{self.partition_key}]" if self.partition_key else names
+        return f"{names} [{self.partition_label}]" if self.partition_key else names
 
 
 PROFILES = dg.AssetKey("company_profiles")
@@ -75,14 +108,16 @@ def sessions_to_sync(instance: dg.DagsterInstance, day: dt.date) -> list[dt.date
 
 def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstance,
                         day: dt.date, settings: SyncSettings | None = None) -> list[PlannedRun]:
-    """The runs that follow a fresh universe: the sessions to store, then each shard with work to do.
+    """The runs that follow a fresh universe: the sessions to store, then the shards with work to do
+    (`shard_runs`: a few runs, each a range of shards).
 
     A shard runs `company_profiles` when some of its full profiles are due
     (`profile_refresh`: new, changed on the screener, or on today's turn) or it
     never ran, and the history assets when it holds symbols whose history is
     not loaded, or predates a split (or they never ran for it). The day's
-    `splits` run comes before this plan. A shard with nothing to do costs no
-    run, and an empty shard has nothing to materialize.
+    `splits` run comes before this plan. No shard with work lies outside a
+    run; one without work that lies inside a range costs its planning queries
+    and no call (every shard asset fetches only what is missing or due).
     """
     settings = settings or SyncSettings()
     runs = [session_run(d) for d in sessions_to_sync(instance, day)]
@@ -93,14 +128,44 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
                                              on_turn)
                | _never_materialized(instance, HISTORY_ASSETS))
     profiles = _shards_with_due_profiles(warehouse, settings) | _never_materialized(instance, [PROFILES])
-    for shard in SHARD_KEYS:
-        if shard not in present:
-            continue
-        assets = ((PROFILES,) if shard in profiles else ()) + (
-            tuple(HISTORY_ASSETS) if shard in history else ())
-        if assets:
-            runs.append(PlannedRun(_names(assets), shard))
-    return runs
+    work = {shard: ((PROFILES,) if shard in profiles else ()) + (tuple(HISTORY_ASSETS) if shard in history else ())
+            for shard in present}
+    return runs + shard_runs({s: assets for s, assets in work.items() if assets}, warehouse.shard_sizes())
+
+
+def shard_runs(work: dict[str, tuple[dg.AssetKey, ...]], sizes: dict[str, int],
+               runs: int = SHARD_RUNS) -> list[PlannedRun]:
+    """The shards with work (each with the assets it needs) in at most `runs` runs, each a range of
+    consecutive shards holding about as many symbols as the others, materializing the assets any
+    of its shards needs."""
+    shards = [s for s in SHARD_KEYS if s in work]
+    planned = []
+    for group in _balanced_slices(shards, [max(1, sizes.get(s, 0)) for s in shards], runs):
+        needed = {key for shard in group for key in work[shard]}
+        assets = [key for key in (PROFILES, *HISTORY_ASSETS) if key in needed]
+        planned.append(PlannedRun(_names(assets), group[0], group[-1] if len(group) > 1 else None))
+    return planned
+
+
+def shards_of_run(tags: dict[str, str]) -> list[str]:
+    """The shards a run covers, from its tags: its one partition, or its range."""
+    if RANGE_START_TAG in tags:
+        start, end = SHARD_KEYS.index(tags[RANGE_START_TAG]), SHARD_KEYS.index(tags[RANGE_END_TAG])
+        return SHARD_KEYS[start:end + 1]
+    return [tags[PARTITION_TAG]] if tags.get(PARTITION_TAG) in SHARD_KEYS else []
+
+
+def _balanced_slices(items: list[str], weights: list[int], count: int) -> list[list[str]]:
+    """`items` cut, in order, into at most `count` slices of about equal weight."""
+    slices: list[list[str]] = []
+    total, done = sum(weights), 0
+    for item, weight in zip(items, weights):
+        left = count - len(slices)
+        if not slices or (done >= total * len(slices) / count and left > 0):
+            slices.append([])
+        slices[-1].append(item)
+        done += weight
+    return slices
 
 
 def _shards_with_due_profiles(warehouse: WarehouseResource, settings: SyncSettings) -> set[str]:
@@ -129,7 +194,7 @@ def check_asset_names(names: Iterable[str]) -> set[str]:
 
 def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = None,
                        all_missing: bool = False, warehouse=None) -> list[PlannedRun]:
-    """What to run again: FAILED partitions, and missing ones.
+    """What to run again: FAILED partitions, and missing ones (the shards in a few runs of ranges).
 
     Missing means: a shard that holds symbols but was never materialized, or
     whose stored history predates a split (a restatement cut short); a trading
@@ -155,7 +220,9 @@ def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = Non
             partitions = sorted(set(partitions) | restate)
         for partition in partitions:
             by_partition[partition].append(key.to_user_string())
-    planned = [PlannedRun(tuple(names), p) for p, names in by_partition.items()]
+    shards = {p: tuple(dg.AssetKey(name) for name in names) for p, names in by_partition.items() if p in SHARD_KEYS}
+    planned = [PlannedRun(tuple(names), p) for p, names in by_partition.items() if p not in shards]
+    planned += shard_runs(shards, warehouse.shard_sizes() if exists else {})
     # The universe first: every partitioned asset reads it.
     return sorted(planned, key=lambda r: (r.partition_key is not None, r.partition_key or ""))
 

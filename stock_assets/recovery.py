@@ -2,7 +2,7 @@
 
 `relaunch` materializes exactly the partitions `plan.failed_and_missing`
 found (FAILED, or never materialized inside the range the asset has been
-used over), one run per partition key, tagged as one backfill. Runs whose
+used over), a run per trading day and a few runs of shard ranges, tagged as one backfill. Runs whose
 process was killed are reaped first (`instance_health.reap_dead_runs`), so
 their partitions show FAILED and are picked up.
 """

@@ -114,9 +114,9 @@ def execute(instance: dg.DagsterInstance, planned: PlannedRun, tags: dict[str, s
     config = Config.from_env()
     started = time.monotonic()
     result = dg.materialize(
-        assets_for(config), selection=planned.asset_keys, partition_key=planned.partition_key,
+        assets_for(config), selection=planned.asset_keys, partition_key=planned.single_partition,
         instance=instance, resources=all_resources(config), raise_on_error=False, run_config=QUIET_CONSOLE,
-        tags={**tags, **process_tags()})
+        tags={**tags, **planned.range_tags, **process_tags()})
     error = None if result.success else failed_runs_message(instance, result.run_id)
     return RunOutcome(planned.describe(), result.run_id, result.success, time.monotonic() - started, error)
 

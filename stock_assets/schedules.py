@@ -2,11 +2,11 @@
 
 The schedule refreshes the universe on weekdays after the close (New York
 time); when that run succeeds, the sensor requests at once the day's `splits`
-run, the session's run and one run per shard with work, as
-`plan.plan_after_universe` lays out. A shard's history run restates the
+run, the session's run and the shards with work in a few runs of shard
+ranges, as `plan.plan_after_universe` lays out. A shard's history run restates the
 symbols that split as it begins, so a split the splits run stores before it
 is restated there; when the splits run succeeds, the sensor requests a
-restatement run for each shard still holding history that predates a split
+restatement run for the shards still holding history that predates a split
 (those whose run began first). Each hop costs a sensor tick (5 s), so the
 shards do not wait for the splits: measured under `dagster dev`, that hop
 was a quarter of a 300-symbol first sync's wall (bench/bench_daemon.py).
@@ -27,13 +27,12 @@ import dagster as dg
 from stock_assets.assets import HISTORY_ASSETS
 from stock_assets.partitions import latest_session_day
 from stock_assets.jobs import session_job, shards_job, splits_job, universe_job
-from stock_assets.plan import plan_after_universe, session_run
+from stock_assets.plan import PlannedRun, plan_after_universe, session_run, shard_runs, shards_of_run
 from stock_assets.resources import SyncSettings
 from stock_assets.tags import SYNC_TAG
 from stock_assets.warehouse import WarehouseResource
 
 UNIVERSE = dg.AssetKey("symbols")
-PARTITION_TAG = "dagster/partition"
 
 
 @dg.schedule(job=universe_job, cron_schedule="30 17 * * 1-5", execution_timezone="America/New_York",
@@ -50,9 +49,9 @@ def daily_sync_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, request_jobs=[splits_job, session_job, shards_job],
                       default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=1,
                       description="After a run that refreshed the universe alone (the schedule's, or `symbols` "
-                                  "materialized by hand): the day's splits, the session's run and one run per "
-                                  "shard with work; after the splits, a run per shard left with history to "
-                                  "restate.")
+                                  "materialized by hand): the day's splits, the session's run and the shards "
+                                  "with work in a few runs of shard ranges; after the splits, runs of the "
+                                  "shards left with history to restate.")
 def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: WarehouseResource,
                         settings: SyncSettings):
     run = context.dagster_run
@@ -67,9 +66,7 @@ def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: Warehouse
                 yield dg.RunRequest(run_key=f"{sync_id}:{planned.partition_key}", job_name=session_job.name,
                                     partition_key=planned.partition_key, tags=tags)
             else:
-                yield dg.RunRequest(run_key=f"{sync_id}:{planned.describe()}", job_name=shards_job.name,
-                                    partition_key=planned.partition_key, asset_selection=planned.asset_keys,
-                                    tags=tags)
+                yield shards_request(f"{sync_id}:{planned.describe()}", planned, tags)
         return
     if run.job_name != splits_job.name or not run.tags.get(SYNC_TAG):
         yield dg.SkipReason(f"Run {run.run_id[:8]} did not refresh the universe alone, nor a sync's splits.")
@@ -77,12 +74,17 @@ def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: Warehouse
     # The splits are stored: a shard whose run began before them restates its split symbols now
     # (one whose run has not begun yet will restate them itself).
     sync_id = run.tags[SYNC_TAG]
-    waiting = {r.tags.get(PARTITION_TAG) for r in context.instance.get_runs(dg.RunsFilter(
+    waiting = {shard for r in context.instance.get_runs(dg.RunsFilter(
         tags={SYNC_TAG: sync_id}, statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-                                             dg.DagsterRunStatus.STARTING]))}
-    restate = sorted(warehouse.shards_needing_restatement() - waiting)
+                                             dg.DagsterRunStatus.STARTING])) for shard in shards_of_run(r.tags)}
+    restate = warehouse.shards_needing_restatement() - waiting
     if not restate:
         yield dg.SkipReason(f"No stored history predates a split after the splits run {run.run_id[:8]}.")
-    for shard in restate:
-        yield dg.RunRequest(run_key=f"{sync_id}:{shard}:restated", job_name=shards_job.name, partition_key=shard,
-                            asset_selection=list(HISTORY_ASSETS), tags={SYNC_TAG: sync_id})
+    for planned in shard_runs({shard: tuple(HISTORY_ASSETS) for shard in restate}, warehouse.shard_sizes()):
+        yield shards_request(f"{sync_id}:{planned.partition_label}:restated", planned, {SYNC_TAG: sync_id})
+
+
+def shards_request(run_key: str, planned: PlannedRun, tags: dict[str, str]) -> dg.RunRequest:
+    """A run of the shards job: one shard, or a range of them (Dagster's range tags name it)."""
+    return dg.RunRequest(run_key=run_key, job_name=shards_job.name, partition_key=planned.single_partition,
+                         asset_selection=planned.asset_keys, tags={**tags, **planned.range_tags})

@@ -85,15 +85,15 @@ def test_a_split_between_two_syncs_is_restated(split_platform, monkeypatch):
     splits = platform.sql("SELECT symbol, numerator, denominator FROM market.splits ORDER BY symbol")
     assert sorted(splits) == sorted([(forward, 2.0, 1.0), (reverse, 1.0, 10.0)])
     planned = plan_after_universe(platform.resources()["warehouse"], platform.instance(), day2, SyncSettings())
-    assert {p.partition_key for p in planned if "price_history" in p.assets} >= shards
+    assert {shard for p in planned if "price_history" in p.assets for shard in p.shards} >= shards
 
     # The split day's bars, in the new shares, as that day's daily sync stored them.
     materialize(platform, "daily_prices", split_day.isoformat())
     warehouse = platform.resources()["warehouse"]
     forward_shard = platform.sql("SELECT shard FROM market.symbols WHERE symbol = ?", [forward])[0][0]
     # The checks that would have caught it, before the restatement: both fail.
-    assert not checks.splits_restated(warehouse, forward_shard).passed
-    assert not checks.no_split_jumps(warehouse, forward_shard).passed
+    assert not checks.splits_restated(warehouse, [forward_shard]).passed
+    assert not checks.no_split_jumps(warehouse, [forward_shard]).passed
 
     platform.sim.clear_requests()
     for shard in sorted(shards):
@@ -125,8 +125,8 @@ def test_a_split_between_two_syncs_is_restated(split_platform, monkeypatch):
     assert warehouse.shards_needing_restatement() == set()
     text = render_summary(load_summary(warehouse, "day-2"))  # what `stock-assets report` prints
     assert "Restated after a split: 3 histories fetched again" in text, text
-    assert checks.splits_restated(warehouse, forward_shard).passed
-    assert checks.no_split_jumps(warehouse, forward_shard).passed
+    assert checks.splits_restated(warehouse, [forward_shard]).passed
+    assert checks.no_split_jumps(warehouse, [forward_shard]).passed
 
 
 def test_prices_adjusted_matches_fmps_dividend_adjusted_history(platform):
@@ -215,7 +215,7 @@ def test_a_renamed_company_is_followed_under_its_new_symbol(tmp_path, monkeypatc
             (old, new, rename_day)]
         (new_shard,), = platform.sql("SELECT shard FROM market.symbols WHERE symbol = ? AND listed", [new])
         planned = plan_after_universe(platform.resources()["warehouse"], platform.instance(), day2, SyncSettings())
-        assert any(p.partition_key == new_shard and "price_history" in p.assets for p in planned)
+        assert any(new_shard in p.shards and "price_history" in p.assets for p in planned)
         sync_shards(platform, day2, {new_shard})
 
         stored = stored_bars(platform, new)

@@ -22,9 +22,9 @@ import dagster as dg
 import pytest
 from dagster import DagsterRunStatus
 
-from stock_assets.partitions import SHARD_KEYS, shard_of
+from stock_assets.partitions import shard_of
 from stock_assets.instance_health import alive, descendants
-from stock_assets.plan import failed_and_missing
+from stock_assets.plan import failed_and_missing, shards_of_run
 from stock_assets.tags import HOST_TAG, PID_TAG, SYNC_TAG
 from stock_assets_tests.conftest import assert_warehouse_matches_truth, make_platform
 from stock_assets_tests.readers import LakeReader
@@ -64,7 +64,7 @@ def wait_until_mid_shard(platform, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 120
     while True:
         runs = instance.get_runs(dg.RunsFilter(statuses=[DagsterRunStatus.STARTED]))
-        if any(r.tags.get("dagster/partition") in SHARD_KEYS for r in runs):
+        if any(shards_of_run(r.tags) for r in runs):
             time.sleep(1.5)  # into the step: a call or two answered, more in flight
             return
         assert proc.poll() is None, log.read_text()
@@ -135,7 +135,7 @@ def test_interrupted_sync_leaves_no_process_and_backfill_completes_it(small, tmp
     assert_warehouse_matches_truth(platform)
 
     # Nothing fetched twice but what the interruption cut off: the symbols of interrupted shards.
-    redone = {r.tags["dagster/partition"] for r in interrupted if r.tags.get("dagster/partition") in SHARD_KEYS}
+    redone = {shard for r in interrupted for shard in shards_of_run(r.tags)}
     per_symbol = Counter((e["path"], e["params"].get("symbol")) for e in platform.sim.requests()
                          if e["path"] in PER_SYMBOL_PATHS and e["status"] == 200)
     twice = {symbol for (path, symbol), n in per_symbol.items() if n > 1}
@@ -313,6 +313,7 @@ def test_a_second_sync_refuses_at_once_while_the_first_runs(small, tmp_path):
     assert outputs[refused][0] == ""  # nothing started: not even the simulator switch spoke
     assert "alembic" not in outputs[ran][1]
     # One sync's worth of universe runs, and no duplicate rows.
-    universe_runs = [r for r in platform.instance().get_runs() if r.tags.get("dagster/partition") is None]
+    universe_runs = [r for r in platform.instance().get_runs()
+                     if "dagster/partition" not in r.tags and not shards_of_run(r.tags)]
     assert len(universe_runs) == 1
     assert platform.sql("SELECT count(*) - count(DISTINCT (symbol, date)) FROM market.prices") == [(0,)]

@@ -13,6 +13,7 @@ import pytest
 
 from fmp_simulator import BadDays, GroundTruth, SimConfig
 from stock_assets import clock, trading
+from stock_assets.partitions import shard_of
 from stock_assets.profile_refresh import todays_slice
 from stock_assets.tags import SYNC_TAG
 from stock_assets_tests.conftest import SYMBOLS, after_close, daily_sync, make_platform, session, set_clock
@@ -87,5 +88,37 @@ def test_the_screener_layer_is_daily_and_a_full_profile_comes_only_when_due(tmp_
         assert sync(day3) == turn
         runs = sync_runs(platform, day3)
         assert 3 <= len(runs) <= 8 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    finally:
+        platform.sim.stop()
+
+
+def test_a_day_of_listings_and_reclassifications_across_the_shards_is_a_few_runs(tmp_path, monkeypatch):
+    """A busy ordinary day: three listings and a dozen reclassified companies, each in a shard of its
+    own. A run per shard with work made such a day 18 runs for 400 symbols; the shards' work in a
+    few runs of shard ranges keeps any day at 8 or fewer, and fetches the same profiles."""
+    day1, day2 = session(1), session(0)
+    probe = GroundTruth(SimConfig(seed=11, n_symbols=60, split_rate_per_symbol_week=0.0, now=clock.now))
+    by_shard: dict[str, list[str]] = {}
+    for row in probe.universe():  # symbols the sync keeps, each with a full profile to fetch
+        if row["isActivelyTrading"] and not row["isFund"] and probe.profile(row["symbol"]):
+            by_shard.setdefault(shard_of(row["symbol"]), []).append(row["symbol"])
+    shards = sorted(by_shard)
+    assert len(shards) >= 15
+    listed = [by_shard[shard][0] for shard in shards[:3]]
+    reclassified = [by_shard[shard][0] for shard in shards[3:15]]
+    changes = tuple((s, day2, next(x for x in ("Energy", "Utilities") if x != probe.profile(s)["sector"]),
+                     "Oil & Gas Midstream") for s in reclassified)
+    platform = make_platform(tmp_path, monkeypatch, symbols=60, now=after_close(day1), split_rate_per_symbol_week=0.0,
+                             sector_changes=changes, listings=tuple((s, day2) for s in listed),
+                             bad_days=BadDays(pre_listing_sessions=0))
+    try:
+        for day in (day1, day2):
+            set_clock(monkeypatch, after_close(day))
+            daily_sync(platform, day)
+        assert set(listed) | set(reclassified) <= profile_calls(platform)  # (and today's refresh turn)
+        runs = sync_runs(platform, day2)
+        assert len({shard_of(s) for s in listed + reclassified}) == 15  # a run each would be 18 runs
+        assert len(runs) <= 8, [(r.job_name, r.tags.get("dagster/partition")) for r in runs]
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     finally:
         platform.sim.stop()

@@ -21,7 +21,7 @@ from dagster import AssetPartitionStatus, DagsterRunStatus
 from stock_assets.partitions import SHARD_KEYS, latest_session_day, symbol_shards
 from stock_assets_tests.conftest import configured_trading_days
 from stock_assets.instance_health import reap_dead_runs
-from stock_assets.plan import failed_and_missing
+from stock_assets.plan import failed_and_missing, shards_of_run
 from stock_assets.tags import HOST_TAG, PID_TAG
 
 CLI = Path(sys.executable).with_name("stock-assets")
@@ -62,7 +62,7 @@ def kill_sync_mid_shard(platform, tmp_path: Path) -> list[dg.DagsterRun]:
     try:
         while True:
             runs = instance.get_runs(dg.RunsFilter(statuses=[DagsterRunStatus.STARTED]))
-            if any(r.tags.get("dagster/partition") in SHARD_KEYS for r in runs):
+            if any(shards_of_run(r.tags) for r in runs):
                 time.sleep(0.3)  # into the step, mid-fetch
                 break
             assert proc.poll() is None, (tmp_path / "sync.log").read_text()
@@ -75,10 +75,10 @@ def kill_sync_mid_shard(platform, tmp_path: Path) -> list[dg.DagsterRun]:
     platform.sim.faults.latency_s = 0.0
     time.sleep(0.5)
     stuck = platform.instance().get_runs(dg.RunsFilter(statuses=list(IN_PROGRESS)))
-    return [r for r in stuck if r.tags.get("dagster/partition") in SHARD_KEYS]
+    return [r for r in stuck if shards_of_run(r.tags)]
 
 
-@pytest.mark.timeout(600)  # the backfill runs all 39 shards and the session: 40 runs
+@pytest.mark.timeout(600)  # a killed sync, then a backfill of the session and all 39 shards
 def test_killed_run_is_reaped_and_backfill_failed_completes_every_partition(platform, tmp_path):
     stuck = kill_sync_mid_shard(platform, tmp_path)
     assert stuck, "the kill left no shard run in progress"
@@ -89,9 +89,9 @@ def test_killed_run_is_reaped_and_backfill_failed_completes_every_partition(plat
     time.sleep(1.0)
     for run in stuck:
         assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
-        shard = run.tags["dagster/partition"]
         for key in run.asset_selection:
-            assert shard_status(instance, key.to_user_string())[shard] == AssetPartitionStatus.IN_PROGRESS
+            status = shard_status(instance, key.to_user_string())
+            assert {status[shard] for shard in shards_of_run(run.tags)} == {AssetPartitionStatus.IN_PROGRESS}
 
     # Recovery notices the process is gone: run FAILED, partitions FAILED.
     reaped = reap_dead_runs(instance)
@@ -100,11 +100,11 @@ def test_killed_run_is_reaped_and_backfill_failed_completes_every_partition(plat
     assert not instance.get_runs(dg.RunsFilter(statuses=list(IN_PROGRESS)))
     for run in stuck:
         assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
-        shard = run.tags["dagster/partition"]
         for key in run.asset_selection:
-            assert shard_status(instance, key.to_user_string())[shard] == AssetPartitionStatus.FAILED
+            status = shard_status(instance, key.to_user_string())
+            assert {status[shard] for shard in shards_of_run(run.tags)} == {AssetPartitionStatus.FAILED}
     todo = failed_and_missing(instance)
-    assert {r.tags["dagster/partition"] for r in stuck} <= {p.partition_key for p in todo}
+    assert {shard for r in stuck for shard in shards_of_run(r.tags)} <= {shard for p in todo for shard in p.shards}
 
     # --dry-run says what it would launch and launches nothing.
     runs_before = len(instance.get_runs())

@@ -10,7 +10,7 @@ from stock_assets import trading
 from stock_assets.assets.prices import history_start
 from stock_assets.partitions import SHARD_KEYS, shard_of, symbol_shards
 from stock_assets_tests.conftest import configured_trading_days
-from stock_assets.plan import failed_and_missing
+from stock_assets.plan import SHARD_RUNS, failed_and_missing, shards_of_run
 from stock_assets.recovery import relaunch
 from stock_assets.resources import SyncSettings
 from stock_assets.sync import run_sync
@@ -23,6 +23,11 @@ DATA_COLUMNS = {
 }
 
 
+def covered_shards(platform, outcome) -> list[str]:
+    """The shards a sync's run covered, read from the run's own tags in the instance."""
+    return shards_of_run(platform.instance().get_run_by_id(outcome.run_id).tags)
+
+
 def snapshot(platform) -> dict[str, list[tuple]]:
     return {table: platform.sql(f"SELECT {cols} FROM {table} ORDER BY ALL") for table, cols in DATA_COLUMNS.items()}
 
@@ -31,10 +36,13 @@ def test_sync_matches_ground_truth_and_a_second_sync_changes_nothing(platform):
     truth = platform.sim.truth
     outcome = run_sync(log=lambda line: None)
     assert outcome.success, [r.description for r in outcome.failed]
-    # The universe, the day's splits, the session, and every shard that holds symbols: one run each.
+    # The universe, the day's splits, the session, and the shards in a few runs (however many shards
+    # the day touches), each a range of shards: together they cover every shard that holds symbols.
     present = {shard for (shard,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
-    assert len(outcome.runs) == 3 + len(present)
-    assert {r.description.split("[")[-1].rstrip("]") for r in outcome.runs[3:]} == present
+    assert len(present) > SHARD_RUNS
+    assert 3 < len(outcome.runs) <= 3 + SHARD_RUNS
+    covered = [covered_shards(platform, r) for r in outcome.runs[3:]]
+    assert present <= set().union(*covered) and sum(map(len, covered)) == len(set().union(*covered))
 
     expected = {r["symbol"] for r in truth.universe() if r["isActivelyTrading"] and not r["isFund"]}
     stored = {s for (s,) in platform.sql("SELECT symbol FROM market.symbols")}
@@ -84,13 +92,15 @@ def test_failed_shard_is_failed_and_backfill_fetches_only_what_is_missing(platfo
     platform.sim.faults.failing_symbols = frozenset({broken})
 
     outcome = run_sync(log=lambda line: None)
-    assert [r.description.split("[")[-1].rstrip("]") for r in outcome.failed] == [shard]
+    failed, = outcome.failed  # the run whose range holds the shard; the other runs succeeded
+    failed_shards = covered_shards(platform, failed)
+    assert shard in failed_shards
 
     instance = platform.instance()
     status = instance.get_status_by_partition(dg.AssetKey("company_profiles"), SHARD_KEYS, symbol_shards)
-    assert status[shard] == dg.AssetPartitionStatus.FAILED
+    assert all(status[k] == dg.AssetPartitionStatus.FAILED for k in failed_shards)
     present = {s for (s,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
-    assert all(status[k] == dg.AssetPartitionStatus.MATERIALIZED for k in present if k != shard)
+    assert all(status[k] == dg.AssetPartitionStatus.MATERIALIZED for k in present - set(failed_shards))
     # What the failed shard did fetch was written at once (checkpointed per chunk).
     stored = {s for (s,) in platform.sql("SELECT symbol FROM market.company_profiles")}
     assert set(members) - {broken} <= stored and broken not in stored
@@ -98,7 +108,7 @@ def test_failed_shard_is_failed_and_backfill_fetches_only_what_is_missing(platfo
     platform.sim.faults.failing_symbols = frozenset()
     platform.sim.clear_requests()
     todo = failed_and_missing(instance)
-    assert {p.partition_key for p in todo} == {shard}
+    assert {shard for p in todo for shard in p.shards} == set(failed_shards)
     outcomes = relaunch(instance, todo, log=lambda line: None)
     assert all(o.success for o in outcomes)
 

@@ -21,7 +21,8 @@ import dagster as dg
 import pytest
 from dagster import AssetPartitionStatus, DagsterRunStatus
 
-from stock_assets.partitions import SHARD_KEYS, symbol_shards
+from stock_assets.partitions import symbol_shards
+from stock_assets.plan import shards_of_run
 from stock_assets_tests.test_interruptions import start_sync, wait_until_mid_shard
 from stock_assets_tests.ui_support import dagster_dev
 
@@ -74,7 +75,7 @@ def test_after_a_killed_sync_the_daemon_reaps_and_the_ui_backfill_completes(plat
         platform.sim.faults.latency_s = 0.0
         instance = platform.instance()
         stuck = [r for r in instance.get_runs(dg.RunsFilter(statuses=[DagsterRunStatus.STARTED]))
-                 if r.tags.get("dagster/partition") in SHARD_KEYS]
+                 if shards_of_run(r.tags)]
         assert stuck, "the kill left no shard run in progress"
 
         # 1. The daemon's housekeeping marks them failed (it runs every 30 s).
@@ -84,7 +85,7 @@ def test_after_a_killed_sync_the_daemon_reaps_and_the_ui_backfill_completes(plat
         wait_for("the housekeeping sensor did not reap the killed runs", reaped, 180, ui.log_tail)
 
         instance = platform.instance()
-        failed = sorted({r.tags["dagster/partition"] for r in stuck})
+        failed = sorted({shard for r in stuck for shard in shards_of_run(r.tags)})
         statuses = {asset: instance.get_status_by_partition(dg.AssetKey(asset), failed, symbol_shards)
                     for asset in SHARD_ASSETS}
         for shard in failed:  # the step the kill cut short shows FAILED

@@ -314,7 +314,7 @@ def test_price_shapes_and_symbols(wh):
                 for s in ("AAA", "BBB", "CCC")]
     wh.write_rows("market.symbols", symbols_table(screener, lambda s: "shard-a" if s < "C" else "shard-b"))
     assert [r["symbol"] for r in wh.universe()] == ["AAA", "BBB", "CCC"]
-    only_b = wh.universe("shard-b")
+    only_b = wh.universe(["shard-b"])
     assert len(only_b) == 1 and only_b[0]["symbol"] == "CCC" and only_b[0]["is_etf"] is False
     assert only_b[0]["volume"] == 5 and only_b[0]["exchange_short_name"] == "NYSE"
 

@@ -90,8 +90,8 @@ def dividend_history(context: dg.AssetExecutionContext, fmp: FMPResource, wareho
         m.stats.route = "dividends"
         end = trading.last_closed_session()
         with m.stats.phase("plan"):
-            shard_symbols = warehouse.universe_symbols(shard=m.partition_key)
-            payers = sorted(warehouse.payer_symbols(shard=m.partition_key))
+            shard_symbols = warehouse.universe_symbols(m.shards)
+            payers = sorted(warehouse.payer_symbols(m.shards))
             todo = payers if settings.refresh else warehouse.symbols_needing_history("dividends", payers, None)
             restate = warehouse.symbols_needing_restatement("dividends", sorted(shard_symbols))
             todo = list(dict.fromkeys(todo + restate))

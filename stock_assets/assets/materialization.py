@@ -52,8 +52,8 @@ class Materialization:
     def __init__(self, context: dg.AssetExecutionContext, fmp: FMPResource, warehouse: WarehouseResource,
                  settings: SyncSettings):
         self.context, self.fmp, self.warehouse, self.settings = context, fmp, warehouse, settings
-        partition = context.partition_key if context.has_partition_key else None
-        self.stats = RunStats(context.asset_key.to_user_string(), partition, fmp.calls, fmp.pace_per_min)
+        self.partitions: list[str] = list(context.partition_keys) if context.assets_def.partitions_def else []
+        self.stats = RunStats(context.asset_key.to_user_string(), self.partition_label, fmp.calls, fmp.pace_per_min)
         self.failure_examples: list[str] = []  # "SYMBOL: what FMP answered", the first few
         self.invalid: set[str] = set()  # items FMP answered with rows that failed validation
 
@@ -62,8 +62,16 @@ class Materialization:
         return self.context.run.run_id
 
     @property
-    def partition_key(self) -> str:
-        return self.context.partition_key
+    def partition_label(self) -> str | None:
+        """The run's partition, or its range of them as Dagster writes one ("A1...C2")."""
+        if not self.partitions:
+            return None
+        return self.partitions[0] if len(self.partitions) == 1 else f"{self.partitions[0]}...{self.partitions[-1]}"
+
+    @property
+    def shards(self) -> list[str]:
+        """The symbol shards of a shard run: one, or the range a run of several covers."""
+        return self.partitions
 
     @property
     def day(self) -> dt.date:
@@ -102,9 +110,9 @@ class Materialization:
             metadata["failed_symbols"] = ", ".join(stats.failed_items[:50])
         if self.failure_examples:
             metadata["fmp_answers"] = " | ".join(self.failure_examples)
-        self.context.log_event(dg.AssetObservation(
-            asset_key=self.context.asset_key, partition=self.context.partition_key if self.context.has_partition_key
-            else None, description=f"Failed: {error} {advice}", metadata=metadata))
+        for partition in self.partitions or [None]:
+            self.context.log_event(dg.AssetObservation(asset_key=self.context.asset_key, partition=partition,
+                                                       description=f"Failed: {error} {advice}", metadata=metadata))
 
     # -- fetching and writing ----------------------------------------------------------------
 
@@ -119,7 +127,7 @@ class Materialization:
         phase throughput is always in symbols. Items that still fail after the
         client's retries are counted as failed items; the rest are counted too.
         """
-        label = f"{self.stats.route} {self.partition_key}"  # e.g. "profile A1" in the progress lines
+        label = f"{self.stats.route} {self.partition_label}"  # e.g. "profile A1" in the progress lines
         write_s = 0.0
         started = time.monotonic()
         chunks = self.fmp.fetch_chunks(items, fetch_one, label=label, log=self.log)
@@ -180,7 +188,8 @@ class Materialization:
         incomplete = [c for c in check_results if c.check_name in BLOCKING and not c.passed]
         if incomplete or (attempted and stats.items_failed > allowed * attempted):
             for check in check_results:
-                self.context.log_event(self._evaluation(check))
+                for partition in self.partitions or [None]:
+                    self.context.log_event(self._evaluation(check, partition))
             why = [f"{stats.items_failed} of {attempted} items failed after retries"
                    + (f" (more than {allowed:.1%})" if allowed else "")] if stats.items_failed else []
             why += [c.description or f"check {c.check_name} failed" for c in incomplete]
@@ -195,35 +204,38 @@ class Materialization:
         """A weekday the market was closed: zero rows, zero calls, and it says so."""
         self.stats.route = "market closed"
         self.stats.optimized("holiday skip", considered=1, skipped=1, calls_saved=calls_saved)
-        self.log(f"{self.partition_key}: the market was closed (NYSE holiday); nothing to fetch.")
+        self.log(f"{self.partition_label}: the market was closed (NYSE holiday); nothing to fetch.")
         return dg.MaterializeResult(metadata={**self._figures(), "market": "closed"},
                                     check_results=[*checks, *self._item_success(1.0)])
 
     def _figures(self) -> dict[str, Any]:
-        """The run's figures, `dagster/row_count` (the rows the partition, or the asset, holds) and the
-        warehouse's snapshot after this materialization's writes (`stock-assets sql --as-of` reads it)."""
-        return {**self.stats.metadata(), "dagster/row_count": self._rows_held(),
-                "lake_snapshot": self.warehouse.snapshot()}
+        """The run's figures, the rows held and the warehouse's snapshot after this materialization's
+        writes (`stock-assets sql --as-of` reads it). The rows held are `dagster/row_count` (the UI's
+        row count) for one partition or the asset; a run of a range of shards records the same
+        metadata on each of them, so there they are the range's rows, named as such."""
+        held = self._rows_held()
+        rows = {"dagster/row_count": held} if len(self.partitions) <= 1 else {
+            "partitions": self.partition_label, "rows_held_by_the_partitions": held}
+        return {**self.stats.metadata(), **rows, "lake_snapshot": self.warehouse.snapshot()}
 
     def _rows_held(self) -> int:
         table = ASSET_TABLES[self.stats.asset]
-        if not self.context.has_partition_key:
+        if not self.partitions:
             return self.warehouse.rows_held(table)
         if isinstance(self.context.assets_def.partitions_def, dg.TimeWindowPartitionsDefinition):
             return self.warehouse.rows_held(table, day=self.day)
-        return self.warehouse.rows_held(table, shard=self.partition_key)
+        return self.warehouse.rows_held(table, shards=self.shards)
 
     def _item_success(self, allowed: float) -> list[dg.AssetCheckResult]:
         """The item success check, for the assets that declare it."""
         names = {spec.name for spec in self.context.assets_def.check_specs}
         return [item_success(self.stats, allowed)] if ITEM_SUCCESS in names else []
 
-    def _evaluation(self, check: dg.AssetCheckResult) -> dg.AssetCheckEvaluation:
+    def _evaluation(self, check: dg.AssetCheckResult, partition: str | None) -> dg.AssetCheckEvaluation:
         """A check's result as an event of its own: for a materialization that will not complete."""
         return dg.AssetCheckEvaluation(
             asset_key=self.context.asset_key, check_name=check.check_name, passed=check.passed,
-            metadata=check.metadata, severity=check.severity, description=check.description,
-            partition=self.context.partition_key if self.context.has_partition_key else None)
+            metadata=check.metadata, severity=check.severity, description=check.description, partition=partition)
 
 
 def describe_error(error: BaseException) -> str:

@@ -228,7 +228,7 @@ def price_history(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse
         end = trading.last_closed_session()
         start = history_start(settings, end)
         with m.stats.phase("plan"):
-            shard_symbols = sorted(warehouse.universe_symbols(shard=m.partition_key))
+            shard_symbols = sorted(warehouse.universe_symbols(m.shards))
             todo = shard_symbols if settings.refresh else warehouse.symbols_needing_history(
                 "prices", shard_symbols, start)
             restate = warehouse.symbols_needing_restatement("prices", shard_symbols)
@@ -261,9 +261,9 @@ def price_history(context: dg.AssetExecutionContext, fmp: FMPResource, warehouse
                                     write)
         m.count_items(summary.total, [f.item for f in summary.failures])
         confirm_recent_bars(m, [s for s in confirm if s not in todo], end)
-        return m.result([checks_mod.prices_sane(warehouse, shard=m.partition_key),
-                         checks_mod.splits_restated(warehouse, m.partition_key),
-                         checks_mod.no_split_jumps(warehouse, m.partition_key)])
+        return m.result([checks_mod.prices_sane(warehouse, shards=m.shards),
+                         checks_mod.splits_restated(warehouse, m.shards),
+                         checks_mod.no_split_jumps(warehouse, m.shards)])
 
 
 def confirm_recent_bars(m: Materialization, symbols: list[str], end: dt.date) -> None:

@@ -45,7 +45,7 @@ def company_profiles(context: dg.AssetExecutionContext, fmp: FMPResource, wareho
         with m.stats.phase("plan"):
             states = warehouse.profile_states()
             reasons = due_now(states, settings.profile_max_age_days, warehouse.resting_after_empty("profile"))
-            shard_symbols = sorted(s.symbol for s in states if s.shard == m.partition_key)
+            shard_symbols = sorted(s.symbol for s in states if s.shard in m.shards)
             due = shard_symbols if settings.refresh else [s for s in shard_symbols if s in reasons]
         fresh = len(shard_symbols) - len(due)
         m.stats.items_skipped = fresh
@@ -61,7 +61,7 @@ def company_profiles(context: dg.AssetExecutionContext, fmp: FMPResource, wareho
             m.stats.route = "profile" if len(rest) == len(due) else "profile-bulk, then profile"
             summary = m.fetch_and_write(rest, fmp.profile, lambda got: write_profiles(m, got))
             m.count_items(summary.total, [f.item for f in summary.failures])
-        return m.result([checks_mod.profiles_fresh(warehouse, m.partition_key, settings.profile_max_age_days)])
+        return m.result([checks_mod.profiles_fresh(warehouse, m.shards, settings.profile_max_age_days)])
 
 
 def write_profiles(m: Materialization, got: Fetched) -> int:

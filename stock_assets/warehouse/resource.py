@@ -63,6 +63,7 @@ _RESTATEMENTS = f"""
 # A symbol the screener lists today (rows written before the point-in-time universe have NULL).
 # The others keep their data but cost no call and count for no coverage.
 _LISTED = "coalesce(listed, TRUE)"
+_IN_SHARDS = "list_contains(?::VARCHAR[], shard)"  # a run's shards (one, or a range of them)
 
 # Profiles whose name, sector, industry or exchange the screener (view `screened`: today's
 # universe rows) shows changed since the last refresh (market.symbols, not yet overwritten).
@@ -444,27 +445,32 @@ class WarehouseResource(Lake):
             SELECT DISTINCT u.shard FROM market.prices p JOIN market.symbols u USING (symbol)
             WHERE p.source = 'batch-quote' AND p.date < ? AND {_LISTED}""", [before])}
 
-    def universe(self, shard: str | None = None) -> list[dict[str, Any]]:
-        """`market.symbols` rows (all, or one shard's), ordered by symbol."""
-        if shard is None:
+    def universe(self, shards: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """`market.symbols` rows (all, or those of some shards), ordered by symbol."""
+        if shards is None:
             return self.query(f"SELECT * FROM market.symbols WHERE {_LISTED} ORDER BY symbol")
-        return self.query(f"SELECT * FROM market.symbols WHERE {_LISTED} AND shard = ? ORDER BY symbol", [shard])
+        return self.query(f"SELECT * FROM market.symbols WHERE {_LISTED} AND {_IN_SHARDS} ORDER BY symbol",
+                          [list(shards)])
 
-    def universe_symbols(self, shard: str | None = None) -> set[str]:
+    def universe_symbols(self, shards: Sequence[str] | None = None) -> set[str]:
         sql, params = f"SELECT symbol FROM market.symbols WHERE {_LISTED}", []
-        if shard is not None:
-            sql, params = sql + " AND shard = ?", [shard]
+        if shards is not None:
+            sql, params = sql + f" AND {_IN_SHARDS}", [list(shards)]
         return {r["symbol"] for r in self.query(sql, params)}
 
-    def payer_symbols(self, shard: str | None = None) -> set[str]:
+    def shard_sizes(self) -> dict[str, int]:
+        """Listed symbols per shard (shards holding none are left out)."""
+        return dict(self._rows(f"SELECT shard, count(*) FROM market.symbols WHERE {_LISTED} GROUP BY shard", []))
+
+    def payer_symbols(self, shards: Sequence[str] | None = None) -> set[str]:
         """The symbols worth asking for dividends: those with dividends stored (from the calendar or
         their history), and those the screener does not say pay nothing (its lastAnnualDividend is
         above zero, or null: FMP leaves it null for some payers)."""
         sql = (f"SELECT symbol FROM market.symbols WHERE {_LISTED} AND (coalesce(last_annual_dividend, 1) > 0 "
                f"OR symbol IN (SELECT symbol FROM market.dividends))")
         params = []
-        if shard is not None:
-            sql, params = sql + " AND shard = ?", [shard]
+        if shards is not None:
+            sql, params = sql + f" AND {_IN_SHARDS}", [list(shards)]
         return {r["symbol"] for r in self.query(sql, params)}
 
     def shards_needing_history(self) -> set[str]:
@@ -480,24 +486,25 @@ class WarehouseResource(Lake):
 
     # -- what the checks read ------------------------------------------------------
 
-    def price_sanity(self, *, day: dt.date | None = None, shard: str | None = None) -> tuple[int, int, list]:
-        """(bars checked, insane bars, up to 5 examples) over one day's bars or one shard's."""
-        where, params = ("date = ?", [day]) if shard is None else (
-            "symbol IN (SELECT symbol FROM market.symbols WHERE shard = ?)", [shard])
+    def price_sanity(self, *, day: dt.date | None = None,
+                     shards: Sequence[str] | None = None) -> tuple[int, int, list]:
+        """(bars checked, insane bars, up to 5 examples) over one day's bars or some shards'."""
+        where, params = ("date = ?", [day]) if shards is None else (
+            f"symbol IN (SELECT symbol FROM market.symbols WHERE {_IN_SHARDS})", [list(shards)])
         (rows, bad), = self._rows(f"SELECT count(*), count(*) FILTER (WHERE {_INSANE_PRICE}) "
                                   f"FROM market.prices WHERE {where}", params)
         examples = self._rows(f"SELECT symbol, date FROM market.prices WHERE {where} AND {_INSANE_PRICE} "
                               f"LIMIT 5", params) if bad else []
         return rows, bad, examples
 
-    def rows_held(self, table: str, *, day: dt.date | None = None, shard: str | None = None) -> int:
-        """Rows `table` holds: all, one trading day's, or one shard's symbols' (the UI's row count)."""
+    def rows_held(self, table: str, *, day: dt.date | None = None, shards: Sequence[str] | None = None) -> int:
+        """Rows `table` holds: all, one trading day's, or some shards' symbols' (the UI's row count)."""
         name = S.table(table).name
         if day is not None:
             sql, params = f"SELECT count(*) FROM {name} WHERE {_DAY_COLUMNS[name]} = ?", [day]
-        elif shard is not None:
+        elif shards is not None:
             sql, params = (f"SELECT count(*) FROM {name} WHERE symbol IN "
-                           f"(SELECT symbol FROM market.symbols WHERE shard = ?)", [shard])
+                           f"(SELECT symbol FROM market.symbols WHERE {_IN_SHARDS})", [list(shards)])
         else:
             sql, params = f"SELECT count(*) FROM {name}", []
         (count,), = self._rows(sql, params)
@@ -527,8 +534,8 @@ class WarehouseResource(Lake):
               AND s.symbol NOT IN ({_RESTING})""", [dataset, dataset, utc_naive(None)])
         return symbols > 0 and unloaded == 0, first, last
 
-    def split_day_moves(self, shard: str) -> list[tuple[str, dt.date, float, float]]:
-        """(symbol, ex-date, split ratio, close before / close on the ex-date) for the shard's splits.
+    def split_day_moves(self, shards: Sequence[str]) -> list[tuple[str, dt.date, float, float]]:
+        """(symbol, ex-date, split ratio, close before / close on the ex-date) for the shards' splits.
 
         The ASOF join reads only the bars of symbols that split: over all 21 million bars it took
         1.4 GB and 2 s a shard run (the first load's 2.2 GB worker), now ~0.1 GB and 0.02 s."""
@@ -536,12 +543,12 @@ class WarehouseResource(Lake):
             WITH on_day AS (
                 SELECT s.symbol, s.date, s.numerator / s.denominator AS ratio, p.close
                 FROM market.splits s
-                JOIN market.symbols u ON u.symbol = s.symbol AND u.shard = ?
+                JOIN market.symbols u ON u.symbol = s.symbol AND list_contains(?::VARCHAR[], u.shard)
                 JOIN market.prices p ON p.symbol = s.symbol AND p.date = s.date),
             before AS (SELECT symbol, date, close FROM market.prices WHERE symbol IN (SELECT symbol FROM on_day))
             SELECT d.symbol, d.date, d.ratio, b.close / d.close
             FROM on_day d ASOF JOIN before b ON b.symbol = d.symbol AND d.date > b.date
-            WHERE d.close > 0""", [shard])
+            WHERE d.close > 0""", [list(shards)])
 
     def duplicated_keys(self, table: str, day: dt.date | None = None) -> int:
         """Keys held more than once, in the whole table or in `day`'s rows: grouping the 24 million
@@ -569,12 +576,13 @@ class WarehouseResource(Lake):
                            absent={s: reason for s, has, reason in rows if not has and reason},
                            missing=[s for s, has, reason in rows if not has and not reason])
 
-    def profile_freshness(self, shard: str, max_age_days: int) -> tuple[int, int]:
-        """(the shard's symbols, those whose profile is within `max_age_days`)."""
+    def profile_freshness(self, shards: Sequence[str], max_age_days: int) -> tuple[int, int]:
+        """(the shards' symbols, those whose profile is within `max_age_days`)."""
         (total, fresh), = self._rows(f"""
             SELECT count(*), count(*) FILTER (WHERE p.fetched_at >= ?)
             FROM market.symbols s LEFT JOIN market.company_profiles p USING (symbol)
-            WHERE s.shard = ? AND {_LISTED}""", [utc_naive(clock.now() - dt.timedelta(days=max_age_days)), shard])
+            WHERE list_contains(?::VARCHAR[], s.shard) AND {_LISTED}""",
+            [utc_naive(clock.now() - dt.timedelta(days=max_age_days)), list(shards)])
         return total, fresh
 
     def profile_states(self) -> list[ProfileState]:
