@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_lake.py                  # 19,205 symbols: about an hour
     .venv/bin/python bench/bench_lake.py --symbols 2000   # same shape, smaller
     .venv/bin/python bench/bench_lake.py --work DIR       # keep (and reuse) DIR's first loads
+    .venv/bin/python bench/bench_lake.py --ours COMMIT    # the lake's side at COMMIT, not this checkout
 
 The baseline is main before the lake (`--baseline`, default e8367d4: DuckDB 2.0.1, one file), checked
 out in a git worktree and installed in a virtualenv of its own. The clock is pinned as in
@@ -190,8 +191,9 @@ def a_month(state: Path, work: Path, nightly_upkeep: bool) -> dict:
             "snapshots": files.snapshots, "on_disk": storage(work, True)[1], "bytes": storage(work, True)[0]}
 
 
-def baseline_python(work: Path, commit: str) -> Path:
-    code, venv = work / "baseline-code", work / "baseline-venv"
+def baseline_python(work: Path, commit: str, name: str = "baseline") -> Path:
+    """A Python with `commit`'s code installed, in a git worktree and a virtualenv of their own."""
+    code, venv = work / f"{name}-code", work / f"{name}-venv"
     if not (venv / "bin" / "python").exists():
         subprocess.check_call(["git", "-C", str(ROOT), "worktree", "add", "--force", "--detach", str(code), commit],
                               stdout=subprocess.DEVNULL)
@@ -205,10 +207,12 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=19_205)
     parser.add_argument("--work", type=Path, default=None, help="working folder (kept; first loads reused)")
     parser.add_argument("--baseline", default=BASELINE)
+    parser.add_argument("--ours", default=None, help="the lake's side at this commit (default: this checkout)")
     args = parser.parse_args()
     work = args.work or Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-lake-{args.symbols}"
     work.mkdir(parents=True, exist_ok=True)
-    ours, theirs = Path(sys.executable), baseline_python(work, args.baseline)
+    theirs = baseline_python(work, args.baseline)
+    ours = baseline_python(work, args.ours, "ours") if args.ours else Path(sys.executable)
     print(f"{args.symbols:,} symbols; baseline {args.baseline} (one DuckDB file); work folder {work}", flush=True)
 
     load = {lake: first_load(args, py, work / f"first-{name}", lake)
