@@ -101,11 +101,12 @@ def _catalog_and_a_daily_sync(page, url: str, platform) -> None:
     expect(page.get_by_text("Never materialized").first).to_be_visible()
     for downstream in ASSETS[1:]:  # its lineage: every other asset depends on it
         expect(page.locator(f'a[href*="/assets/{downstream}"]').first).to_be_visible()
+    before = {r.run_id for r in platform.instance().get_runs()}
     page.get_by_role("button").filter(has_text=re.compile(r"^Materialize$")).click()
-    expect(page.get_by_text(re.compile(r"^Launched run"))).to_be_visible()
-    page.get_by_role("link", name="View", exact=True).click()
-    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
-    run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
+    # The run the click launched, from the instance: the "Launched run" toast lasts seconds, and the
+    # community dialog of a first visit can cover it (its Skip is clicked when it shows).
+    run_id = _new_run(platform, before)
+    page.goto(f"{url}/runs/{run_id}")
     outcome = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$")).first
     expect(outcome).to_be_visible(timeout=RUN_TIMEOUT_MS)
     assert outcome.inner_text() == "Success", f"run {run_id} ended {outcome.inner_text()}"
@@ -229,6 +230,18 @@ def _open_partition(page, url: str, partition: str, expect) -> None:
     page.get_by_placeholder(re.compile("Filter by name")).fill(partition)
     page.get_by_text(partition, exact=True).filter(visible=True).last.click()
     expect(page.get_by_text("No partition selected")).to_have_count(0)
+
+
+def _new_run(platform, before: set[str]) -> str:
+    """The id of the one run launched since `before` was listed."""
+    deadline = time.monotonic() + RUNS_TIMEOUT_S
+    while time.monotonic() < deadline:
+        new = [r.run_id for r in platform.instance().get_runs() if r.run_id not in before]
+        if new:
+            assert len(new) == 1, new
+            return new[0]
+        time.sleep(0.5)
+    raise AssertionError(f"the click launched no run within {RUNS_TIMEOUT_S} s")
 
 
 def _wait_for_runs(platform, runs, quiet_s: float = 10) -> list:
