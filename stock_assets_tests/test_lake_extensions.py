@@ -45,7 +45,7 @@ def test_a_lake_keeps_every_snapshot_and_two_processes_write_it_at_once(tmp_path
     conn.execute("CREATE TABLE lake.t (writer INTEGER, n INTEGER)")
     (first,), = conn.execute("SELECT id FROM lake.current_snapshot()").fetchall()
     writer = textwrap.dedent(f"""
-        import sys, duckdb
+        import random, sys, time, duckdb
         from stock_assets.warehouse import extensions
         conn = duckdb.connect(config={{"autoinstall_known_extensions": False}})
         extensions.load(conn)
@@ -53,13 +53,19 @@ def test_a_lake_keeps_every_snapshot_and_two_processes_write_it_at_once(tmp_path
                      "(DATA_PATH '{tmp_path / 'data'}/', META_BUSY_TIMEOUT 10000)")
         me = int(sys.argv[1])
         for n in range(20):
-            for attempt in range(30):  # DuckLake retries appends; a busy catalog is retried here
+            # DuckLake retries appends; a busy catalog is retried here, with backoff, for as long as
+            # a loaded machine needs (30 quick attempts once gave up on three rows in CI), never silently.
+            deadline = time.monotonic() + 60
+            while True:
                 try:
                     conn.execute("INSERT INTO lake.t VALUES (?, ?)", [me, n])
                     break
                 except duckdb.TransactionException as error:
                     if "locked" not in str(error) and "conflict" not in str(error).lower():
                         raise
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(random.uniform(0.01, 0.1))
         """)
     procs = [subprocess.Popen([sys.executable, "-c", writer, str(k)]) for k in (1, 2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
