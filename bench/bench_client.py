@@ -130,36 +130,61 @@ WORKER = textwrap.dedent("""
 
 
 def pacing_case(sim: Simulator, symbols: list[str], procs: int, threads: int, duration: float,
-                warmup: float, tmp: Path, fraction: float = 0.9) -> dict:
-    sim.faults(latency_s=LATENCY_S, latency_jitter_s=JITTER_S)
-    sim.config(rate_limit_per_min=LIMIT)
-    case = tmp / f"pace{procs}-{fraction}"
+                warmup: float, tmp: Path, fraction: float = 0.9, *, limit: int = LIMIT, state: str | None = None,
+                latency: tuple[float, float] = (LATENCY_S, JITTER_S), name: str | None = None) -> dict:
+    """`procs` processes, each in a folder of its own, calling `profile` as fast as the key's shared
+    limiter lets them (its state: a file of the case's, or `state`, e.g. a Redis URL)."""
+    sim.faults(latency_s=latency[0], latency_jitter_s=latency[1])
+    sim.config(rate_limit_per_min=limit)
+    case = tmp / (name or f"pace{procs}-{fraction}")
     case.mkdir()
     time.sleep(1.1)  # the warm-up calls below must not share a second with a previous case
     sim.clear()
     go = case / "go"
-    workers = [subprocess.Popen(
-        [sys.executable, "-c", WORKER, sim.base_url, KEY, str(case / "limiter.sqlite"), str(go),
-         str(case / f"ready{k}"), str(duration), str(threads), str(LIMIT), str(fraction), ",".join(symbols)],
-        cwd=ROOT, stderr=subprocess.PIPE) for k in range(procs)]
-    while not all((case / f"ready{k}").exists() for k in range(procs)):
-        if any(w.poll() is not None for w in workers):
-            raise RuntimeError(b"".join(w.stderr.read() for w in workers if w.poll() is not None).decode())
-        time.sleep(0.02)
-    start = time.time() + 1.5
-    go.write_text(repr(start))
-    for w in workers:
-        w.wait()
+    folders = [case / f"proc-{k}" for k in range(procs)]
+    workers = []
+    for folder in folders:
+        folder.mkdir()
+        workers.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER, sim.base_url, KEY, state or str(case / "limiter.sqlite"), str(go),
+             str(folder / "ready"), str(duration), str(threads), str(limit), str(fraction), ",".join(symbols)],
+            cwd=folder, stderr=subprocess.PIPE))
+    try:
+        while not all((folder / "ready").exists() for folder in folders):
+            if any(w.poll() is not None for w in workers):
+                raise RuntimeError(b"".join(w.stderr.read() for w in workers if w.poll() is not None).decode())
+            time.sleep(0.02)
+        start = time.time() + 1.5
+        (case / "go.tmp").write_text(repr(start))
+        (case / "go.tmp").rename(go)  # a worker polling for `go` never reads it half-written
+        for w in workers:
+            w.wait()
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
     log = [e for e in sim.requests() if e["path"] == "profile" and e["t"] >= start - 0.05]
     # Whole seconds, with edges between the limiter's per-second bursts.
     lo, hi = start + warmup - 0.5, start + duration - 0.5
     steady = [e for e in log if lo <= e["t"] < hi]
-    pace = LIMIT * fraction / 60
+    pace = limit * fraction / 60
     rate = len([e for e in steady if e["status"] != 429]) / (hi - lo)
+    rejected = sum(e["status"] == 429 for e in log)
     return {"case": f"{procs} process{'es' if procs > 1 else ''} x {threads} threads", "calls": len(log),
             "window_s": hi - lo, "rate": rate, "pace": pace, "ratio": rate / pace,
-            "fraction": fraction, "of_limit": rate / (LIMIT / 60),
-            "429": sum(e["status"] == 429 for e in log), "429_share": sum(e["status"] == 429 for e in log) / len(log)}
+            "fraction": fraction, "of_limit": rate / (limit / 60), "429": rejected, "429_share": rejected / len(log),
+            "busiest_minute": busiest_minute(sorted(e["t"] for e in log if e["status"] != 429))}
+
+
+def busiest_minute(times: list[float]) -> int:
+    """The most accepted calls in any 60 s window: what the server's sliding minute counted at worst."""
+    most, first = 0, 0
+    for last, t in enumerate(times):
+        while times[first] <= t - 60.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 # --------------------------------------------------------------------------- part B: chunking

@@ -118,11 +118,11 @@ def _interrupted(stop, config: Config, command: str, batch_id: str) -> int:
 
 
 def _describe_run(run) -> str:
+    from stock_assets.partitions import partition_label
     from stock_assets.plan import PARTITION_TAG, shards_of_run
 
     assets = ", ".join(sorted(run.step_keys_to_execute or ()))
-    shards = shards_of_run(run.tags)
-    partition = run.tags.get(PARTITION_TAG) or (f"{shards[0]}...{shards[-1]}" if shards else None)
+    partition = run.tags.get(PARTITION_TAG) or partition_label(shards_of_run(run.tags))
     return f"{assets} [{partition}]" if partition else assets
 
 

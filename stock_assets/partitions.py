@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import string
 import zlib
+from collections.abc import Sequence
 
 import dagster as dg
 
@@ -70,6 +71,18 @@ symbol_shards = dg.StaticPartitionsDefinition(SHARD_KEYS)
 # ever, each with more symbols to fetch, however many shards a day touches. (A backfill from the
 # UI keeps a run per shard: there each shard's materialization states its own row count.)
 SHARD_RUNS = 3
+
+
+def shard_range(first: str, last: str) -> list[str]:
+    """The shards from `first` to `last`, in the partitions' order: what a run of that range covers."""
+    return SHARD_KEYS[SHARD_KEYS.index(first):SHARD_KEYS.index(last) + 1]
+
+
+def partition_label(keys: Sequence[str]) -> str | None:
+    """A run's partition, or its range of them as Dagster writes one ("A1...F2")."""
+    if not keys:
+        return None
+    return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
 
 
 def latest_session_day(now: dt.datetime | None = None) -> dt.date:

@@ -26,13 +26,13 @@ from stock_assets.assets import ASSET_NAMES, DAILY_ASSETS, HISTORY_ASSETS, asset
 from stock_assets.config import Config
 from stock_assets.errors import ConfigError
 from stock_assets.fmp import get_plan
-from stock_assets.partitions import SHARD_KEYS, SHARD_RUNS, latest_session_day
+from stock_assets.partitions import SHARD_KEYS, SHARD_RUNS, latest_session_day, partition_label, shard_range
 from stock_assets.profile_refresh import due_now
 from stock_assets.resources import SyncSettings, warehouse_resource
 from stock_assets.warehouse import WarehouseResource
 
 
-# Dagster's tags for a run of a range of partitions (those its backfills launch).
+# Dagster's tags for a run's partition, or for its range of them (as its backfills launch them).
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
@@ -66,12 +66,13 @@ class PlannedRun:
     @property
     def shards(self) -> list[str]:
         """The shards the run covers (none for a run of a trading day or of the universe)."""
-        return shards_of_run({PARTITION_TAG: self.partition_key or "", **self.range_tags})
+        if self.partition_key not in SHARD_KEYS:
+            return []
+        return shard_range(self.partition_key, self.last_partition or self.partition_key)
 
     @property
     def partition_label(self) -> str | None:
-        """Its partition, or its range as Dagster writes one ("A1...F2")."""
-        return f"{self.partition_key}...{self.last_partition}" if self.last_partition else self.partition_key
+        return partition_label([k for k in (self.partition_key, self.last_partition) if k])
 
     def describe(self) -> str:
         names = ", ".join(self.assets)
@@ -150,8 +151,7 @@ def shard_runs(work: dict[str, tuple[dg.AssetKey, ...]], sizes: dict[str, int],
 def shards_of_run(tags: dict[str, str]) -> list[str]:
     """The shards a run covers, from its tags: its one partition, or its range."""
     if RANGE_START_TAG in tags:
-        start, end = SHARD_KEYS.index(tags[RANGE_START_TAG]), SHARD_KEYS.index(tags[RANGE_END_TAG])
-        return SHARD_KEYS[start:end + 1]
+        return shard_range(tags[RANGE_START_TAG], tags[RANGE_END_TAG])
     return [tags[PARTITION_TAG]] if tags.get(PARTITION_TAG) in SHARD_KEYS else []
 
 
@@ -160,8 +160,7 @@ def _balanced_slices(items: list[str], weights: list[int], count: int) -> list[l
     slices: list[list[str]] = []
     total, done = sum(weights), 0
     for item, weight in zip(items, weights):
-        left = count - len(slices)
-        if not slices or (done >= total * len(slices) / count and left > 0):
+        if not slices or (len(slices) < count and done >= total * len(slices) / count):
             slices.append([])
         slices[-1].append(item)
         done += weight

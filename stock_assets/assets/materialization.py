@@ -32,6 +32,7 @@ import dagster as dg
 from stock_assets import metrics
 from stock_assets.checks import BLOCKING, ITEM_SUCCESS, item_success
 from stock_assets.fmp import FetchSummary, FMPResource, Parsed, redact
+from stock_assets.partitions import partition_label
 from stock_assets.resources import SyncSettings
 from stock_assets.run_stats import ASSET_TABLES, RESTATED_AFTER_SPLIT, RunStats
 from stock_assets.warehouse import WarehouseResource
@@ -53,20 +54,14 @@ class Materialization:
                  settings: SyncSettings):
         self.context, self.fmp, self.warehouse, self.settings = context, fmp, warehouse, settings
         self.partitions: list[str] = list(context.partition_keys) if context.assets_def.partitions_def else []
-        self.stats = RunStats(context.asset_key.to_user_string(), self.partition_label, fmp.calls, fmp.pace_per_min)
+        self.stats = RunStats(context.asset_key.to_user_string(), partition_label(self.partitions), fmp.calls,
+                              fmp.pace_per_min)
         self.failure_examples: list[str] = []  # "SYMBOL: what FMP answered", the first few
         self.invalid: set[str] = set()  # items FMP answered with rows that failed validation
 
     @property
     def run_id(self) -> str:
         return self.context.run.run_id
-
-    @property
-    def partition_label(self) -> str | None:
-        """The run's partition, or its range of them as Dagster writes one ("A1...C2")."""
-        if not self.partitions:
-            return None
-        return self.partitions[0] if len(self.partitions) == 1 else f"{self.partitions[0]}...{self.partitions[-1]}"
 
     @property
     def shards(self) -> list[str]:
@@ -127,7 +122,7 @@ class Materialization:
         phase throughput is always in symbols. Items that still fail after the
         client's retries are counted as failed items; the rest are counted too.
         """
-        label = f"{self.stats.route} {self.partition_label}"  # e.g. "profile A1" in the progress lines
+        label = f"{self.stats.route} {self.stats.partition}"  # e.g. "profile A1" in the progress lines
         write_s = 0.0
         started = time.monotonic()
         chunks = self.fmp.fetch_chunks(items, fetch_one, label=label, log=self.log)
@@ -204,7 +199,7 @@ class Materialization:
         """A weekday the market was closed: zero rows, zero calls, and it says so."""
         self.stats.route = "market closed"
         self.stats.optimized("holiday skip", considered=1, skipped=1, calls_saved=calls_saved)
-        self.log(f"{self.partition_label}: the market was closed (NYSE holiday); nothing to fetch.")
+        self.log(f"{self.stats.partition}: the market was closed (NYSE holiday); nothing to fetch.")
         return dg.MaterializeResult(metadata={**self._figures(), "market": "closed"},
                                     check_results=[*checks, *self._item_success(1.0)])
 
@@ -215,7 +210,7 @@ class Materialization:
         metadata on each of them, so there they are the range's rows, named as such."""
         held = self._rows_held()
         rows = {"dagster/row_count": held} if len(self.partitions) <= 1 else {
-            "partitions": self.partition_label, "rows_held_by_the_partitions": held}
+            "partitions": self.stats.partition, "rows_held_by_the_partitions": held}
         return {**self.stats.metadata(), **rows, "lake_snapshot": self.warehouse.snapshot()}
 
     def _rows_held(self) -> int:
