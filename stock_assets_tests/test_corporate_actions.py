@@ -287,9 +287,15 @@ def test_a_sync_killed_mid_restatement_is_completed_and_never_shows_a_mix(tmp_pa
         platform.sim.clear_requests()
         proc, log = start_sync(platform, tmp_path)
         deadline = time.monotonic() + 180
-        # Kill as soon as a first restated history is committed: a fixed pause after the first
-        # fetches landed before any commit on a loaded CI machine.
-        while not any(units(s) == {1} for s in symbols):
+        # Kill as soon as a first restated history is committed (one quick query a look: a fixed pause
+        # after the first fetches once landed before any commit on a loaded CI machine).
+        day_all_hold = max(set.intersection(*(set(closes) for closes in truth.values())))
+
+        def any_restated() -> bool:
+            rows = warehouse.query("SELECT symbol, close FROM market.prices WHERE date = ?", [day_all_hold])
+            return any(round(r["close"] / truth[r["symbol"]][day_all_hold]) == 1 for r in rows)
+
+        while not any_restated():
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)  # the sync and its workers, mid-restatement
