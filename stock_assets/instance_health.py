@@ -1,10 +1,13 @@
 """Runs whose process is gone, and the `fmp` pool's slots: found, mended, or named.
 
-- A run executed in-process stays STARTED when its process is killed (nothing
-  turns it FAILED by itself outside the daemon's run monitoring). Runs of this
-  project carry the pid and host of their process (`process_tags`);
-  `reap_dead_runs` marks FAILED those whose process no longer exists, so their
-  partitions show FAILED and are picked up again, and frees their slots.
+- A run stays STARTED when its process is killed with whatever watched it: a
+  headless command's worker with the command, the run process Dagster's default
+  launcher started with the daemon and its code server (which fails its own
+  runs' dead processes while it lives). The headless runs carry the pid and
+  host of their process (`process_tags`); the default launcher's runs, the pid
+  Dagster records as it starts them. `reap_dead_runs` marks FAILED those whose
+  process no longer exists, so their partitions show FAILED and are picked up
+  again, and frees their slots.
 - A step-level concurrency slot is never given back when its process is
   killed; `free_stale_slots` frees the slots (claimed or queued for) of every
   run no longer in progress.
@@ -81,8 +84,8 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     """
     reaped = []
     for run in instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS)):
-        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
-        if pid is None or host != socket.gethostname() or int(pid) == os.getpid() or alive(int(pid)):
+        pid = _process_of(instance, run)
+        if pid is None or pid == os.getpid() or alive(pid):
             continue
         instance.report_run_failed(
             run, message=f"The process running this run (pid {pid}) is gone: it was killed or "
@@ -91,6 +94,21 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         reaped.append(run.run_id)
     return reaped
+
+
+def _process_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int | None:
+    """The pid of the run's process, if it runs on this host: a headless run's tag, else the pid
+    Dagster records when it starts a run's process (this host's, with the default launcher only:
+    another launcher's runs may run elsewhere, and it watches them itself)."""
+    if PID_TAG in run.tags:
+        return int(run.tags[PID_TAG]) if run.tags.get(HOST_TAG) == socket.gethostname() else None
+    if not isinstance(instance.run_launcher, dg.DefaultRunLauncher):
+        return None
+    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        pid = entry.dagster_event.event_specific_data.metadata.get("pid")
+        if pid is not None:
+            return int(pid.value)
+    return None
 
 
 def fail_own_unfinished_runs(instance: dg.DagsterInstance) -> None:

@@ -1,7 +1,6 @@
 """Worker processes that execute tasks sent to them and never outlive their parent.
 
-Both the headless commands (`runner.Workers`) and the daemon's run launcher
-(`launcher.WorkerRunLauncher`) execute runs on such workers: a worker imports
+The headless commands (`runner.Workers`) execute runs on such workers: a worker imports
 Dagster and the code once and executes runs one after another, where a new
 process per run costs ~3.5 s on a busy 2-core machine.
 
@@ -39,7 +38,7 @@ HARD_EXIT_AFTER_S = 15.0
 class WorkerProcess:
     """A process that executes the tasks it is sent (`task(instance)`), one at a time, until sent None.
 
-    A task is a planned run (`execute`) or a run the daemon launched (`launcher.execute_launched`).
+    A task is a planned run (`runner.execute`).
     """
 
     def __init__(self, context, home: str):
@@ -75,7 +74,7 @@ def _worker_main(conn, parent_pid: int, home: str) -> None:
             message = conn.recv()
             if message is None:
                 break
-            conn.send(message(instance))  # a task: planned run, or a run the daemon launched
+            conn.send(message(instance))  # a task: a planned run
             if _INTERRUPTED.is_set():
                 break
     except BaseException as error:
@@ -119,9 +118,7 @@ def quiet_interruptions_in_cleanup() -> None:
     a connection is logged by it with one ("Exception closing connection"): on a
     Ctrl-C that is noise. Any other error is printed as before.
     """
-    from dagster._core.errors import DagsterExecutionInterruptedError  # what Dagster raises for a signal
-
-    interruptions = (KeyboardInterrupt, DagsterExecutionInterruptedError)
+    interruptions = (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)  # what Dagster raises for a signal
     default = sys.unraisablehook
 
     def hook(unraisable) -> None:
