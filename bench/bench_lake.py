@@ -130,7 +130,9 @@ def age_profiles(python: Path, work: Path, lake: bool, days: int = 30) -> None:
     script = ("import json, sys\nfrom stock_assets.warehouse import WarehouseResource\n"
               "w = WarehouseResource(**json.loads(sys.argv[1]))\nw.transaction(lambda c: c.execute(sys.argv[2]))"
               if lake else "import duckdb, json, sys\nduckdb.connect(json.loads(sys.argv[1])['database']).execute(sys.argv[2])")
-    subprocess.run([str(python), "-c", script, json.dumps(where(work, lake)), sql], check=True)
+    # Run from the side's own folder: `-c` puts the working folder first on the path, and this
+    # checkout's package is not the side's.
+    subprocess.run([str(python), "-c", script, json.dumps(where(work, lake)), sql], check=True, cwd=work)
 
 
 def daily(args, python: Path, state: Path, work: Path, lake: bool) -> float:
@@ -146,8 +148,8 @@ def daily(args, python: Path, state: Path, work: Path, lake: bool) -> float:
 def queries(python: Path, work: Path, lake: bool) -> dict:
     day = dt.date.fromisoformat(FIRST_LOAD_AT[:10]).isoformat()
     done = subprocess.run([str(python), "-c", QUERIES, "lake" if lake else "file", json.dumps(where(work, lake)), day],
-                          capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)
+                          capture_output=True, text=True, check=True, cwd=work)
+    return json.loads(done.stdout.strip().splitlines()[-1])  # the figures: the last line (a library may speak first)
 
 
 def storage(work: Path, lake: bool) -> tuple[int, int]:
