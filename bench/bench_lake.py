@@ -109,7 +109,7 @@ def first_load(args, python: Path, work: Path, lake: bool) -> float:
         return float((work / "done").read_text())
     shutil.rmtree(work, ignore_errors=True)
     (work / "dagster_home").mkdir(parents=True)
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", work / "dagster_home" / "dagster.yaml")
+    shutil.copy(code_of(python) / "dagster_home" / "dagster.yaml", work / "dagster_home" / "dagster.yaml")
     sim = Simulator(args.symbols, ULTIMATE, LATENCY_MS, JITTER_MS, work / "first.jsonl", plan="ultimate",
                     now=FIRST_LOAD_AT)
     try:
@@ -191,6 +191,15 @@ def a_month(state: Path, work: Path, nightly_upkeep: bool) -> dict:
     files = wh.files()
     return {"data_files": files.data_files, "delete_files": files.delete_files, "files_kept": files.files_kept,
             "snapshots": files.snapshots, "on_disk": storage(work, True)[1], "bytes": storage(work, True)[0]}
+
+
+def code_of(python: Path) -> Path:
+    """The code a side's Python runs (its instance's dagster.yaml with it): this checkout, or the
+    worktree beside its virtualenv."""
+    if python == Path(sys.executable):
+        return ROOT
+    venv = python.parents[1]
+    return venv.with_name(venv.name.removesuffix("-venv") + "-code")
 
 
 def baseline_python(work: Path, commit: str, name: str = "baseline") -> Path:
