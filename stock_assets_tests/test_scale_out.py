@@ -122,6 +122,11 @@ def _wait_for_the_sync(instance: dg.DagsterInstance, sync_id: str, hosts: ScaleO
 @pytest.mark.timeout(1200)
 def test_a_sync_on_the_scale_out_configuration_runs_on_both_workers_and_ends_true(scale_out):
     platform, hosts = scale_out
+    # Dagster creates its tables on first use, but two first uses at once race in PostgreSQL
+    # ("type run_tags already exists"): the deploy creates them once, before any process starts.
+    migrated = subprocess.run([str(BIN / "dagster"), "instance", "migrate"], cwd=PROJECT, env=hosts.env,
+                              capture_output=True, text=True, timeout=300)
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
     hosts.start("daemon", str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT / "workspace.yaml"))
     for host in ("host-a", "host-b"):
         hosts.worker(host)
