@@ -45,6 +45,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fmp_simulator import busiest_minute  # noqa: E402
 from stock_assets.fmp import FMPResource  # noqa: E402
 
 KEY = "bench-key"
@@ -174,17 +175,7 @@ def pacing_case(sim: Simulator, symbols: list[str], procs: int, threads: int, du
     return {"case": f"{procs} process{'es' if procs > 1 else ''} x {threads} threads", "calls": len(log),
             "window_s": hi - lo, "rate": rate, "pace": pace, "ratio": rate / pace,
             "fraction": fraction, "of_limit": rate / (limit / 60), "429": rejected, "429_share": rejected / len(log),
-            "busiest_minute": busiest_minute(sorted(e["t"] for e in log if e["status"] != 429))}
-
-
-def busiest_minute(times: list[float]) -> int:
-    """The most accepted calls in any 60 s window: what the server's sliding minute counted at worst."""
-    most, first = 0, 0
-    for last, t in enumerate(times):
-        while times[first] <= t - 60.0:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
+            "busiest_minute": busiest_minute(log)}
 
 
 # --------------------------------------------------------------------------- part B: chunking

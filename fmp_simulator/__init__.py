@@ -7,8 +7,9 @@ plan gating, limits, injectable faults and a ground-truth API.
         sim.base_url, sim.control_url, sim.faults, sim.requests(), sim.truth
 """
 
+from .app import busiest_minute
 from .config import BadDays, Faults, SimConfig
 from .server import SimulatorServer, add_arguments, config_from_args, serve
 from .truth import GroundTruth
 
-__all__ = ["BadDays", "Faults", "GroundTruth", "SimConfig", "SimulatorServer", "add_arguments", "config_from_args", "serve"]
+__all__ = ["BadDays", "Faults", "GroundTruth", "SimConfig", "SimulatorServer", "add_arguments", "busiest_minute", "config_from_args", "serve"]

@@ -168,6 +168,17 @@ class SlidingWindowLimiter:
             self._hits.clear()
 
 
+def busiest_minute(log: list[dict]) -> int:
+    """The most accepted requests of a request log in any 60 s: what the sliding minute counted at worst."""
+    times = sorted(e["t"] for e in log if e["status"] != 429)
+    most, first = 0, 0
+    for last, t in enumerate(times):
+        while times[first] <= t - 60.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
 class SimState:
     """Everything the app needs: config, ground truth, faults, log, limits."""
 

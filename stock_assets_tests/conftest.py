@@ -8,6 +8,7 @@ DAGSTER_HOME folder configured by the project's own `dagster.yaml`.
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 import uuid
 import shutil
 from contextlib import contextmanager
@@ -113,14 +114,14 @@ class Platform:
 
 
 def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, symbols: int = SYMBOLS,
-                  plan: str = "premium", **sim_options) -> Platform:
+                  plan: str = "premium", rate_limit_per_min: int = 60_000, **sim_options) -> Platform:
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     if "now" in sim_options:  # the simulator reads the platform's clock: set it there
         set_clock(monkeypatch, sim_options.pop("now"))
     config = SimConfig(seed=11, n_symbols=symbols, plan=plan, api_keys=(TEST_KEY,), now=clock.now,
-                       rate_limit_per_min=60_000, bulk_min_interval_s=0.0, faults=Faults(), **sim_options)
+                       rate_limit_per_min=rate_limit_per_min, bulk_min_interval_s=0.0, faults=Faults(), **sim_options)
     sim = SimulatorServer(config, host="127.0.0.1", port=0)
     sim.start()
     platform = Platform(sim, tmp_path / "data" / "stocks.sqlite", home, tmp_path / "data" / "limit.sqlite", plan)
@@ -128,7 +129,7 @@ def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, symbols: i
     # processes of the headless sync inherit it).
     for name, value in {
         "DAGSTER_HOME": str(home), "STOCK_ASSETS_DB": str(platform.db), "FMP_API_KEY": TEST_KEY,
-        "FMP_BASE_URL": sim.base_url, "FMP_PLAN": plan, "FMP_RATE_LIMIT_PER_MIN": "60000",
+        "FMP_BASE_URL": sim.base_url, "FMP_PLAN": plan, "FMP_RATE_LIMIT_PER_MIN": str(rate_limit_per_min),
         "FMP_LIMITER_STATE": str(platform.limiter),
         # A trading-day grid of a few months, not the default's two years: every first sync
         # reports the days its history holds, and the suite runs dozens of first syncs.
@@ -208,8 +209,11 @@ def daily_sync(platform, day: dt.date) -> int:
 
 
 def assert_warehouse_matches_truth(platform: Platform) -> None:
-    """Every symbol of the simulator's universe: its bars, dividends and profile as FMP serves them."""
-    from stock_assets import clock, trading
+    """Every symbol of the simulator's universe: its bars, dividends and profile as FMP serves them.
+
+    Read in one query a table (a lake query costs milliseconds of catalog reads: thousands of
+    per-symbol queries took minutes), compared symbol by symbol."""
+    from stock_assets import trading
     from stock_assets.assets.prices import history_start
 
     truth = platform.sim.truth
@@ -217,16 +221,16 @@ def assert_warehouse_matches_truth(platform: Platform) -> None:
     assert {s for (s,) in platform.sql("SELECT symbol FROM market.symbols")} == expected
     end = trading.last_closed_session()
     start = history_start(SyncSettings(), end)
+    bars, divs, names = defaultdict(set), defaultdict(set), defaultdict(list)
+    for symbol, d, close, volume in platform.sql("SELECT symbol, date, close, volume FROM market.prices"):
+        bars[symbol].add((d.isoformat(), round(close, 6), volume))
+    for symbol, d, dividend in platform.sql("SELECT symbol, ex_date, dividend FROM market.dividends"):
+        divs[symbol].add((d.isoformat(), dividend))
+    for symbol, name in platform.sql("SELECT symbol, company_name FROM market.company_profiles"):
+        names[symbol].append(name)
     for symbol in sorted(expected):
         want = {(b["date"], round(b["close"], 6), b["volume"]) for b in truth.eod_bars(symbol, start, end)}
-        got = {(d.isoformat(), round(c, 6), v) for d, c, v in platform.sql(
-            "SELECT date, close, volume FROM market.prices WHERE symbol = ?", [symbol])}
-        assert got == want, symbol
-        want_divs = {(d["date"], d["dividend"]) for d in truth.dividends(symbol)}
-        got_divs = {(d.isoformat(), v) for d, v in platform.sql(
-            "SELECT ex_date, dividend FROM market.dividends WHERE symbol = ?", [symbol])}
-        assert got_divs == want_divs, symbol
-        names = [n for (n,) in platform.sql("SELECT company_name FROM market.company_profiles WHERE symbol = ?",
-                                             [symbol])]
+        assert bars[symbol] == want, symbol
+        assert divs[symbol] == {(d["date"], d["dividend"]) for d in truth.dividends(symbol)}, symbol
         served = truth.profile(symbol)  # None: FMP answers `profile` with [] for it
-        assert names == ([served["companyName"]] if served else []), symbol
+        assert names[symbol] == ([served["companyName"]] if served else []), symbol

@@ -1,92 +1,36 @@
 """The scale-out configuration (`deploy/`), run for real: Dagster's storage in PostgreSQL, runs on
 Celery workers through Redis, one key's limit in Redis, the warehouse's catalog in PostgreSQL.
 
-The test starts the servers itself (Debian's PostgreSQL and Redis, temporary folders, free ports),
-Dagster's daemon as the webserver's host would, and two Celery workers as two hosts would: each
-with its own name and working folder, in a process tree of its own, sharing only PostgreSQL,
-Redis and the lake's data path. A sync starts as the schedule starts it (the universe job, tagged
-with the sync's id); the daemon's sensor requests the rest and its run queue hands every run to a
-worker.
+The tests start the servers themselves (Debian's PostgreSQL and Redis, temporary folders, free
+ports), Dagster's daemon as the webserver's host would, and two Celery workers as two hosts would
+(`scale_out.py`): a whole sync on both; a host killed mid-sync, the other finishing and
+`backfill-failed` healing the rest.
 """
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import celery
 import dagster as dg
 import pytest
+from dagster_celery.launcher import WorkerStatus
 
-from stock_assets.tags import SYNC_TAG
+from fmp_simulator import busiest_minute
 from stock_assets.warehouse import TABLES
-from stock_assets_tests.conftest import PROJECT, assert_warehouse_matches_truth, make_platform
-
-BIN = Path(sys.executable).parent
-CELERY_TASK_TAG = "dagster-celery/task_id"
-
-
-class ScaleOut:
-    """The servers' environment, the daemon and the workers; every process stopped by `stop`."""
-
-    def __init__(self, tmp_path: Path, env: dict[str, str]):
-        self.tmp_path, self.env, self.processes = tmp_path, env, {}
-
-    def start(self, name: str, *command: str) -> None:
-        folder = self.tmp_path / name
-        folder.mkdir(exist_ok=True)
-        self.processes[name] = subprocess.Popen(
-            command, cwd=folder, env=self.env, start_new_session=True,  # a process tree of its own
-            stdout=open(folder / "log", "w"), stderr=subprocess.STDOUT)
-
-    def worker(self, host: str) -> None:
-        self.start(host, str(BIN / "celery"), "-A", "dagster_celery.app", "worker", "-Q", "dagster",
-                   "-n", f"{host}@%h", "--concurrency", "2", "--loglevel", "INFO")
-
-    def log(self, name: str) -> str:
-        return (self.tmp_path / name / "log").read_text()
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            _signal_tree(process, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                _signal_tree(process, signal.SIGKILL)
-                process.wait()
-
-
-def _signal_tree(process: subprocess.Popen, signum: int) -> None:
-    try:
-        os.killpg(process.pid, signum)
-    except ProcessLookupError:
-        pass
+from stock_assets_tests.conftest import after_close, assert_warehouse_matches_truth, make_platform
+from stock_assets_tests.scale_out import BIN, CELERY_TASK_TAG, ScaleOut, scale_out_environment, sync_runs
 
 
 @pytest.fixture()
-def scale_out(tmp_path, monkeypatch, postgres, redis):
+def scale_out(request, tmp_path, monkeypatch, postgres, redis):
+    """The platform (a simulator of 20 symbols, or `request.param`'s options) on the scale-out configuration."""
     (tmp_path / "platform").mkdir()
-    platform = make_platform(tmp_path / "platform", monkeypatch, symbols=20)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT / "deploy" / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_POSTGRES_URL": postgres.create_database("dagster"),
-        "STOCK_ASSETS_BROKER": redis.url(0),
-        "FMP_LIMITER_STATE": redis.url(1),
-        "STOCK_ASSETS_CATALOG": postgres.create_database("lake"),
-        "STOCK_ASSETS_DATA": str(tmp_path / "shared" / "lake"),
-        "PYTHONPATH": str(PROJECT / "deploy"),  # the workers' Celery settings
-    }
-    for name, value in env.items():
+    platform = make_platform(tmp_path / "platform", monkeypatch, **getattr(request, "param", {"symbols": 20}))
+    for name, value in scale_out_environment(tmp_path, postgres, redis).items():
         monkeypatch.setenv(name, value)
     hosts = ScaleOut(tmp_path, dict(os.environ))
     try:
@@ -96,60 +40,109 @@ def scale_out(tmp_path, monkeypatch, postgres, redis):
         platform.sim.stop()
 
 
-def _sync_runs(instance: dg.DagsterInstance, sync_id: str) -> list[dg.DagsterRun]:
-    return list(instance.get_runs(dg.RunsFilter(tags={SYNC_TAG: sync_id})))
+def _assert_no_key_twice(platform) -> None:
+    for table in TABLES.values():
+        key = ", ".join(table.key)
+        (rows, keys), = platform.sql(f"SELECT count(*), count(DISTINCT ({key})) FROM {table.name}")
+        assert rows == keys, f"{table.name}: {rows - keys} keys stored twice"
 
 
-def _wait_for_the_sync(instance: dg.DagsterInstance, sync_id: str, hosts: ScaleOut, quiet_s: float = 15.0) -> None:
-    """Until every run of the sync has ended and the sensor has asked for no more for `quiet_s`."""
-    settled_at, seen = None, -1
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        runs = _sync_runs(instance, sync_id)
-        if runs and all(r.is_finished for r in runs):
-            if len(runs) != seen:
-                settled_at, seen = time.monotonic(), len(runs)
-            elif time.monotonic() - settled_at >= quiet_s:
-                return
-        else:
-            settled_at, seen = None, -1
-        time.sleep(1.0)
-    raise AssertionError(f"the sync did not end: {[(r.job_name, r.status.value) for r in runs]}\n"
-                         + hosts.log("daemon")[-3000:])
+def _celery(hosts: ScaleOut) -> celery.Celery:
+    return celery.Celery(broker=hosts.env["STOCK_ASSETS_BROKER"], backend=hosts.env["STOCK_ASSETS_BROKER"])
+
+
+def _worker_of(results: celery.Celery, run: dg.DagsterRun) -> str | None:
+    """The Celery worker that started the run (`host@machine`), from the task's state."""
+    if CELERY_TASK_TAG not in run.tags:
+        return None
+    task = results.AsyncResult(run.tags[CELERY_TASK_TAG])
+    return task.worker or (task.info.get("hostname") if isinstance(task.info, dict) else None)
+
+
+def test_the_launcher_reports_a_run_whose_celery_worker_is_gone_as_failed_and_a_headless_run_as_running(
+        redis, monkeypatch):
+    from stock_assets import celery_launcher
+
+    monkeypatch.setattr(celery_launcher, "PING_TIMEOUT_S", 1.0)
+    launcher = celery_launcher.CeleryRunLauncher(default_queue="dagster", broker=redis.url(2), backend=redis.url(2))
+    headless = dg.DagsterRun(job_name="shards", run_id="a-headless-run", tags={"stock-assets/pid": "1"})
+    assert launcher.check_run_worker_health(headless).status == WorkerStatus.RUNNING
+
+    # A task a worker started, then nothing more: its worker was killed with its host.
+    launcher.celery.backend.store_result("task-of-a-killed-host", {"pid": 4242, "hostname": "host-b@gone"}, "STARTED")
+    orphan = dg.DagsterRun(job_name="shards", run_id="an-orphan", tags={CELERY_TASK_TAG: "task-of-a-killed-host"})
+    health = launcher.check_run_worker_health(orphan)
+    assert health.status == WorkerStatus.FAILED and "host-b@gone" in health.msg, health
+    # dagster-celery's own check still answers what the task says.
+    launcher.celery.backend.store_result("task-of-a-killed-host", 0, "SUCCESS")
+    assert launcher.check_run_worker_health(orphan).status == WorkerStatus.SUCCESS
 
 
 @pytest.mark.scenario  # a daemon, two workers and a full sync: about two minutes alone
 @pytest.mark.timeout(1200)
 def test_a_sync_on_the_scale_out_configuration_runs_on_both_workers_and_ends_true(scale_out):
     platform, hosts = scale_out
-    # Dagster creates its tables on first use, but two first uses at once race in PostgreSQL
-    # ("type run_tags already exists"): the deploy creates them once, before any process starts.
-    migrated = subprocess.run([str(BIN / "dagster"), "instance", "migrate"], cwd=PROJECT, env=hosts.env,
-                              capture_output=True, text=True, timeout=300)
-    assert migrated.returncode == 0, migrated.stderr[-3000:]
-    hosts.start("daemon", str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT / "workspace.yaml"))
-    for host in ("host-a", "host-b"):
-        hosts.worker(host)
-
     sync_id = "scheduled-2026-12-04"  # as the schedule names it
-    launched = subprocess.run(
-        [str(BIN / "dagster"), "job", "launch", "-w", str(PROJECT / "workspace.yaml"), "-j", "universe",
-         "--tags", json.dumps({SYNC_TAG: sync_id})],
-        cwd=PROJECT, env=hosts.env, capture_output=True, text=True, timeout=300)
-    assert launched.returncode == 0, launched.stderr[-3000:]
+    hosts.start_sync(sync_id)
 
     instance = dg.DagsterInstance.get()
-    _wait_for_the_sync(instance, sync_id, hosts)
-    runs = _sync_runs(instance, sync_id)
+    runs = hosts.wait_for_the_sync(instance, sync_id)
     assert {r.job_name for r in runs} >= {"universe", "corporate_actions", "session", "shards"}
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [(r.job_name, r.status) for r in runs]
 
-    results = celery.Celery(broker=hosts.env["STOCK_ASSETS_BROKER"], backend=hosts.env["STOCK_ASSETS_BROKER"])
-    workers = {results.AsyncResult(r.tags[CELERY_TASK_TAG]).worker for r in runs}
+    results = _celery(hosts)
+    workers = {_worker_of(results, r) for r in runs}
     assert {w.split("@")[0] for w in workers} == {"host-a", "host-b"}, workers  # runs landed on both hosts
 
     assert_warehouse_matches_truth(platform)
-    for table in TABLES.values():
-        key = ", ".join(table.key)
-        (rows, keys), = platform.sql(f"SELECT count(*), count(DISTINCT ({key})) FROM {table.name}")
-        assert rows == keys, f"{table.name}: {rows - keys} keys stored twice"
+    _assert_no_key_twice(platform)
+
+
+LIMIT_PER_MIN = 1_500  # one key's limit, shared by both hosts through Redis
+
+
+@pytest.mark.scenario  # a first sync of 1,500 symbols on two hosts, one killed, then a backfill: ~6 minutes
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("scale_out", [{"symbols": 1_500, "rate_limit_per_min": LIMIT_PER_MIN,
+                                         "now": after_close(dt.date(2026, 12, 4))}], indirect=True)
+def test_a_host_killed_mid_sync_the_other_finishes_and_backfill_failed_heals_the_rest(scale_out):
+    platform, hosts = scale_out
+    sync_id = "scheduled-2026-12-04"
+    hosts.start_sync(sync_id)
+    instance = dg.DagsterInstance.get()
+    results = _celery(hosts)
+
+    # Host B is killed (its whole process tree, as a power cut would) while it runs a shard range.
+    deadline = time.monotonic() + 900
+    while not any(r.job_name == "shards" and r.status == dg.DagsterRunStatus.STARTED
+                  and (_worker_of(results, r) or "").startswith("host-b@") for r in sync_runs(instance, sync_id)):
+        assert time.monotonic() < deadline, hosts.log("daemon")[-3000:]
+        time.sleep(0.5)
+    calls_then, deadline = len(platform.sim.requests()), time.monotonic() + 60
+    while len(platform.sim.requests()) < calls_then + 100 and time.monotonic() < deadline:
+        time.sleep(0.2)  # until it has fetched part of its range
+    hosts.kill("host-b")
+
+    # Host A finishes its runs; run monitoring fails host B's (its worker answers no ping).
+    runs = hosts.wait_for_the_sync(instance, sync_id)
+    lost = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
+    assert lost and all(_worker_of(results, r).startswith("host-b@") for r in lost), \
+        [(r.job_name, r.status.value, _worker_of(results, r)) for r in runs]
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs if r not in lost)
+    failure = next(iter(instance.all_logs(lost[0].run_id, of_type=dg.DagsterEventType.RUN_FAILURE)))
+    assert "does not answer" in failure.dagster_event.message
+    with pytest.raises(AssertionError):  # what host B was fetching is missing
+        assert_warehouse_matches_truth(platform)
+
+    # On any host with the environment: the failed and missing partitions, fetched again.
+    healed = subprocess.run([str(BIN / "stock-assets"), "backfill-failed"], cwd=hosts.folder, env=hosts.env,
+                            capture_output=True, text=True, timeout=900)
+    assert healed.returncode == 0, healed.stdout[-3000:] + healed.stderr[-3000:]
+    assert_warehouse_matches_truth(platform)
+    _assert_no_key_twice(platform)
+
+    # The two hosts and the backfill, together, kept to the key's one limit (the server's count).
+    log = platform.sim.requests()
+    limited = sum(1 for e in log if e["status"] == 429)
+    assert busiest_minute(log) <= LIMIT_PER_MIN
+    assert limited <= 0.005 * len(log), f"{limited} of {len(log)} calls answered 429"
