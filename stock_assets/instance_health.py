@@ -150,11 +150,15 @@ def pool_holders(instance: dg.DagsterInstance, pool: str) -> list[dg.DagsterRun]
     return [r for r in running if r.run_op_concurrency and pool in (r.run_op_concurrency.all_pools or ())]
 
 
+def pool_limit(instance: dg.DagsterInstance, pool: str) -> int | None:
+    """How many runs the pool admits at once: its own limit, else the instance's default for pools."""
+    limit = instance.event_log_storage.get_concurrency_info(pool).limit
+    return instance.global_op_concurrency_default_limit if limit is None else limit
+
+
 def runs_the_pool_admits(instance: dg.DagsterInstance, pool: str, wanted: int = RUNS_AT_ONCE) -> int:
     """How many runs may start now; `PoolBusy` names the runs that hold the pool when none may."""
-    limit = instance.event_log_storage.get_concurrency_info(pool).limit
-    if limit is None:
-        limit = instance.global_op_concurrency_default_limit
+    limit = pool_limit(instance, pool)
     if limit is None:
         return wanted
     holders = pool_holders(instance, pool)

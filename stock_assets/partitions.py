@@ -66,11 +66,6 @@ def trading_days_from(start: dt.date) -> dg.TimeWindowPartitionsDefinition:
 trading_days = trading_days_from(dt.date.fromisoformat(DEFAULT_TRADING_DAYS_START))
 
 symbol_shards = dg.StaticPartitionsDefinition(SHARD_KEYS)
-# Runs a sync's (or a recovery's) shard work is spread over, each a range of consecutive shards: as
-# many as run at once (the `fmp` pool's limit), so the key's pace is shared by as many runs as
-# ever, each with more symbols to fetch, however many shards a day touches. (A backfill from the
-# UI keeps a run per shard: there each shard's materialization states its own row count.)
-SHARD_RUNS = 3
 
 
 def shard_range(first: str, last: str) -> list[str]:

@@ -5,7 +5,7 @@ the universe first, then the day's session (prices and dividends), then the
 symbol shards that have work (profiles due, history not loaded), a few runs
 each holding a range of consecutive shards (Dagster runs a range of
 partitions in one run, as its backfill policies do): however many shards a
-day touches, its runs stay few (`SHARD_RUNS`). A backfill runs what is FAILED
+day touches, its runs stay few (`shard_runs`: as many as run at once). A backfill runs what is FAILED
 or missing the same way. The plans are plain names (`PlannedRun`), so a run
 can be planned in one process and executed in another; `runner` executes
 them, the sensor requests them.
@@ -23,10 +23,12 @@ from dagster import AssetPartitionStatus, DagsterRunStatus
 
 from stock_assets import revisions, trading
 from stock_assets.assets import ASSET_NAMES, DAILY_ASSETS, HISTORY_ASSETS, assets_for
+from stock_assets.assets.common import FMP_POOL
 from stock_assets.config import Config
 from stock_assets.errors import ConfigError
 from stock_assets.fmp import get_plan
-from stock_assets.partitions import SHARD_KEYS, SHARD_RUNS, latest_session_day, partition_label, shard_range
+from stock_assets.instance_health import RUNS_AT_ONCE, pool_limit
+from stock_assets.partitions import SHARD_KEYS, latest_session_day, partition_label, shard_range
 from stock_assets.profile_refresh import due_now
 from stock_assets.resources import SyncSettings, warehouse_resource
 from stock_assets.warehouse import WarehouseResource
@@ -131,16 +133,21 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
     profiles = _shards_with_due_profiles(warehouse, settings) | _never_materialized(instance, [PROFILES])
     work = {shard: ((PROFILES,) if shard in profiles else ()) + (tuple(HISTORY_ASSETS) if shard in history else ())
             for shard in present}
-    return runs + shard_runs({s: assets for s, assets in work.items() if assets}, warehouse.shard_sizes())
+    with_work = {s: assets for s, assets in work.items() if assets}
+    return runs + shard_runs(with_work, warehouse.shard_sizes(), instance)
 
 
 def shard_runs(work: dict[str, tuple[dg.AssetKey, ...]], sizes: dict[str, int],
-               runs: int = SHARD_RUNS) -> list[PlannedRun]:
-    """The shards with work (each with the assets it needs) in at most `runs` runs, each a range of
-    consecutive shards holding about as many symbols as the others, materializing the assets any
-    of its shards needs."""
+               instance: dg.DagsterInstance) -> list[PlannedRun]:
+    """The shards with work (each with the assets it needs) in as many runs as the instance runs at
+    once (the `fmp` pool's limit: one host's 3, or a deployment's hosts' together), each a range of
+    consecutive shards holding about as many symbols as the others, materializing the assets any of
+    its shards needs. So the key's pace is shared by as many runs as ever, however many shards a day
+    touches. (A backfill from the UI keeps a run per shard: there each shard's materialization
+    states its own row count.)"""
     shards = [s for s in SHARD_KEYS if s in work]
     planned = []
+    runs = pool_limit(instance, FMP_POOL) or RUNS_AT_ONCE
     for group in _balanced_slices(shards, [max(1, sizes.get(s, 0)) for s in shards], runs):
         needed = {key for shard in group for key in work[shard]}
         assets = [key for key in (PROFILES, *HISTORY_ASSETS) if key in needed]
@@ -221,7 +228,7 @@ def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = Non
             by_partition[partition].append(key.to_user_string())
     shards = {p: tuple(dg.AssetKey(name) for name in names) for p, names in by_partition.items() if p in SHARD_KEYS}
     planned = [PlannedRun(tuple(names), p) for p, names in by_partition.items() if p not in shards]
-    planned += shard_runs(shards, warehouse.shard_sizes() if exists else {})
+    planned += shard_runs(shards, warehouse.shard_sizes() if exists else {}, instance)
     # The universe first: every partitioned asset reads it.
     return sorted(planned, key=lambda r: (r.partition_key is not None, r.partition_key or ""))
 

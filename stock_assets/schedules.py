@@ -81,7 +81,8 @@ def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: Warehouse
     if not restate:
         yield dg.SkipReason(f"No stored history predates a split after the splits run {run.run_id[:8]}.")
         return
-    for planned in shard_runs({shard: tuple(HISTORY_ASSETS) for shard in restate}, warehouse.shard_sizes()):
+    for planned in shard_runs({shard: tuple(HISTORY_ASSETS) for shard in restate}, warehouse.shard_sizes(),
+                              context.instance):
         yield shards_request(f"{sync_id}:{planned.partition_label}:restated", planned, {SYNC_TAG: sync_id})
 
 

@@ -8,7 +8,8 @@ import dagster as dg
 
 from stock_assets.definitions import defs
 from stock_assets.jobs import splits_job as corporate_actions_job
-from stock_assets.partitions import SHARD_RUNS
+from stock_assets.assets.common import FMP_POOL
+from stock_assets.instance_health import pool_limit
 from stock_assets.plan import shards_of_run
 
 ASSETS = {"symbols", "splits", "daily_prices", "price_history", "dividends", "dividend_history",
@@ -112,7 +113,7 @@ def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform
     present = {s for (s,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
     requested = [shards_of_run({**r.tags, **({"dagster/partition": r.partition_key} if r.partition_key else {})})
                  for r in shards]
-    assert {r.job_name for r in shards} == {"shards"} and len(shards) <= SHARD_RUNS < len(present)
+    assert {r.job_name for r in shards} == {"shards"} and len(shards) <= pool_limit(platform.instance(), FMP_POOL) < len(present)
     assert present <= set().union(*requested)  # a few runs of shard ranges: every shard with work
 
     # The shards' runs began before the splits were stored: after the splits run, a shard whose
@@ -143,3 +144,21 @@ def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform
                                          asset_selection=[dg.AssetKey("company_profiles")])
     (skip,) = _sensor_requests(platform, other)
     assert isinstance(skip, dg.SkipReason) and "universe alone" in skip.skip_message
+
+
+def test_a_days_shards_go_into_as_many_runs_as_the_instance_runs_at_once():
+    """One host's instance admits 3 runs of the `fmp` pool; a deployment of many hosts admits more,
+    and its shard work is spread over as many runs, so every host has a range to fetch."""
+    from stock_assets.assets import HISTORY_ASSETS
+    from stock_assets.partitions import SHARD_KEYS, shard_range
+    from stock_assets.plan import shard_runs
+
+    work = {shard: tuple(HISTORY_ASSETS) for shard in SHARD_KEYS[:12]}
+    sizes = {shard: 10 for shard in work}
+    with dg.instance_for_test() as instance:
+        for limit in (5, 2):
+            instance.event_log_storage.set_concurrency_slots(FMP_POOL, limit)
+            planned = shard_runs(work, sizes, instance)
+            assert len(planned) == limit
+            covered = [s for run in planned for s in shard_range(run.partition_key, run.last_partition or run.partition_key)]
+            assert covered == list(work)  # every shard once, in order

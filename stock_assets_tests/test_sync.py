@@ -10,7 +10,9 @@ from stock_assets import trading
 from stock_assets.assets.prices import history_start
 from stock_assets.partitions import SHARD_KEYS, shard_of, symbol_shards
 from stock_assets_tests.conftest import configured_trading_days
-from stock_assets.plan import SHARD_RUNS, failed_and_missing, shards_of_run
+from stock_assets.assets.common import FMP_POOL
+from stock_assets.instance_health import pool_limit
+from stock_assets.plan import failed_and_missing, shards_of_run
 from stock_assets.recovery import relaunch
 from stock_assets.resources import SyncSettings
 from stock_assets.sync import run_sync
@@ -39,8 +41,9 @@ def test_sync_matches_ground_truth_and_a_second_sync_changes_nothing(platform):
     # The universe, the day's splits, the session, and the shards in a few runs (however many shards
     # the day touches), each a range of shards: together they cover every shard that holds symbols.
     present = {shard for (shard,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
-    assert len(present) > SHARD_RUNS
-    assert 3 < len(outcome.runs) <= 3 + SHARD_RUNS
+    runs_at_once = pool_limit(platform.instance(), FMP_POOL)
+    assert len(present) > runs_at_once
+    assert 3 < len(outcome.runs) <= 3 + runs_at_once
     covered = [covered_shards(platform, r) for r in outcome.runs[3:]]
     assert present <= set().union(*covered) and sum(map(len, covered)) == len(set().union(*covered))
 

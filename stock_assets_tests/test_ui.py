@@ -29,7 +29,8 @@ import time
 import dagster as dg
 import pytest
 
-from stock_assets.partitions import SHARD_RUNS
+from stock_assets.assets.common import FMP_POOL
+from stock_assets.instance_health import pool_limit
 from stock_assets.plan import shards_of_run
 from stock_assets.tags import SYNC_TAG
 from stock_assets_tests.conftest import make_platform
@@ -134,7 +135,7 @@ def _catalog_and_a_daily_sync(page, url: str, platform) -> None:
     present = {s for (s,) in platform.sql("SELECT DISTINCT shard FROM market.symbols")}
     assert {shard for r in runs for shard in shards_of_run(r.tags)} >= present  # in a few runs of shard ranges
     # (a few more if the splits run finds stored history to restate: those shards' runs, as few)
-    assert len([r for r in runs if shards_of_run(r.tags)]) <= 2 * SHARD_RUNS
+    assert len([r for r in runs if shards_of_run(r.tags)]) <= 2 * pool_limit(platform.instance(), FMP_POOL)
     page.goto(f"{url}/runs")
     expect(page.get_by_text(sync_id).first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "ui-sync-runs.png"))
