@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 import redis as redis_client
+import yaml
 
 from stock_assets.tags import SYNC_TAG
 
@@ -31,12 +31,17 @@ BIN = Path(sys.executable).parent
 CELERY_TASK_TAG = "dagster-celery/task_id"
 
 
-def scale_out_environment(folder: Path, postgres, redis) -> dict[str, str]:
+def scale_out_environment(folder: Path, postgres, redis, runs_at_once: int | None = None) -> dict[str, str]:
     """Every host's environment (docs/deploy.md): new databases, emptied Redis databases, a
-    DAGSTER_HOME holding `deploy/dagster.yaml`, the lake's files under `folder/shared`."""
+    DAGSTER_HOME holding `deploy/dagster.yaml` (with `runs_at_once` as its runs and pool limit: the
+    hosts' total concurrency, as docs/deploy.md says to set it), the lake's files under `folder/shared`."""
     home = folder / "dagster_home"
     home.mkdir(parents=True)
-    shutil.copy(PROJECT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    settings = yaml.safe_load((PROJECT / "deploy" / "dagster.yaml").read_text())
+    if runs_at_once is not None:
+        settings["concurrency"]["runs"]["max_concurrent_runs"] = runs_at_once
+        settings["concurrency"]["pools"]["default_limit"] = runs_at_once
+    (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
     run = uuid.uuid4().hex[:12]  # the servers may outlive this use: its databases are its own
     for db in (0, 1):  # the broker's and the key's limit (Redis numbers its databases)
         redis_client.Redis.from_url(redis.url(db)).flushdb()
