@@ -23,7 +23,7 @@ from stock_assets.errors import CommandError, ConfigError
 BACKFILL_ADVICE = "Run `stock-assets backfill-failed` to fetch only what is missing."
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
+def cmd_simulate(args: argparse.Namespace, _: Config) -> int:
     from fmp_simulator import config_from_args, serve
 
     config, host, port = config_from_args(args)
@@ -35,28 +35,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sync(args: argparse.Namespace) -> int:
-    config = Config.from_env()
-    day = session_day(args.date)
+def cmd_sync(args: argparse.Namespace, config: Config) -> int:
+    day = session_day(args.date, config)
     from stock_assets.home import command_lock
     from stock_assets.local_api import fmp_environment
     from stock_assets.sync import new_sync_id, run_sync
 
     sync_id = new_sync_id()
     with command_lock(config.dagster_home, "sync"), fmp_environment(config):
-        outcome, stopped = _with_progress(lambda reporter: run_sync(day, reporter, sync_id=sync_id),
+        outcome, stopped = _with_progress(lambda reporter: run_sync(config, day, reporter, sync_id=sync_id),
                                           config, "sync", sync_id)
         if stopped is not None:
             return stopped
     if any(run.success for run in outcome.runs):  # else there are no figures worth a table
-        _print_report(outcome.sync_id)
+        _print_report(config, outcome.sync_id)
     print(f"\nSync {outcome.sync_id}: {len(outcome.runs) - len(outcome.failed)} of "
           f"{len(outcome.runs)} runs succeeded in {outcome.seconds:.1f}s.")
     _print_failures(outcome.failed)
     return 0 if outcome.success else 1
 
 
-def session_day(text: str | None) -> dt.date | None:
+def session_day(text: str | None, config: Config) -> dt.date | None:
     """`--date`, checked against the trading-day partitions: None means the last closed session."""
     if text is None:
         return None
@@ -66,7 +65,7 @@ def session_day(text: str | None) -> dt.date | None:
         raise ConfigError(f"--date {text!r} is not a date: use YYYY-MM-DD.") from None
     from stock_assets.partitions import latest_session_day
 
-    first = Config.from_env().trading_days_start
+    first = config.trading_days_start
     latest = latest_session_day()
     if day.weekday() >= 5:
         raise ConfigError(f"--date {day} is a {day:%A}, not a trading day: pick a weekday "
@@ -139,36 +138,38 @@ def _print_failures(failed) -> None:
         print(BACKFILL_ADVICE)
 
 
-def _print_report(sync_id: str | None) -> None:
+def _print_report(config: Config, sync_id: str | None) -> None:
     from stock_assets.report import print_report
+    from stock_assets.resources import warehouse_resource
 
     try:
-        print_report(sync_id=sync_id)
+        print_report(warehouse_resource(config), sync_id=sync_id)
     except Exception as error:  # noqa: BLE001 - the sync's own summary follows regardless
         print(f"The sync's figures could not be read: {type(error).__name__}: {error}")
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace, config: Config) -> int:
     from stock_assets.report import main as report_main
+    from stock_assets.resources import warehouse_resource
 
-    return report_main(args)
+    return report_main(args, warehouse_resource(config))
 
 
-def cmd_sql(args: argparse.Namespace) -> int:
+def cmd_sql(args: argparse.Namespace, config: Config) -> int:
     from stock_assets import query
     from stock_assets.resources import warehouse_resource
 
     output = "json" if args.json else "csv" if args.csv else "table"
-    return query.run(warehouse_resource(Config.from_env()), args.query, as_of=args.as_of, output=output)
+    return query.run(warehouse_resource(config), args.query, as_of=args.as_of, output=output)
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
+def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
     from pathlib import Path
 
     from stock_assets.resources import warehouse_resource
     from stock_assets.warehouse.migrate import migrate
 
-    warehouse = warehouse_resource(Config.from_env())
+    warehouse = warehouse_resource(config)
     moved = migrate(warehouse, Path(args.source).expanduser())
     width = max(len(m.table) for m in moved) if moved else 5
     for m in moved:
@@ -179,8 +180,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_backfill_failed(args: argparse.Namespace) -> int:
-    config = Config.from_env()
+def cmd_backfill_failed(args: argparse.Namespace, config: Config) -> int:
     from stock_assets.plan import check_asset_names
 
     only = check_asset_names(args.asset) if args.asset else None
@@ -202,7 +202,7 @@ def cmd_backfill_failed(args: argparse.Namespace) -> int:
         held_days = trading_days_from(config.trading_days_start)
         if warehouse.exists():  # what the warehouse holds is not missing
             report_held_partitions(instance, warehouse, held_days)
-        todo = failed_and_missing(instance, only, args.all_missing, warehouse)
+        todo = failed_and_missing(instance, config, only, args.all_missing)
         if not todo:
             print("Nothing failed or missing: every partition is materialized.")
             return 0
@@ -212,7 +212,7 @@ def cmd_backfill_failed(args: argparse.Namespace) -> int:
         if args.dry_run:
             return 0
         outcomes, stopped = _with_progress(
-            lambda reporter: relaunch(instance, todo, reporter, runs_at_once, backfill_id=backfill_id),
+            lambda reporter: relaunch(instance, config, todo, reporter, runs_at_once, backfill_id=backfill_id),
             config, "backfill", backfill_id)
         if stopped is not None:
             return stopped
@@ -223,9 +223,8 @@ def cmd_backfill_failed(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
+def cmd_ui(args: argparse.Namespace, config: Config) -> int:
     """`dagster dev` on the project's instance, with a simulator when no key is set."""
-    config = Config.from_env()
     from stock_assets.home import open_instance
     from stock_assets.local_api import fmp_environment
 
@@ -288,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)  # usage errors: argparse's one line, exit 2
     try:
-        return args.func(args)
+        return args.func(args, Config.from_env())  # the configuration, read and checked once
     except ConfigError as error:
         print(f"stock-assets {args.command}: {error}", file=sys.stderr)
         return 2

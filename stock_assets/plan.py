@@ -110,7 +110,7 @@ def sessions_to_sync(instance: dg.DagsterInstance, day: dt.date) -> list[dt.date
 
 
 def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstance,
-                        day: dt.date, settings: SyncSettings | None = None) -> list[PlannedRun]:
+                        day: dt.date, settings: SyncSettings, plan: str) -> list[PlannedRun]:
     """The runs that follow a fresh universe: the sessions to store, then the shards with work to do
     (`shard_runs`: a few runs, each a range of shards).
 
@@ -122,10 +122,9 @@ def plan_after_universe(warehouse: WarehouseResource, instance: dg.DagsterInstan
     run; one without work that lies inside a range costs its planning queries
     and no call (every shard asset fetches only what is missing or due).
     """
-    settings = settings or SyncSettings()
     runs = [session_run(d) for d in sessions_to_sync(instance, day)]
     present = warehouse.shards_present()
-    on_turn = not get_plan(Config.from_env().plan).serves("eod-bulk")
+    on_turn = not get_plan(plan).serves("eod-bulk")
     history = (warehouse.shards_needing_history() | warehouse.shards_needing_restatement()
                | revisions.shards_to_confirm(warehouse, trading.last_closed_session(), settings.profile_max_age_days,
                                              on_turn)
@@ -198,8 +197,8 @@ def check_asset_names(names: Iterable[str]) -> set[str]:
     return set(names)
 
 
-def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = None,
-                       all_missing: bool = False, warehouse=None) -> list[PlannedRun]:
+def failed_and_missing(instance: dg.DagsterInstance, config: Config, only: set[str] | None = None,
+                       all_missing: bool = False) -> list[PlannedRun]:
     """What to run again: FAILED partitions, and missing ones (the shards in a few runs of ranges).
 
     Missing means: a shard that holds symbols but was never materialized, or
@@ -208,12 +207,12 @@ def failed_and_missing(instance: dg.DagsterInstance, only: set[str] | None = Non
     since the partitions' start). An empty shard has nothing to materialize,
     so it is never missing.
     """
-    warehouse = warehouse or warehouse_resource()
+    warehouse = warehouse_resource(config)
     exists = warehouse.exists()
     shards_present = warehouse.shards_present() if exists else set()
     restate = warehouse.shards_needing_restatement() if exists else set()
     by_partition: dict[str | None, list[str]] = defaultdict(list)
-    for asset in assets_for(Config.from_env()):
+    for asset in assets_for(config):
         key = asset.key
         if only and key.to_user_string() not in only:
             continue

@@ -13,6 +13,7 @@ import uuid
 
 import dagster as dg
 
+from stock_assets.config import Config
 from stock_assets.instance_health import RUNS_AT_ONCE
 from stock_assets.plan import PlannedRun
 from stock_assets.progress import PlainReporter, Reporter
@@ -24,10 +25,10 @@ def new_backfill_id() -> str:
     return f"backfill-{uuid.uuid4().hex[:8]}"
 
 
-def relaunch(instance: dg.DagsterInstance, planned: list[PlannedRun], reporter: Reporter | None = None,
+def relaunch(instance: dg.DagsterInstance, config: Config, planned: list[PlannedRun], reporter: Reporter | None = None,
              runs_at_once: int = RUNS_AT_ONCE, log=None, backfill_id: str | None = None) -> list[RunOutcome]:
     """Run exactly these partitions on the persistent instance, tagged as one backfill."""
     reporter = reporter or PlainReporter(write=log)
     reporter.planned(len(planned))
     tags = {BACKFILL_TAG: backfill_id or new_backfill_id()}
-    return execute_all(instance, planned, tags, reporter, runs_at_once)
+    return execute_all(instance, config, planned, tags, reporter, runs_at_once)

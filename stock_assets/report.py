@@ -11,7 +11,6 @@ import argparse
 import json
 from typing import Any
 
-from stock_assets.resources import warehouse_resource
 from stock_assets.run_stats import RESTATED_AFTER_SPLIT
 from stock_assets.warehouse import WarehouseResource
 
@@ -169,8 +168,7 @@ def _jsonable(value: Any) -> Any:
 
 
 # ---- entry points ------------------------------------------------------------
-def print_report(sync_id: str | None = None) -> int:
-    warehouse = warehouse_resource()
+def print_report(warehouse: WarehouseResource, sync_id: str | None = None) -> int:
     batch_id = sync_id or latest_batch_id(warehouse)
     if batch_id is None:
         print(f"No sync is recorded in the warehouse ({warehouse.describe()}) yet: run `stock-assets sync` first.")
@@ -179,8 +177,7 @@ def print_report(sync_id: str | None = None) -> int:
     return 0
 
 
-def main(args: argparse.Namespace) -> int:
-    warehouse = warehouse_resource()
+def main(args: argparse.Namespace, warehouse: WarehouseResource) -> int:
     if not warehouse.exists():
         print(f"No warehouse at {warehouse.path}: run `stock-assets sync` first (or set STOCK_ASSETS_DB).")
         return 1
@@ -196,7 +193,7 @@ def main(args: argparse.Namespace) -> int:
     if args.history:
         print(render_history(history))
     elif not args.plot:
-        return print_report()
+        return print_report(warehouse)
     if args.plot:
         print(f"Chart of {len(history)} syncs written to {args.plot}")
     return 0

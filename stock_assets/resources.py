@@ -41,8 +41,7 @@ def fmp_resource(config: Config) -> FMPResource:
     )
 
 
-def warehouse_resource(config: Config | None = None) -> WarehouseResource:
-    config = config or Config.from_env()
+def warehouse_resource(config: Config) -> WarehouseResource:
     return WarehouseResource(database=config.database, data_path=config.data_path, catalog=config.catalog)
 
 
@@ -51,7 +50,6 @@ def settings_resource(config: Config) -> SyncSettings:
     return SyncSettings(history_start=history_start, profile_max_age_days=config.profile_max_age_days)
 
 
-def all_resources(config: Config | None = None) -> dict[str, object]:
-    config = config or Config.from_env()
+def all_resources(config: Config) -> dict[str, object]:
     return {"fmp": fmp_resource(config), "warehouse": warehouse_resource(config),
             "settings": settings_resource(config)}

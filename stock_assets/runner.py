@@ -32,6 +32,7 @@ from multiprocessing.connection import wait as wait_for
 
 import dagster as dg
 
+from stock_assets.config import Config
 from stock_assets.instance_health import RUNS_AT_ONCE, process_tags, reap_dead_runs
 from stock_assets.plan import PlannedRun
 from stock_assets.tags import BACKFILL_TAG, SYNC_TAG
@@ -105,13 +106,11 @@ def _first_line(error) -> str:
 
 # -- one run in this process ------------------------------------------------------
 
-def execute(instance: dg.DagsterInstance, planned: PlannedRun, tags: dict[str, str]) -> RunOutcome:
+def execute(instance: dg.DagsterInstance, config: Config, planned: PlannedRun, tags: dict[str, str]) -> RunOutcome:
     """Materialize one planned run in this process."""
     from stock_assets.assets import assets_for
-    from stock_assets.config import Config
     from stock_assets.resources import all_resources
 
-    config = Config.from_env()
     started = time.monotonic()
     result = dg.materialize(
         assets_for(config), selection=planned.asset_keys, partition_key=planned.single_partition,
@@ -130,8 +129,8 @@ class Workers:
     every worker; `map` yields each run with its outcome as it ends.
     """
 
-    def __init__(self, instance: dg.DagsterInstance, count: int):
-        self._instance = instance
+    def __init__(self, instance: dg.DagsterInstance, config: Config, count: int):
+        self._instance, self._config = instance, config
         self._context = multiprocessing.get_context("spawn")
         self._count = count
         self._workers: list[WorkerProcess] = []
@@ -149,7 +148,7 @@ class Workers:
             while todo and len(busy) < self._count:
                 worker = self._idle_worker(busy)
                 busy[worker] = todo.popleft()
-                worker.send(functools.partial(execute, planned=busy[worker], tags=tags))
+                worker.send(functools.partial(execute, config=self._config, planned=busy[worker], tags=tags))
             ready = wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy])
             for worker in list(busy):
                 if worker.conn not in ready and worker.process.sentinel not in ready:
@@ -230,7 +229,7 @@ def raise_if_interrupted() -> None:
         raise Interrupted(_SIGNALLED[0])
 
 
-def execute_all(instance: dg.DagsterInstance, planned: Sequence[PlannedRun], tags: dict[str, str],
+def execute_all(instance: dg.DagsterInstance, config: Config, planned: Sequence[PlannedRun], tags: dict[str, str],
                 reporter, runs_at_once: int = RUNS_AT_ONCE) -> list[RunOutcome]:
     """Execute runs, unpartitioned ones (the universe) first in this process, the rest on workers.
 
@@ -238,12 +237,12 @@ def execute_all(instance: dg.DagsterInstance, planned: Sequence[PlannedRun], tag
     """
     outcomes: dict[PlannedRun, RunOutcome] = {}
     for p in [p for p in planned if p.partition_key is None]:
-        outcomes[p] = execute(instance, p, tags)
+        outcomes[p] = execute(instance, config, p, tags)
         raise_if_interrupted()
         report_outcome(outcomes[p], reporter)
     rest = [p for p in planned if p.partition_key is not None]
     if rest:
-        with Workers(instance, min(runs_at_once, len(rest))) as workers:
+        with Workers(instance, config, min(runs_at_once, len(rest))) as workers:
             for p, outcome in workers.map(rest, tags):
                 outcomes[p] = outcome
                 report_outcome(outcome, reporter)

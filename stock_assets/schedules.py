@@ -25,6 +25,7 @@ doubles them.
 import dagster as dg
 
 from stock_assets.assets import HISTORY_ASSETS
+from stock_assets.fmp import FMPResource
 from stock_assets.partitions import latest_session_day
 from stock_assets.jobs import session_job, shards_job, splits_job, universe_job
 from stock_assets.plan import PlannedRun, plan_after_universe, session_run, shard_runs, shards_of_run
@@ -53,7 +54,7 @@ def daily_sync_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
                                   "with work in a few runs of shard ranges; after the splits, runs of the "
                                   "shards left with history to restate.")
 def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: WarehouseResource,
-                        settings: SyncSettings):
+                        settings: SyncSettings, fmp: FMPResource):
     run = context.dagster_run
     day = latest_session_day()  # its partition exists (windows open at 17:00 ET)
     if set(run.asset_selection or ()) == {UNIVERSE} or run.job_name == universe_job.name:
@@ -61,7 +62,7 @@ def sync_after_universe(context: dg.RunStatusSensorContext, warehouse: Warehouse
         tags = {SYNC_TAG: sync_id}
         yield dg.RunRequest(run_key=f"{sync_id}:splits", job_name=splits_job.name, partition_key=day.isoformat(),
                             tags=tags)
-        for planned in plan_after_universe(warehouse, context.instance, day, settings):
+        for planned in plan_after_universe(warehouse, context.instance, day, settings, fmp.plan):
             if planned.assets == session_run(day).assets:  # the day's session, or one of a gap before it
                 yield dg.RunRequest(run_key=f"{sync_id}:{planned.partition_key}", job_name=session_job.name,
                                     partition_key=planned.partition_key, tags=tags)

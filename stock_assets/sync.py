@@ -48,14 +48,13 @@ def new_sync_id() -> str:
     return f"sync-{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def run_sync(day: dt.date | None = None, reporter: Reporter | None = None, log=None,
+def run_sync(config: Config, day: dt.date | None = None, reporter: Reporter | None = None, log=None,
              sync_id: str | None = None) -> SyncOutcome:
     """Run the sync of `day`'s session (default: the last closed one) on the instance at DAGSTER_HOME.
 
     Progress goes to `reporter` (or, simpler, to a `log(line)` callable).
     """
     reporter = reporter or PlainReporter(write=log)
-    config = Config.from_env()
     instance = open_instance(config.dagster_home)
     outcome = SyncOutcome(sync_id or new_sync_id(), day or latest_session_day())
     started = time.monotonic()
@@ -63,7 +62,7 @@ def run_sync(day: dt.date | None = None, reporter: Reporter | None = None, log=N
     reporter.say(f"Sync {outcome.sync_id} for the {outcome.day} session")
     tags = {SYNC_TAG: outcome.sync_id}
     reporter.planned(1)
-    outcome.runs += execute_all(instance, [PlannedRun(("symbols",))], tags, reporter)
+    outcome.runs += execute_all(instance, config, [PlannedRun(("symbols",))], tags, reporter)
     if outcome.success:
         outcome.runs += _after_universe(instance, config, outcome.day, tags, reporter, runs_at_once)
     else:
@@ -81,13 +80,13 @@ def _after_universe(instance, config: Config, day: dt.date, tags: dict[str, str]
     latest: the later sessions of a gap then find their bars stored."""
     splits, first = PlannedRun(("splits",), day.isoformat()), session_run(sessions_to_sync(instance, day)[0])
     reporter.planned(2)
-    runs = execute_all(instance, [splits, first], tags, reporter, runs_at_once)
+    runs = execute_all(instance, config, [splits, first], tags, reporter, runs_at_once)
     if not next(r.success for r in runs if r.description == splits.describe()):
         reporter.say("The day's splits could not be fetched: no shard was run (a split symbol's history "
                      "would stay in the old shares). `stock-assets backfill-failed` fetches them; the next "
                      "sync plans the shards.")
         return runs
-    planned = [p for p in plan_after_universe(warehouse_resource(config), instance, day, settings_resource(config))
-               if p != first]
+    planned = [p for p in plan_after_universe(warehouse_resource(config), instance, day, settings_resource(config),
+                                              config.plan) if p != first]
     reporter.planned(len(planned))
-    return runs + execute_all(instance, planned, tags, reporter, runs_at_once)
+    return runs + execute_all(instance, config, planned, tags, reporter, runs_at_once)

@@ -73,6 +73,11 @@ class Platform:
     def instance(self) -> dg.DagsterInstance:
         return dg.DagsterInstance.from_config(str(self.home))
 
+    @property
+    def config(self) -> Config:
+        """The configuration a command reads from the environment the test set."""
+        return Config.from_env()
+
     def fmp(self, **overrides) -> FMPResource:
         config = dict(api_key=TEST_KEY, base_url=self.sim.base_url, plan=self.plan,
                       rate_limit_per_min=60_000, limiter_state=str(self.limiter),
@@ -83,7 +88,7 @@ class Platform:
         """The warehouse as the platform's commands see it (STOCK_ASSETS_DB, _DATA, _CATALOG)."""
         from stock_assets.resources import warehouse_resource
 
-        return warehouse_resource(Config.from_env())
+        return warehouse_resource(self.config)
 
     def resources(self, **settings) -> dict:
         return {"fmp": self.fmp(), "warehouse": self.warehouse(), "settings": SyncSettings(**settings)}
@@ -199,11 +204,11 @@ def daily_sync(platform, day: dt.date) -> int:
     instance = platform.instance()
     platform.sim.clear_requests()
     tags = {SYNC_TAG: f"sync-{day}"}
-    assert execute(instance, PlannedRun(("symbols",)), tags).success
-    assert execute(instance, PlannedRun(("splits",), day.isoformat()), tags).success
-    for planned in plan_after_universe(platform.resources()["warehouse"], instance, day,
-                                       settings_resource(Config.from_env())):
-        outcome = execute(instance, planned, tags)
+    assert execute(instance, platform.config, PlannedRun(("symbols",)), tags).success
+    assert execute(instance, platform.config, PlannedRun(("splits",), day.isoformat()), tags).success
+    for planned in plan_after_universe(platform.warehouse(), instance, day, settings_resource(platform.config),
+                                       platform.plan):
+        outcome = execute(instance, platform.config, planned, tags)
         assert outcome.success, outcome.error
     return len(platform.sim.settled_requests())
 

@@ -120,7 +120,7 @@ def test_a_day_missing_a_symbol_ends_failed_naming_it_and_backfill_failed_mends_
         # symbol short of complete. (A symbol whose every call fails ends the same way, after the retries.)
         platform.sim.faults.update({"invalid_row_symbols": [broken]})
         instance = platform.instance()
-        outcome = execute(instance, PlannedRun(("daily_prices",), day.isoformat()), {SYNC_TAG: "sync-x"})
+        outcome = execute(instance, platform.config, PlannedRun(("daily_prices",), day.isoformat()), {SYNC_TAG: "sync-x"})
         assert not outcome.success
         assert broken in (outcome.error or ""), outcome.error
         assert status(platform, day) == dg.AssetPartitionStatus.FAILED
@@ -128,10 +128,10 @@ def test_a_day_missing_a_symbol_ends_failed_naming_it_and_backfill_failed_mends_
 
         # The route that mends Failed partitions mends it: only the missing symbol is asked.
         platform.sim.faults.update({"invalid_row_symbols": []})
-        todo = [p for p in failed_and_missing(instance) if p.partition_key == day.isoformat()]
+        todo = [p for p in failed_and_missing(instance, platform.config) if p.partition_key == day.isoformat()]
         assert todo and "daily_prices" in todo[0].assets
         platform.sim.clear_requests()
-        assert execute(instance, PlannedRun(("daily_prices",), day.isoformat()), {SYNC_TAG: "mend"}).success
+        assert execute(instance, platform.config, PlannedRun(("daily_prices",), day.isoformat()), {SYNC_TAG: "mend"}).success
         asked = {s for r in platform.sim.settled_requests() for s in
                  (r["params"].get("symbols") or r["params"].get("symbol") or "").split(",") if s}
         assert asked == {broken}

@@ -84,7 +84,7 @@ def test_a_split_between_two_syncs_is_restated(split_platform, monkeypatch):
     materialize(platform, "splits", day2.isoformat())
     splits = platform.sql("SELECT symbol, numerator, denominator FROM market.splits ORDER BY symbol")
     assert sorted(splits) == sorted([(forward, 2.0, 1.0), (reverse, 1.0, 10.0)])
-    planned = plan_after_universe(platform.resources()["warehouse"], platform.instance(), day2, SyncSettings())
+    planned = plan_after_universe(platform.resources()["warehouse"], platform.instance(), day2, SyncSettings(), platform.plan)
     assert {shard for p in planned if "price_history" in p.assets for shard in p.shards} >= shards
 
     # The split day's bars, in the new shares, as that day's daily sync stored them.
@@ -133,7 +133,7 @@ def test_prices_adjusted_matches_fmps_dividend_adjusted_history(platform):
     """The view, from stored closes and dividends, against the simulator's dividend-adjusted endpoint."""
     from stock_assets.sync import run_sync
 
-    assert run_sync(log=lambda line: None).success
+    assert run_sync(platform.config, log=lambda line: None).success
     truth = platform.sim.truth
     payers = [s for (s,) in platform.sql("SELECT DISTINCT symbol FROM market.dividends ORDER BY symbol")]
     others = [s for (s,) in platform.sql("SELECT symbol FROM market.symbols ORDER BY symbol") if s not in payers]
@@ -214,7 +214,7 @@ def test_a_renamed_company_is_followed_under_its_new_symbol(tmp_path, monkeypatc
         assert platform.sql("SELECT old_symbol, new_symbol, date FROM market.symbol_changes") == [
             (old, new, rename_day)]
         (new_shard,), = platform.sql("SELECT shard FROM market.symbols WHERE symbol = ? AND listed", [new])
-        planned = plan_after_universe(platform.resources()["warehouse"], platform.instance(), day2, SyncSettings())
+        planned = plan_after_universe(platform.resources()["warehouse"], platform.instance(), day2, SyncSettings(), platform.plan)
         assert any(new_shard in p.shards and "price_history" in p.assets for p in planned)
         sync_shards(platform, day2, {new_shard})
 

@@ -131,7 +131,7 @@ def test_interrupted_sync_leaves_no_process_and_backfill_completes_it(small, tmp
     done = cli(tmp_path, "backfill-failed")
     assert done.returncode == 0, done.stdout + done.stderr
     instance = platform.instance()
-    assert failed_and_missing(instance) == []
+    assert failed_and_missing(instance, platform.config) == []
     assert_warehouse_matches_truth(platform)
 
     # Nothing fetched twice but what the interruption cut off: the symbols of interrupted shards.

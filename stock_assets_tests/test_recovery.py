@@ -103,7 +103,7 @@ def test_killed_run_is_reaped_and_backfill_failed_completes_every_partition(plat
         for key in run.asset_selection:
             status = shard_status(instance, key.to_user_string())
             assert {status[shard] for shard in shards_of_run(run.tags)} == {AssetPartitionStatus.FAILED}
-    todo = failed_and_missing(instance)
+    todo = failed_and_missing(instance, platform.config)
     assert {shard for r in stuck for shard in shards_of_run(r.tags)} <= {shard for p in todo for shard in p.shards}
 
     # --dry-run says what it would launch and launches nothing.
@@ -129,7 +129,7 @@ def test_killed_run_is_reaped_and_backfill_failed_completes_every_partition(plat
     for asset in DAILY_ASSETS:
         status = instance.get_status_by_partition(dg.AssetKey(asset), [day], configured_trading_days())
         assert status[day] == AssetPartitionStatus.MATERIALIZED, asset
-    assert failed_and_missing(instance) == []
+    assert failed_and_missing(instance, platform.config) == []
     # The reaped shards' symbols are all in the warehouse now.
     (profiles,), = platform.sql("SELECT count(*) FROM market.company_profiles")
     (symbols,), = platform.sql("SELECT count(*) FROM market.symbols")
@@ -197,9 +197,9 @@ def test_the_latest_session_is_due_once_there_is_a_universe(platform):
     from stock_assets.runner import execute
 
     instance = platform.instance()
-    assert failed_and_missing(instance) == [PlannedRun(("symbols",))]  # nothing else before a universe
-    assert execute(instance, PlannedRun(("symbols",)), {}).success
+    assert failed_and_missing(instance, platform.config) == [PlannedRun(("symbols",))]  # nothing else before a universe
+    assert execute(instance, platform.config, PlannedRun(("symbols",)), {}).success
     day = latest_session_day().isoformat()
-    todo = {p.partition_key: p.assets for p in failed_and_missing(instance)}
+    todo = {p.partition_key: p.assets for p in failed_and_missing(instance, platform.config)}
     assert todo[day] == ("splits", "daily_prices", "dividends")
     assert [k for k in todo if k is not None and k not in SHARD_KEYS] == [day]  # and no older day

@@ -35,7 +35,7 @@ def synced(tmp_path_factory):
     monkeypatch = pytest.MonkeyPatch()
     platform = make_platform(tmp_path_factory.mktemp("report"), monkeypatch)
     try:
-        outcome = run_sync(log=lambda line: None)
+        outcome = run_sync(platform.config, log=lambda line: None)
         assert outcome.success, [r.description for r in outcome.failed]
         requests = platform.sim.settled_requests(quiet_s=0.5)
         yield SimpleNamespace(platform=platform, first=outcome, requests=requests)

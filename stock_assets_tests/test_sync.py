@@ -36,7 +36,7 @@ def snapshot(platform) -> dict[str, list[tuple]]:
 
 def test_sync_matches_ground_truth_and_a_second_sync_changes_nothing(platform):
     truth = platform.sim.truth
-    outcome = run_sync(log=lambda line: None)
+    outcome = run_sync(platform.config, log=lambda line: None)
     assert outcome.success, [r.description for r in outcome.failed]
     # The universe, the day's splits, the session, and the shards in a few runs (however many shards
     # the day touches), each a range of shards: together they cover every shard that holds symbols.
@@ -72,7 +72,7 @@ def test_sync_matches_ground_truth_and_a_second_sync_changes_nothing(platform):
 
     first = snapshot(platform)
     platform.sim.clear_requests()
-    again = run_sync(log=lambda line: None)
+    again = run_sync(platform.config, log=lambda line: None)
     assert again.success
     assert snapshot(platform) == first
     # Nothing was fetched twice: only the universe and the day's splits and dividend
@@ -94,7 +94,7 @@ def test_failed_shard_is_failed_and_backfill_fetches_only_what_is_missing(platfo
     broken = members[0]
     platform.sim.faults.failing_symbols = frozenset({broken})
 
-    outcome = run_sync(log=lambda line: None)
+    outcome = run_sync(platform.config, log=lambda line: None)
     failed, = outcome.failed  # the run whose range holds the shard; the other runs succeeded
     failed_shards = covered_shards(platform, failed)
     assert shard in failed_shards
@@ -110,9 +110,9 @@ def test_failed_shard_is_failed_and_backfill_fetches_only_what_is_missing(platfo
 
     platform.sim.faults.failing_symbols = frozenset()
     platform.sim.clear_requests()
-    todo = failed_and_missing(instance)
+    todo = failed_and_missing(instance, platform.config)
     assert {shard for p in todo for shard in p.shards} == set(failed_shards)
-    outcomes = relaunch(instance, todo, log=lambda line: None)
+    outcomes = relaunch(instance, platform.config, todo, log=lambda line: None)
     assert all(o.success for o in outcomes)
 
     per_symbol = [r for r in platform.sim.requests()
@@ -120,12 +120,12 @@ def test_failed_shard_is_failed_and_backfill_fetches_only_what_is_missing(platfo
     assert per_symbol and {r["params"]["symbol"] for r in per_symbol} == {broken}
     status = platform.instance().get_status_by_partition(dg.AssetKey("company_profiles"), SHARD_KEYS, symbol_shards)
     assert status[shard] == dg.AssetPartitionStatus.MATERIALIZED
-    assert failed_and_missing(platform.instance()) == []
+    assert failed_and_missing(platform.instance(), platform.config) == []
 
 
 def test_after_a_sync_no_partition_the_warehouse_holds_is_missing(platform):
     """Days the history load stored, holidays and empty shards show materialized, each saying why."""
-    assert run_sync(log=lambda line: None).success
+    assert run_sync(platform.config, log=lambda line: None).success
     instance = platform.instance()
     trading_days = configured_trading_days()
     days = trading_days.get_partition_keys(current_time=trading.now_utc())
@@ -151,4 +151,4 @@ def test_after_a_sync_no_partition_the_warehouse_holds_is_missing(platform):
     assert record.asset_materialization.metadata["symbols"].value == 0
 
     # So "failed and missing", even every missing day since the start, has nothing to run.
-    assert failed_and_missing(instance, all_missing=True) == []
+    assert failed_and_missing(instance, platform.config, all_missing=True) == []
