@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_daemon import daemon  # noqa: E402
 from bench.bench_sync import KEY, Simulator  # noqa: E402
 from stock_assets.fmp import DEFAULT_PACE_FRACTION  # noqa: E402
-from stock_assets.instance_health import descendants  # noqa: E402
+from stock_assets.runs.instance_health import descendants  # noqa: E402
 
 BASELINE = "bc95a78"  # main before the convergence work
 FIRST_LOAD_AT = "2026-12-03T18:00:00-05:00"  # Thursday evening, two hours after the close

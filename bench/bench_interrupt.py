@@ -27,7 +27,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "stock_assets.cli"]
 sys.path.insert(0, str(PROJECT))
 
-from stock_assets.instance_health import alive, descendants  # noqa: E402 - after the path is set
+from stock_assets.runs.instance_health import alive, descendants  # noqa: E402 - after the path is set
 
 
 def environment(work: Path, symbols: int, latency_ms: int) -> dict[str, str]:

@@ -37,9 +37,9 @@ def cmd_simulate(args: argparse.Namespace, _: Config) -> int:
 
 def cmd_sync(args: argparse.Namespace, config: Config) -> int:
     day = session_day(args.date, config)
-    from stock_assets.home import command_lock
+    from stock_assets.runs.home import command_lock
     from stock_assets.local_api import fmp_environment
-    from stock_assets.sync import new_sync_id, run_sync
+    from stock_assets.runs.sync import new_sync_id, run_sync
 
     sync_id = new_sync_id()
     with command_lock(config.dagster_home, "sync"), fmp_environment(config):
@@ -63,7 +63,7 @@ def session_day(text: str | None, config: Config) -> dt.date | None:
         day = dt.date.fromisoformat(text)
     except ValueError:
         raise ConfigError(f"--date {text!r} is not a date: use YYYY-MM-DD.") from None
-    from stock_assets.partitions import latest_session_day
+    from stock_assets.defs.partitions import latest_session_day
 
     first = config.trading_days_start
     latest = latest_session_day()
@@ -85,7 +85,7 @@ def _with_progress(work, config: Config, command: str, batch_id: str):
     interruption, whose summary has been printed.
     """
     from stock_assets.progress import reporter_for
-    from stock_assets.runner import Interrupted, interruptible
+    from stock_assets.runs.runner import Interrupted, interruptible
 
     reporter = reporter_for()
     try:
@@ -100,9 +100,9 @@ def _with_progress(work, config: Config, command: str, batch_id: str):
 
 def _interrupted(stop, config: Config, command: str, batch_id: str) -> int:
     """After Ctrl-C or SIGTERM: mark what was left in progress, say what happened and what next."""
-    from stock_assets.home import open_instance
-    from stock_assets.instance_health import reap_dead_runs
-    from stock_assets.runner import runs_of_batch
+    from stock_assets.runs.home import open_instance
+    from stock_assets.runs.instance_health import reap_dead_runs
+    from stock_assets.runs.runner import runs_of_batch
 
     instance = open_instance(config.dagster_home)
     reap_dead_runs(instance)
@@ -117,8 +117,8 @@ def _interrupted(stop, config: Config, command: str, batch_id: str) -> int:
 
 
 def _describe_run(run) -> str:
-    from stock_assets.partitions import partition_label
-    from stock_assets.plan import PARTITION_TAG, shards_of_run
+    from stock_assets.defs.partitions import partition_label
+    from stock_assets.runs.plan import PARTITION_TAG, shards_of_run
 
     assets = ", ".join(sorted(run.step_keys_to_execute or ()))
     partition = run.tags.get(PARTITION_TAG) or partition_label(shards_of_run(run.tags))
@@ -140,7 +140,7 @@ def _print_failures(failed) -> None:
 
 def _print_report(config: Config, sync_id: str | None) -> None:
     from stock_assets.report import print_report
-    from stock_assets.resources import warehouse_resource
+    from stock_assets.defs.resources import warehouse_resource
 
     try:
         print_report(warehouse_resource(config), sync_id=sync_id)
@@ -150,14 +150,14 @@ def _print_report(config: Config, sync_id: str | None) -> None:
 
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
     from stock_assets.report import main as report_main
-    from stock_assets.resources import warehouse_resource
+    from stock_assets.defs.resources import warehouse_resource
 
     return report_main(args, warehouse_resource(config))
 
 
 def cmd_sql(args: argparse.Namespace, config: Config) -> int:
     from stock_assets import query
-    from stock_assets.resources import warehouse_resource
+    from stock_assets.defs.resources import warehouse_resource
 
     output = "json" if args.json else "csv" if args.csv else "table"
     return query.run(warehouse_resource(config), args.query, as_of=args.as_of, output=output)
@@ -166,7 +166,7 @@ def cmd_sql(args: argparse.Namespace, config: Config) -> int:
 def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
     from pathlib import Path
 
-    from stock_assets.resources import warehouse_resource
+    from stock_assets.defs.resources import warehouse_resource
     from stock_assets.warehouse.migrate import migrate
 
     warehouse = warehouse_resource(config)
@@ -181,18 +181,18 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_backfill_failed(args: argparse.Namespace, config: Config) -> int:
-    from stock_assets.plan import check_asset_names
+    from stock_assets.runs.plan import check_asset_names
 
     only = check_asset_names(args.asset) if args.asset else None
-    from stock_assets.assets.common import FMP_POOL
+    from stock_assets.defs.assets.common import FMP_POOL
     from stock_assets.held_partitions import report_held_partitions
-    from stock_assets.home import command_lock, open_instance
-    from stock_assets.partitions import trading_days_from
+    from stock_assets.runs.home import command_lock, open_instance
+    from stock_assets.defs.partitions import trading_days_from
     from stock_assets.local_api import fmp_environment
-    from stock_assets.instance_health import prepare
-    from stock_assets.plan import failed_and_missing
-    from stock_assets.recovery import new_backfill_id, relaunch
-    from stock_assets.resources import warehouse_resource
+    from stock_assets.runs.instance_health import prepare
+    from stock_assets.runs.plan import failed_and_missing
+    from stock_assets.runs.recovery import new_backfill_id, relaunch
+    from stock_assets.defs.resources import warehouse_resource
 
     backfill_id = new_backfill_id()
     with command_lock(config.dagster_home, "backfill-failed"), fmp_environment(config):
@@ -225,7 +225,7 @@ def cmd_backfill_failed(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_ui(args: argparse.Namespace, config: Config) -> int:
     """`dagster dev` on the project's instance, with a simulator when no key is set."""
-    from stock_assets.home import open_instance
+    from stock_assets.runs.home import open_instance
     from stock_assets.local_api import fmp_environment
 
     open_instance(config.dagster_home)

@@ -20,7 +20,7 @@ from stock_assets import clock
 from stock_assets.errors import ConfigError
 from stock_assets.fmp import DEFAULT_BASE_URL
 from stock_assets.fmp.plans import PLANS
-from stock_assets.partitions import DEFAULT_TRADING_DAYS_START
+from stock_assets.defs.partitions import DEFAULT_TRADING_DAYS_START
 from stock_assets.warehouse import DEFAULT_DATABASE
 
 DEFAULT_PLAN = "premium"

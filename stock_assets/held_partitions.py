@@ -22,8 +22,8 @@ from typing import NamedTuple
 import dagster as dg
 
 from stock_assets import trading
-from stock_assets.assets import SHARD_ASSETS
-from stock_assets.partitions import SHARD_KEYS, symbol_shards
+from stock_assets.defs.assets import SHARD_ASSETS
+from stock_assets.defs.partitions import SHARD_KEYS, symbol_shards
 from stock_assets.warehouse import WarehouseResource
 
 class DayAsset(NamedTuple):

@@ -34,7 +34,7 @@ import datetime as dt
 from collections.abc import Iterable
 
 from stock_assets import trading
-from stock_assets.partitions import SHARD_KEYS
+from stock_assets.defs.partitions import SHARD_KEYS
 from stock_assets.warehouse import ProfileState
 
 NEW = "new symbol"

@@ -24,10 +24,10 @@ import pytest
 from stock_assets import clock, trading
 
 from stock_assets.fmp import FMPResource
-from stock_assets.plan import PlannedRun, plan_after_universe
+from stock_assets.runs.plan import PlannedRun, plan_after_universe
 from stock_assets.config import Config
-from stock_assets.resources import SyncSettings, settings_resource
-from stock_assets.runner import execute
+from stock_assets.defs.resources import SyncSettings, settings_resource
+from stock_assets.runs.runner import execute
 from stock_assets.tags import SYNC_TAG
 from fmp_simulator import Faults, SimConfig, SimulatorServer
 from stock_assets.warehouse import WarehouseResource
@@ -57,7 +57,7 @@ def set_clock(monkeypatch: pytest.MonkeyPatch, moment: dt.datetime) -> None:
 def configured_trading_days() -> dg.TimeWindowPartitionsDefinition:
     """The trading-day partitions the platform under test uses (from STOCK_ASSETS_START)."""
     from stock_assets.config import Config
-    from stock_assets.partitions import trading_days_from
+    from stock_assets.defs.partitions import trading_days_from
 
     return trading_days_from(Config.from_env().trading_days_start)
 
@@ -86,7 +86,7 @@ class Platform:
 
     def warehouse(self) -> WarehouseResource:
         """The warehouse as the platform's commands see it (STOCK_ASSETS_DB, _DATA, _CATALOG)."""
-        from stock_assets.resources import warehouse_resource
+        from stock_assets.defs.resources import warehouse_resource
 
         return warehouse_resource(self.config)
 
@@ -219,7 +219,7 @@ def assert_warehouse_matches_truth(platform: Platform) -> None:
     Read in one query a table (a lake query costs milliseconds of catalog reads: thousands of
     per-symbol queries took minutes), compared symbol by symbol."""
     from stock_assets import trading
-    from stock_assets.assets.prices import history_start
+    from stock_assets.defs.assets.prices import history_start
 
     truth = platform.sim.truth
     expected = {r["symbol"] for r in truth.universe() if r["isActivelyTrading"] and not r["isFund"]}

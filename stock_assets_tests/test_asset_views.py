@@ -15,9 +15,9 @@ import dagster as dg
 import pytest
 
 from stock_assets import metrics
-from stock_assets.assets import assets_for
+from stock_assets.defs.assets import assets_for
 from stock_assets.config import Config
-from stock_assets.definitions import defs
+from stock_assets.defs.definitions import defs
 from stock_assets.warehouse import TABLES
 
 pytestmark = pytest.mark.timeout(600)

@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 
 from stock_assets import clock
-from stock_assets.partitions import latest_session_day
-from stock_assets.plan import PlannedRun, failed_and_missing
-from stock_assets.runner import execute
+from stock_assets.defs.partitions import latest_session_day
+from stock_assets.runs.plan import PlannedRun, failed_and_missing
+from stock_assets.runs.runner import execute
 from stock_assets.tags import SYNC_TAG
 from stock_assets_tests.conftest import after_close, configured_trading_days, daily_sync, make_platform, set_clock
 
@@ -156,7 +156,7 @@ def test_a_month_of_bad_days_ends_with_the_warehouse_equal_to_the_source(tmp_pat
     what FMP serves, but for the bars still inside their confirmation bound (quote-derived, younger
     than one refresh cycle), and every trading-day partition is Materialized."""
     from fmp_simulator import BadDays, GroundTruth, SimConfig
-    from stock_assets.assets import universe
+    from stock_assets.defs.assets import universe
 
     sessions = [d for d in trading_sessions(dt.date(2026, 11, 4), dt.date(2026, 12, 4))]
     probe = GroundTruth(SimConfig(seed=11, n_symbols=40, now=after_close(sessions[-1])))

@@ -15,12 +15,14 @@ import time
 import dagster as dg
 import pytest
 
-from stock_assets import checks, clock, trading
-from stock_assets.assets import assets_for
+from stock_assets.defs import checks
+
+from stock_assets import clock
+from stock_assets.defs.assets import assets_for
 from stock_assets.config import Config
-from stock_assets.plan import plan_after_universe
+from stock_assets.runs.plan import plan_after_universe
 from stock_assets.report import load_summary, render_summary
-from stock_assets.resources import SyncSettings
+from stock_assets.defs.resources import SyncSettings
 from stock_assets.tags import SYNC_TAG
 from stock_assets_tests.conftest import SYMBOLS, after_close, daily_sync, make_platform, session, set_clock
 
@@ -131,7 +133,7 @@ def test_a_split_between_two_syncs_is_restated(split_platform, monkeypatch):
 
 def test_prices_adjusted_matches_fmps_dividend_adjusted_history(platform):
     """The view, from stored closes and dividends, against the simulator's dividend-adjusted endpoint."""
-    from stock_assets.sync import run_sync
+    from stock_assets.runs.sync import run_sync
 
     assert run_sync(platform.config, log=lambda line: None).success
     truth = platform.sim.truth

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from dagster import DagsterRunStatus
 
-from stock_assets.instance_health import alive, reap_dead_runs
+from stock_assets.runs.instance_health import alive, reap_dead_runs
 from stock_assets.tags import SYNC_TAG
 from stock_assets_tests.test_ui_recovery import wait_for
 from stock_assets_tests.ui_support import dagster_dev

@@ -6,11 +6,11 @@ import datetime as dt
 
 import dagster as dg
 
-from stock_assets.definitions import defs
-from stock_assets.jobs import splits_job as corporate_actions_job
-from stock_assets.assets.common import FMP_POOL
-from stock_assets.instance_health import pool_limit
-from stock_assets.plan import shards_of_run
+from stock_assets.defs.definitions import defs
+from stock_assets.defs.jobs import splits_job as corporate_actions_job
+from stock_assets.defs.assets.common import FMP_POOL
+from stock_assets.runs.instance_health import pool_limit
+from stock_assets.runs.plan import shards_of_run
 
 ASSETS = {"symbols", "splits", "daily_prices", "price_history", "dividends", "dividend_history",
           "company_profiles"}
@@ -84,7 +84,7 @@ def test_the_daily_sync_is_on_from_the_start():
 
 
 def _sensor_requests(platform, run_result) -> list:
-    from stock_assets.schedules import sync_after_universe
+    from stock_assets.defs.schedules import sync_after_universe
 
     instance = platform.instance()
     run = instance.get_run_by_id(run_result.run_id)
@@ -97,7 +97,7 @@ def _sensor_requests(platform, run_result) -> list:
 
 
 def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform):
-    from stock_assets.assets import assets_for
+    from stock_assets.defs.assets import assets_for
     from stock_assets.config import Config
 
     # As the catalog launches it: the code location's asset job, the universe alone selected.
@@ -149,9 +149,9 @@ def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform
 def test_a_days_shards_go_into_as_many_runs_as_the_instance_runs_at_once():
     """One host's instance admits 3 runs of the `fmp` pool; a deployment of many hosts admits more,
     and its shard work is spread over as many runs, so every host has a range to fetch."""
-    from stock_assets.assets import HISTORY_ASSETS
-    from stock_assets.partitions import SHARD_KEYS, shard_range
-    from stock_assets.plan import shard_runs
+    from stock_assets.defs.assets import HISTORY_ASSETS
+    from stock_assets.defs.partitions import SHARD_KEYS, shard_range
+    from stock_assets.runs.plan import shard_runs
 
     work = {shard: tuple(HISTORY_ASSETS) for shard in SHARD_KEYS[:12]}
     sizes = {shard: 10 for shard in work}

@@ -22,9 +22,9 @@ import dagster as dg
 import pytest
 from dagster import DagsterRunStatus
 
-from stock_assets.partitions import shard_of
-from stock_assets.instance_health import alive, descendants
-from stock_assets.plan import failed_and_missing, shards_of_run
+from stock_assets.defs.partitions import shard_of
+from stock_assets.runs.instance_health import alive, descendants
+from stock_assets.runs.plan import failed_and_missing, shards_of_run
 from stock_assets.tags import HOST_TAG, PID_TAG, SYNC_TAG
 from stock_assets_tests.conftest import assert_warehouse_matches_truth, make_platform
 from stock_assets_tests.readers import LakeReader
@@ -236,7 +236,7 @@ def test_a_reader_of_the_lake_never_holds_the_sync_back_and_every_answer_is_a_co
 
 def _previous_session() -> str:
     from stock_assets import trading
-    from stock_assets.partitions import latest_session_day
+    from stock_assets.defs.partitions import latest_session_day
 
     return trading.calendar().previous_session(latest_session_day().isoformat()).date().isoformat()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from stock_assets.maintenance import warehouse_upkeep
+from stock_assets.defs.maintenance import warehouse_upkeep
 from stock_assets.warehouse import WarehouseResource, prices_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def test_each_materialization_records_the_lake_snapshot_its_writes_left(platform
     """In its metadata (the UI shows it) and in metrics.runs: the same snapshot, which holds its rows."""
     import dagster as dg
 
-    from stock_assets.assets import assets_for
+    from stock_assets.defs.assets import assets_for
     from stock_assets.config import Config
 
     result = dg.materialize(assets_for(Config.from_env()), selection=[dg.AssetKey("symbols")],

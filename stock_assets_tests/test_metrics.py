@@ -23,13 +23,13 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
-from stock_assets.partitions import SHARD_KEYS
+from stock_assets.defs.partitions import SHARD_KEYS
 from stock_assets.fmp import DEFAULT_PACE_FRACTION
 from stock_assets import trading
-from stock_assets.assets import assets_for
+from stock_assets.defs.assets import assets_for
 from stock_assets.config import Config
-from stock_assets.partitions import shard_of
-from stock_assets.resources import fmp_resource
+from stock_assets.defs.partitions import shard_of
+from stock_assets.defs.resources import fmp_resource
 from stock_assets.tags import SYNC_TAG
 from stock_assets.warehouse import WarehouseResource
 from stock_assets_tests.conftest import PROJECT, make_platform

@@ -13,7 +13,7 @@ import pytest
 
 from fmp_simulator import BadDays, GroundTruth, SimConfig
 from stock_assets import clock, trading
-from stock_assets.partitions import shard_of
+from stock_assets.defs.partitions import shard_of
 from stock_assets.profile_refresh import todays_slice
 from stock_assets.tags import SYNC_TAG
 from stock_assets_tests.conftest import SYMBOLS, after_close, daily_sync, make_platform, session, set_clock

@@ -18,10 +18,10 @@ import dagster as dg
 import pytest
 from dagster import AssetPartitionStatus, DagsterRunStatus
 
-from stock_assets.partitions import SHARD_KEYS, latest_session_day, symbol_shards
+from stock_assets.defs.partitions import SHARD_KEYS, latest_session_day, symbol_shards
 from stock_assets_tests.conftest import configured_trading_days
-from stock_assets.instance_health import reap_dead_runs
-from stock_assets.plan import failed_and_missing, shards_of_run
+from stock_assets.runs.instance_health import reap_dead_runs
+from stock_assets.runs.plan import failed_and_missing, shards_of_run
 from stock_assets.tags import HOST_TAG, PID_TAG
 
 CLI = Path(sys.executable).with_name("stock-assets")
@@ -193,8 +193,8 @@ def _noop_job() -> None:
 
 def test_the_latest_session_is_due_once_there_is_a_universe(platform):
     """A sync stopped after its universe run but before its session run began leaves that day to do."""
-    from stock_assets.plan import PlannedRun
-    from stock_assets.runner import execute
+    from stock_assets.runs.plan import PlannedRun
+    from stock_assets.runs.runner import execute
 
     instance = platform.instance()
     assert failed_and_missing(instance, platform.config) == [PlannedRun(("symbols",))]  # nothing else before a universe

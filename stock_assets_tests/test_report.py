@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from stock_assets import cli
-from stock_assets.sync import run_sync
+from stock_assets.runs.sync import run_sync
 from stock_assets_tests.conftest import PROJECT, make_platform
 
 # Real syncs on a shared 2-core machine: well past the default 300 s when others run too.

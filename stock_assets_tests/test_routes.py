@@ -17,12 +17,12 @@ import dagster as dg
 import pytest
 
 from stock_assets import clock, trading
-from stock_assets.assets import assets_for
+from stock_assets.defs.assets import assets_for
 from stock_assets.config import Config
-from stock_assets.assets.prices import history_start
-from stock_assets.partitions import latest_session_day, shard_of, symbol_shards, trading_days
+from stock_assets.defs.assets.prices import history_start
+from stock_assets.defs.partitions import latest_session_day, shard_of, symbol_shards, trading_days
 from stock_assets_tests.conftest import configured_trading_days
-from stock_assets.resources import SyncSettings
+from stock_assets.defs.resources import SyncSettings
 from stock_assets_tests.conftest import PINNED_NOW, make_platform, set_clock
 
 HOLIDAYS = ["2026-09-07", "2026-11-26"]  # Labor Day; Thanksgiving
@@ -381,7 +381,7 @@ def test_full_profiles_on_premium_are_kept_until_due(platform):
 
 
 def test_refresh_turns_give_each_session_an_even_slice_in_a_few_shards():
-    from stock_assets.partitions import shard_of
+    from stock_assets.defs.partitions import shard_of
     from stock_assets.profile_refresh import TURN, cycle_sessions, due_profiles
     from stock_assets.warehouse import ProfileState
 

@@ -61,7 +61,7 @@ def _worker_of(results: celery.Celery, run: dg.DagsterRun) -> str | None:
 
 def test_the_launcher_reports_a_run_whose_celery_worker_is_gone_as_failed_and_a_headless_run_as_running(
         redis, monkeypatch):
-    from stock_assets import celery_launcher
+    from stock_assets.runs import celery_launcher
 
     monkeypatch.setattr(celery_launcher, "PING_TIMEOUT_S", 1.0)
     launcher = celery_launcher.CeleryRunLauncher(default_queue="dagster", broker=redis.url(2), backend=redis.url(2))

@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 
 from dagster._serdes import serialize_value
-from stock_assets.partitions import SHARD_KEYS, shard_of
+from stock_assets.defs.partitions import SHARD_KEYS, shard_of
 from stock_assets_tests.conftest import PROJECT, make_platform
 
 # Real syncs on a shared 2-core machine: well past the default 300 s when others run too.

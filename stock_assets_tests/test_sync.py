@@ -7,15 +7,15 @@ import datetime as dt
 import dagster as dg
 
 from stock_assets import trading
-from stock_assets.assets.prices import history_start
-from stock_assets.partitions import SHARD_KEYS, shard_of, symbol_shards
+from stock_assets.defs.assets.prices import history_start
+from stock_assets.defs.partitions import SHARD_KEYS, shard_of, symbol_shards
 from stock_assets_tests.conftest import configured_trading_days
-from stock_assets.assets.common import FMP_POOL
-from stock_assets.instance_health import pool_limit
-from stock_assets.plan import failed_and_missing, shards_of_run
-from stock_assets.recovery import relaunch
-from stock_assets.resources import SyncSettings
-from stock_assets.sync import run_sync
+from stock_assets.defs.assets.common import FMP_POOL
+from stock_assets.runs.instance_health import pool_limit
+from stock_assets.runs.plan import failed_and_missing, shards_of_run
+from stock_assets.runs.recovery import relaunch
+from stock_assets.defs.resources import SyncSettings
+from stock_assets.runs.sync import run_sync
 
 DATA_COLUMNS = {
     "market.symbols": "symbol, company_name, exchange_short_name, market_cap, last_annual_dividend, shard",

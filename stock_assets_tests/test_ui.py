@@ -29,9 +29,9 @@ import time
 import dagster as dg
 import pytest
 
-from stock_assets.assets.common import FMP_POOL
-from stock_assets.instance_health import pool_limit
-from stock_assets.plan import shards_of_run
+from stock_assets.defs.assets.common import FMP_POOL
+from stock_assets.runs.instance_health import pool_limit
+from stock_assets.runs.plan import shards_of_run
 from stock_assets.tags import SYNC_TAG
 from stock_assets_tests.conftest import make_platform
 from stock_assets_tests.ui_support import ARTIFACTS, chromium_path, dagster_dev, launch_chromium

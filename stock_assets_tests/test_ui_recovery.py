@@ -21,8 +21,8 @@ import dagster as dg
 import pytest
 from dagster import AssetPartitionStatus, DagsterRunStatus
 
-from stock_assets.partitions import symbol_shards
-from stock_assets.plan import shards_of_run
+from stock_assets.defs.partitions import symbol_shards
+from stock_assets.runs.plan import shards_of_run
 from stock_assets_tests.test_interruptions import start_sync, wait_until_mid_shard
 from stock_assets_tests.ui_support import dagster_dev
 

@@ -440,7 +440,7 @@ def test_four_processes_make_the_lake_and_write_disjoint_and_overlapping_chunks_
 
 def test_the_universe_refresh_writes_the_screener_layer_and_marks_identity_changes(wh):
     from stock_assets.fmp.records import ScreenerRow
-    from stock_assets.partitions import shard_of
+    from stock_assets.defs.partitions import shard_of
 
     def screener(sector: str, price: float, name: str | None = "Acme Corp") -> list[ScreenerRow]:
         return [ScreenerRow(symbol="ACME", company_name=name, sector=sector, industry="Widgets", price=price,
@@ -483,7 +483,7 @@ def _screened(symbol: str, sector: str | None) -> "ScreenerRow":
 def test_a_sector_changed_across_a_day_the_screener_left_it_empty_is_a_change(wh):
     """X, then null, then Y: the last known value is X, so Y is a change (a full profile is due)."""
     from stock_assets.fmp.records import Profile
-    from stock_assets.partitions import shard_of
+    from stock_assets.defs.partitions import shard_of
 
     wh.write_universe([_screened("AAA", "Technology")], shard_of)
     wh.write_profiles([Profile.model_validate({"symbol": "AAA", "companyName": "AAA Corp", "sector": "Technology"})])
@@ -494,7 +494,7 @@ def test_a_sector_changed_across_a_day_the_screener_left_it_empty_is_a_change(wh
 
 
 def test_a_symbol_the_screener_leaves_out_stays_listed_until_three_sessions_or_fmps_word(wh):
-    from stock_assets.partitions import shard_of
+    from stock_assets.defs.partitions import shard_of
 
     rows = [_screened(s, "Technology") for s in ("AAA", "BBB", "CCC")]
     wh.write_universe(rows, shard_of, today=dt.date(2026, 11, 30), absent_from=dt.date(2026, 11, 26))
@@ -530,7 +530,7 @@ def test_a_failed_step_credits_no_savings():
 
 def test_an_answer_that_lacks_an_unusual_share_of_an_exchange_is_fmps_error():
     """A few delistings a week are ordinary; a lost page of an exchange is not: by hand, 1,000 listed."""
-    from stock_assets.assets.universe import unusual_drops
+    from stock_assets.defs.assets.universe import unusual_drops
 
     listed = {"NYSE": {f"N{i}" for i in range(1000)}, "AMEX": {f"A{i}" for i in range(30)}}
     everyone = set().union(*listed.values())

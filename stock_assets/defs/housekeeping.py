@@ -15,7 +15,7 @@ from __future__ import annotations
 import dagster as dg
 
 from stock_assets.held_partitions import held_partitions
-from stock_assets.instance_health import IN_PROGRESS, free_stale_slots, reap_dead_runs
+from stock_assets.runs.instance_health import IN_PROGRESS, free_stale_slots, reap_dead_runs
 from stock_assets.warehouse import WarehouseResource
 
 

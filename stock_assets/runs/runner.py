@@ -33,10 +33,10 @@ from multiprocessing.connection import wait as wait_for
 import dagster as dg
 
 from stock_assets.config import Config
-from stock_assets.instance_health import RUNS_AT_ONCE, process_tags, reap_dead_runs
-from stock_assets.plan import PlannedRun
+from stock_assets.runs.instance_health import RUNS_AT_ONCE, process_tags, reap_dead_runs
+from stock_assets.runs.plan import PlannedRun
 from stock_assets.tags import BACKFILL_TAG, SYNC_TAG
-from stock_assets.workers import WorkerProcess, quiet_interruptions_in_cleanup
+from stock_assets.runs.workers import WorkerProcess, quiet_interruptions_in_cleanup
 
 # The terminal shows the command's own lines; Dagster's step-by-step events stay
 # in the instance (the UI shows them), and its console stays quiet: a failure is
@@ -108,8 +108,8 @@ def _first_line(error) -> str:
 
 def execute(instance: dg.DagsterInstance, config: Config, planned: PlannedRun, tags: dict[str, str]) -> RunOutcome:
     """Materialize one planned run in this process."""
-    from stock_assets.assets import assets_for
-    from stock_assets.resources import all_resources
+    from stock_assets.defs.assets import assets_for
+    from stock_assets.defs.resources import all_resources
 
     started = time.monotonic()
     result = dg.materialize(

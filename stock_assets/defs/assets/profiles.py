@@ -21,14 +21,14 @@ import pyarrow.compute as pc
 
 from stock_assets import checks as checks_mod
 from stock_assets import trading
-from stock_assets.assets import profile_bulk
-from stock_assets.assets.common import FMP_POOL
-from stock_assets.assets.materialization import Fetched, Materialization
-from stock_assets.assets.universe import symbols
+from stock_assets.defs.assets import profile_bulk
+from stock_assets.defs.assets.common import FMP_POOL
+from stock_assets.defs.assets.materialization import Fetched, Materialization
+from stock_assets.defs.assets.universe import symbols
 from stock_assets.fmp import FMPPlanError, FMPResource, get_plan
-from stock_assets.partitions import symbol_shards
+from stock_assets.defs.partitions import symbol_shards
 from stock_assets.profile_refresh import due_now
-from stock_assets.resources import SyncSettings
+from stock_assets.defs.resources import SyncSettings
 from stock_assets.warehouse import WarehouseResource, column_schema
 
 

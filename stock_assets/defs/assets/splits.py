@@ -16,12 +16,12 @@ import datetime as dt
 import dagster as dg
 
 from stock_assets import checks as checks_mod
-from stock_assets.assets.common import FMP_POOL, ensure_closed
-from stock_assets.assets.materialization import Materialization
-from stock_assets.assets.prices import history_start
-from stock_assets.assets.universe import symbols
+from stock_assets.defs.assets.common import FMP_POOL, ensure_closed
+from stock_assets.defs.assets.materialization import Materialization
+from stock_assets.defs.assets.prices import history_start
+from stock_assets.defs.assets.universe import symbols
 from stock_assets.fmp import FMPResource
-from stock_assets.resources import SyncSettings
+from stock_assets.defs.resources import SyncSettings
 from stock_assets.warehouse import WarehouseResource, column_schema
 
 ENDPOINT = "splits-calendar"

@@ -9,13 +9,13 @@ its value.
 
 import dagster as dg
 
-from stock_assets.assets import assets_for
+from stock_assets.defs.assets import assets_for
 from stock_assets.config import Config
-from stock_assets.housekeeping import housekeeping
-from stock_assets.maintenance import nightly_upkeep, warehouse_upkeep
-from stock_assets.jobs import session_job, shards_job, splits_job, universe_job
-from stock_assets.resources import all_resources
-from stock_assets.schedules import daily_sync_schedule, sync_after_universe
+from stock_assets.defs.housekeeping import housekeeping
+from stock_assets.defs.maintenance import nightly_upkeep, warehouse_upkeep
+from stock_assets.defs.jobs import session_job, shards_job, splits_job, universe_job
+from stock_assets.defs.resources import all_resources
+from stock_assets.defs.schedules import daily_sync_schedule, sync_after_universe
 
 
 @dg.definitions

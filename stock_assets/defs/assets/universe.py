@@ -20,13 +20,13 @@ import pyarrow.compute as pc
 
 from stock_assets import checks as checks_mod
 from stock_assets import clock, trading
-from stock_assets.assets import profile_bulk
-from stock_assets.assets.common import FMP_POOL
-from stock_assets.assets.materialization import Materialization
+from stock_assets.defs.assets import profile_bulk
+from stock_assets.defs.assets.common import FMP_POOL
+from stock_assets.defs.assets.materialization import Materialization
 from stock_assets.fmp import (FMPPlanError, FMPQueryError, FMPRateLimitError, FMPResource, FMPTransientError,
                               ScreenerRow, get_plan)
-from stock_assets.partitions import shard_of
-from stock_assets.resources import SyncSettings
+from stock_assets.defs.partitions import shard_of
+from stock_assets.defs.resources import SyncSettings
 from stock_assets.warehouse import WarehouseResource, column_schema
 
 SCREENER_PAGE = 10_000

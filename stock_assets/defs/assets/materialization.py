@@ -30,10 +30,10 @@ from typing import Any, Generic, TypeVar
 import dagster as dg
 
 from stock_assets import metrics
-from stock_assets.checks import BLOCKING, ITEM_SUCCESS, item_success
+from stock_assets.defs.checks import BLOCKING, ITEM_SUCCESS, item_success
 from stock_assets.fmp import FetchSummary, FMPResource, Parsed, redact
-from stock_assets.partitions import partition_label
-from stock_assets.resources import SyncSettings
+from stock_assets.defs.partitions import partition_label
+from stock_assets.defs.resources import SyncSettings
 from stock_assets.run_stats import ASSET_TABLES, RESTATED_AFTER_SPLIT, RunStats
 from stock_assets.warehouse import WarehouseResource
 

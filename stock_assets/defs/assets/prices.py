@@ -15,12 +15,12 @@ import dagster as dg
 
 from stock_assets import checks as checks_mod
 from stock_assets import revisions, trading
-from stock_assets.assets.common import FMP_POOL, ensure_closed
-from stock_assets.assets.materialization import Fetched, Materialization
-from stock_assets.assets.universe import symbols
+from stock_assets.defs.assets.common import FMP_POOL, ensure_closed
+from stock_assets.defs.assets.materialization import Fetched, Materialization
+from stock_assets.defs.assets.universe import symbols
 from stock_assets.fmp import FMPPlanError, FMPResource, Parsed, get_plan
-from stock_assets.partitions import latest_session_day, symbol_shards
-from stock_assets.resources import SyncSettings
+from stock_assets.defs.partitions import latest_session_day, symbol_shards
+from stock_assets.defs.resources import SyncSettings
 from stock_assets.run_stats import calls_for
 from stock_assets.warehouse import WarehouseResource, column_schema
 

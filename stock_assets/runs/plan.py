@@ -22,15 +22,15 @@ import dagster as dg
 from dagster import AssetPartitionStatus, DagsterRunStatus
 
 from stock_assets import revisions, trading
-from stock_assets.assets import ASSET_NAMES, DAILY_ASSETS, HISTORY_ASSETS, assets_for
-from stock_assets.assets.common import FMP_POOL
+from stock_assets.defs.assets import ASSET_NAMES, DAILY_ASSETS, HISTORY_ASSETS, assets_for
+from stock_assets.defs.assets.common import FMP_POOL
 from stock_assets.config import Config
 from stock_assets.errors import ConfigError
 from stock_assets.fmp import get_plan
-from stock_assets.instance_health import RUNS_AT_ONCE, pool_limit
-from stock_assets.partitions import SHARD_KEYS, latest_session_day, partition_label, shard_range
+from stock_assets.runs.instance_health import RUNS_AT_ONCE, pool_limit
+from stock_assets.defs.partitions import SHARD_KEYS, latest_session_day, partition_label, shard_range
 from stock_assets.profile_refresh import due_now
-from stock_assets.resources import SyncSettings, warehouse_resource
+from stock_assets.defs.resources import SyncSettings, warehouse_resource
 from stock_assets.warehouse import WarehouseResource
 
 

@@ -14,10 +14,10 @@ import uuid
 import dagster as dg
 
 from stock_assets.config import Config
-from stock_assets.instance_health import RUNS_AT_ONCE
-from stock_assets.plan import PlannedRun
+from stock_assets.runs.instance_health import RUNS_AT_ONCE
+from stock_assets.runs.plan import PlannedRun
 from stock_assets.progress import PlainReporter, Reporter
-from stock_assets.runner import RunOutcome, execute_all
+from stock_assets.runs.runner import RunOutcome, execute_all
 from stock_assets.tags import BACKFILL_TAG
 
 

@@ -6,7 +6,7 @@ launch these jobs are in `schedules`.
 
 import dagster as dg
 
-from stock_assets.assets import DAILY_ASSETS, SHARD_ASSETS, SPLITS, symbols
+from stock_assets.defs.assets import DAILY_ASSETS, SHARD_ASSETS, SPLITS, symbols
 
 universe_job = dg.define_asset_job("universe", selection=[symbols])
 splits_job = dg.define_asset_job("corporate_actions", selection=[SPLITS])

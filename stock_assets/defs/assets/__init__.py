@@ -7,13 +7,13 @@ partitions exactly); the universe and the shard assets are fixed.
 
 import dagster as dg
 
-from stock_assets.assets.dividends import dividend_history, dividends_asset
-from stock_assets.assets.prices import daily_prices_asset, price_history
-from stock_assets.assets.profiles import company_profiles
-from stock_assets.assets.splits import splits_asset
-from stock_assets.assets.universe import symbols
+from stock_assets.defs.assets.dividends import dividend_history, dividends_asset
+from stock_assets.defs.assets.prices import daily_prices_asset, price_history
+from stock_assets.defs.assets.profiles import company_profiles
+from stock_assets.defs.assets.splits import splits_asset
+from stock_assets.defs.assets.universe import symbols
 from stock_assets.config import Config
-from stock_assets.partitions import trading_days_from
+from stock_assets.defs.partitions import trading_days_from
 
 DAILY_ASSETS = [dg.AssetKey("daily_prices"), dg.AssetKey("dividends")]
 SPLITS = dg.AssetKey("splits")

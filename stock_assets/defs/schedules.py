@@ -24,12 +24,12 @@ doubles them.
 
 import dagster as dg
 
-from stock_assets.assets import HISTORY_ASSETS
+from stock_assets.defs.assets import HISTORY_ASSETS
 from stock_assets.fmp import FMPResource
-from stock_assets.partitions import latest_session_day
-from stock_assets.jobs import session_job, shards_job, splits_job, universe_job
-from stock_assets.plan import PlannedRun, plan_after_universe, session_run, shard_runs, shards_of_run
-from stock_assets.resources import SyncSettings
+from stock_assets.defs.partitions import latest_session_day
+from stock_assets.defs.jobs import session_job, shards_job, splits_job, universe_job
+from stock_assets.runs.plan import PlannedRun, plan_after_universe, session_run, shard_runs, shards_of_run
+from stock_assets.defs.resources import SyncSettings
 from stock_assets.tags import SYNC_TAG
 from stock_assets.warehouse import WarehouseResource
 

@@ -28,7 +28,7 @@ import traceback
 
 import dagster as dg
 
-from stock_assets.instance_health import fail_own_unfinished_runs
+from stock_assets.runs.instance_health import fail_own_unfinished_runs
 
 # A worker interrupted by a signal normally ends its run in about a second
 # (Dagster records the failure, the metrics are written); past this it exits hard.

@@ -15,16 +15,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from stock_assets.assets.common import FMP_POOL
+from stock_assets.defs.assets.common import FMP_POOL
 from stock_assets.config import Config
 from stock_assets.held_partitions import report_held_partitions
-from stock_assets.home import open_instance
-from stock_assets.instance_health import prepare
-from stock_assets.plan import PlannedRun, plan_after_universe, session_run, sessions_to_sync
-from stock_assets.partitions import latest_session_day, trading_days_from
+from stock_assets.runs.home import open_instance
+from stock_assets.runs.instance_health import prepare
+from stock_assets.runs.plan import PlannedRun, plan_after_universe, session_run, sessions_to_sync
+from stock_assets.defs.partitions import latest_session_day, trading_days_from
 from stock_assets.progress import PlainReporter, Reporter
-from stock_assets.resources import settings_resource, warehouse_resource
-from stock_assets.runner import RunOutcome, execute_all
+from stock_assets.defs.resources import settings_resource, warehouse_resource
+from stock_assets.runs.runner import RunOutcome, execute_all
 from stock_assets.tags import SYNC_TAG
 
 
