@@ -15,9 +15,8 @@ import time
 import dagster as dg
 import pytest
 
-from stock_assets.defs import checks
-
 from stock_assets import clock
+from stock_assets.defs import checks
 from stock_assets.defs.assets import assets_for
 from stock_assets.config import Config
 from stock_assets.runs.plan import plan_after_universe
