@@ -4,7 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
-from stock_assets import checks as checks_mod
+from stock_assets.defs import checks as checks_mod
 from stock_assets import trading
 from stock_assets.defs.assets.common import FMP_POOL, ensure_closed
 from stock_assets.defs.assets.materialization import Fetched, Materialization

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from stock_assets import checks as checks_mod
+from stock_assets.defs import checks as checks_mod
 from stock_assets import revisions, trading
 from stock_assets.defs.assets.common import FMP_POOL, ensure_closed
 from stock_assets.defs.assets.materialization import Fetched, Materialization

@@ -19,7 +19,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stock_assets import checks as checks_mod
+from stock_assets.defs import checks as checks_mod
 from stock_assets import trading
 from stock_assets.defs.assets import profile_bulk
 from stock_assets.defs.assets.common import FMP_POOL

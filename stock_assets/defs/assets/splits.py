@@ -15,7 +15,7 @@ import datetime as dt
 
 import dagster as dg
 
-from stock_assets import checks as checks_mod
+from stock_assets.defs import checks as checks_mod
 from stock_assets.defs.assets.common import FMP_POOL, ensure_closed
 from stock_assets.defs.assets.materialization import Materialization
 from stock_assets.defs.assets.prices import history_start
