@@ -89,11 +89,11 @@ def _sensor_requests(platform, run_result) -> list:
     instance = platform.instance()
     run = instance.get_run_by_id(run_result.run_id)
     event = next(e for e in run_result.all_events if e.event_type == dg.DagsterEventType.RUN_SUCCESS)
-    context = dg.build_run_status_sensor_context(
-        sensor_name="sync_after_universe", dagster_event=event, dagster_instance=instance, dagster_run=run,
-        resources={"warehouse": platform.resources()["warehouse"], "settings": platform.resources()["settings"]})
-    result = sync_after_universe(context)
-    return list(result) if result is not None and not isinstance(result, dg.SkipReason) else [result]
+    with dg.build_run_status_sensor_context(
+            sensor_name="sync_after_universe", dagster_event=event, dagster_instance=instance, dagster_run=run,
+            resources=platform.resources()) as context:  # the fmp resource opens a client: in a context
+        result = sync_after_universe(context)
+        return list(result) if result is not None and not isinstance(result, dg.SkipReason) else [result]
 
 
 def test_materializing_the_universe_by_hand_starts_the_rest_of_the_sync(platform):
