@@ -88,8 +88,12 @@ def test_after_a_killed_sync_the_daemon_reaps_and_the_ui_backfill_completes(plat
         failed = sorted({shard for r in stuck for shard in shards_of_run(r.tags)})
         statuses = {asset: instance.get_status_by_partition(dg.AssetKey(asset), failed, symbol_shards)
                     for asset in SHARD_ASSETS}
-        for shard in failed:  # the step the kill cut short shows FAILED
-            assert AssetPartitionStatus.FAILED in {statuses[a][shard] for a in SHARD_ASSETS}, statuses
+        # The step the kill cut short shows FAILED. Not every shard of a killed range: a step
+        # reports each shard as it ends (an empty shard inside the range, at once), so some of the
+        # range may be MATERIALIZED; none is left in progress.
+        seen = {statuses[a][shard] for a in SHARD_ASSETS for shard in failed}
+        assert AssetPartitionStatus.FAILED in seen and seen <= {AssetPartitionStatus.FAILED,
+                                                                AssetPartitionStatus.MATERIALIZED}, statuses
 
         # 2. The UI's backfill of the failed partitions: launched through the webserver, run by the daemon.
         answer = ui.graphql(LAUNCH_BACKFILL, {"params": {
