@@ -42,7 +42,7 @@ def cmd_sync(args: argparse.Namespace, config: Config) -> int:
     from stock_assets.runs.sync import new_sync_id, run_sync
 
     sync_id = new_sync_id()
-    with command_lock(config.dagster_home, "sync"), fmp_environment(config):
+    with command_lock(config.dagster_home, "sync"), fmp_environment(config) as config:
         outcome, stopped = _with_progress(lambda reporter: run_sync(config, day, reporter, sync_id=sync_id),
                                           config, "sync", sync_id)
         if stopped is not None:
@@ -195,7 +195,7 @@ def cmd_backfill_failed(args: argparse.Namespace, config: Config) -> int:
     from stock_assets.defs.resources import warehouse_resource
 
     backfill_id = new_backfill_id()
-    with command_lock(config.dagster_home, "backfill-failed"), fmp_environment(config):
+    with command_lock(config.dagster_home, "backfill-failed"), fmp_environment(config) as config:
         instance = open_instance(config.dagster_home)
         runs_at_once = prepare(instance, FMP_POOL, print)
         warehouse = warehouse_resource(config)

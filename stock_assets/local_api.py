@@ -10,6 +10,7 @@ them in every step process.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,10 +35,12 @@ def simulator_config(config: Config) -> SimConfig:
 
 
 @contextmanager
-def fmp_environment(config: Config, log=print) -> Iterator[SimulatorServer | None]:
-    """Use the real FMP when a key is set; otherwise a simulator for this command's lifetime."""
+def fmp_environment(config: Config, log=print) -> Iterator[Config]:
+    """Use the real FMP when a key is set; otherwise a simulator for this command's lifetime.
+
+    Yields the configuration the command runs with: with the simulator, its key and address."""
     if not config.uses_simulator:
-        yield None
+        yield config
         return
     sim_config = simulator_config(config)
     saved = {k: os.environ.get(k) for k in ("FMP_API_KEY", "FMP_BASE_URL", "FMP_RATE_LIMIT_PER_MIN")}
@@ -49,7 +52,8 @@ def fmp_environment(config: Config, log=print) -> Iterator[SimulatorServer | Non
             f"({sim_config.n_symbols} symbols, {sim_config.plan} plan, {sim_config.rate_limit_per_min} calls/min). "
             f"Set FMP_API_KEY to use the real FMP.")
         try:
-            yield sim
+            yield dataclasses.replace(config, api_key=DEMO_KEY, base_url=sim.base_url,
+                                      rate_limit_per_min=int(os.environ["FMP_RATE_LIMIT_PER_MIN"]))
         finally:
             for key, value in saved.items():
                 if value is None:

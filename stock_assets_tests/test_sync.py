@@ -152,3 +152,27 @@ def test_after_a_sync_no_partition_the_warehouse_holds_is_missing(platform):
 
     # So "failed and missing", even every missing day since the start, has nothing to run.
     assert failed_and_missing(instance, platform.config, all_missing=True) == []
+
+
+def test_with_no_key_the_sync_command_runs_on_the_built_in_simulator(tmp_path):
+    """The README's `make sync` on a fresh machine: no FMP_API_KEY, so the command starts a simulator
+    and every run calls it (the command read its configuration before the simulator existed, and the
+    runs went to financialmodelingprep.com)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from stock_assets_tests.conftest import PINNED_NOW, TEST_TRADING_DAYS_START, after_close
+    from stock_assets import clock
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FMP_", "STOCK_ASSETS_", "DAGSTER_"))}
+    env.update({"DAGSTER_HOME": str(tmp_path / "dagster_home"), "STOCK_ASSETS_DB": str(tmp_path / "stocks.sqlite"),
+                "FMP_LIMITER_STATE": str(tmp_path / "limit.sqlite"), "STOCK_ASSETS_SIM_SYMBOLS": "12",
+                "STOCK_ASSETS_START": TEST_TRADING_DAYS_START,
+                "STOCK_ASSETS_NOW": clock.setting(after_close(PINNED_NOW.date()))})
+    done = subprocess.run([str(Path(sys.executable).parent / "stock-assets"), "sync"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "using the built-in FMP simulator" in done.stdout
+    assert "financialmodelingprep.com" not in done.stdout + done.stderr
