@@ -53,7 +53,7 @@ def fmp_environment(config: Config, log=print) -> Iterator[Config]:
             f"Set FMP_API_KEY to use the real FMP.")
         try:
             yield dataclasses.replace(config, api_key=DEMO_KEY, base_url=sim.base_url,
-                                      rate_limit_per_min=int(os.environ["FMP_RATE_LIMIT_PER_MIN"]))
+                                      rate_limit_per_min=config.rate_limit_per_min or sim_config.rate_limit_per_min)
         finally:
             for key, value in saved.items():
                 if value is None:

@@ -213,6 +213,16 @@ def daily_sync(platform, day: dt.date) -> int:
     return len(platform.sim.settled_requests())
 
 
+def assert_no_key_stored_twice(platform: Platform) -> None:
+    """DuckLake has no primary keys: every table's key, stored once (writers at once included)."""
+    from stock_assets.warehouse import TABLES
+
+    for table in TABLES.values():
+        key = ", ".join(table.key)
+        (rows, keys), = platform.sql(f"SELECT count(*), count(DISTINCT ({key})) FROM {table.name}")
+        assert rows == keys, f"{table.name}: {rows - keys} keys stored twice"
+
+
 def assert_warehouse_matches_truth(platform: Platform) -> None:
     """Every symbol of the simulator's universe: its bars, dividends and profile as FMP serves them.
 

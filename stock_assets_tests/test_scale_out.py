@@ -20,8 +20,8 @@ import pytest
 from dagster_celery.launcher import WorkerStatus
 
 from fmp_simulator import busiest_minute
-from stock_assets.warehouse import TABLES
-from stock_assets_tests.conftest import after_close, assert_warehouse_matches_truth, make_platform
+from stock_assets_tests.conftest import (after_close, assert_no_key_stored_twice,
+                                       assert_warehouse_matches_truth, make_platform)
 from stock_assets_tests.scale_out import BIN, CELERY_TASK_TAG, ScaleOut, scale_out_environment, sync_runs
 
 
@@ -38,13 +38,6 @@ def scale_out(request, tmp_path, monkeypatch, postgres, redis):
     finally:
         hosts.stop()
         platform.sim.stop()
-
-
-def _assert_no_key_twice(platform) -> None:
-    for table in TABLES.values():
-        key = ", ".join(table.key)
-        (rows, keys), = platform.sql(f"SELECT count(*), count(DISTINCT ({key})) FROM {table.name}")
-        assert rows == keys, f"{table.name}: {rows - keys} keys stored twice"
 
 
 def _celery(hosts: ScaleOut) -> celery.Celery:
@@ -95,7 +88,7 @@ def test_a_sync_on_the_scale_out_configuration_runs_on_both_workers_and_ends_tru
     assert {w.split("@")[0] for w in workers} == {"host-a", "host-b"}, workers  # runs landed on both hosts
 
     assert_warehouse_matches_truth(platform)
-    _assert_no_key_twice(platform)
+    assert_no_key_stored_twice(platform)
 
 
 LIMIT_PER_MIN = 1_500  # one key's limit, shared by both hosts through Redis
@@ -139,7 +132,7 @@ def test_a_host_killed_mid_sync_the_other_finishes_and_backfill_failed_heals_the
                             capture_output=True, text=True, timeout=900)
     assert healed.returncode == 0, healed.stdout[-3000:] + healed.stderr[-3000:]
     assert_warehouse_matches_truth(platform)
-    _assert_no_key_twice(platform)
+    assert_no_key_stored_twice(platform)
 
     # The two hosts and the backfill, together, kept to the key's one limit (the server's count).
     log = platform.sim.requests()
