@@ -38,11 +38,11 @@ debian-packages:
 # Three workers on two cores: the tests wait on subprocesses, latency and the daemon about a quarter
 # of the time (measured: 149% CPU of 200% at -n 3).
 test: install debian-packages
-	$(BIN)/python -m pytest -n 3
+	$(BIN)/python -m pytest -n 3 --dist loadgroup
 
 # The long scenarios (a month of sessions, kills and their recovery): outside the default run.
 test-scenarios: install debian-packages
-	$(BIN)/python -m pytest -n 3 -m scenario
+	$(BIN)/python -m pytest -n 3 --dist loadgroup -m scenario
 
 ui: install
 	$(BIN)/stock-assets ui

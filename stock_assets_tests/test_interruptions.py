@@ -295,7 +295,7 @@ def test_an_unknown_asset_lists_the_assets(small, tmp_path):
 
 def test_a_second_sync_refuses_at_once_while_the_first_runs(small, tmp_path):
     platform = small
-    platform.sim.faults.latency_s = 0.2
+    platform.sim.faults.latency_s = 0.1  # so the first lasts well past the second's start
     # A fresh DAGSTER_HOME (no storage yet): the two must not race on setting it up.
     syncs = [subprocess.Popen(command("sync"), env=dict(os.environ), cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]

@@ -74,6 +74,26 @@ def test_the_upkeep_job_merges_a_months_small_files_and_keeps_the_data_and_recen
     assert wh.query("SELECT count(*) AS n, sum(close) AS total FROM market.prices") == before_rows
 
 
+
+def _years_of_each_prices_file(wh: WarehouseResource) -> list[int]:
+    """How many years' dates each Parquet file of market.prices that the lake reads now holds."""
+    files = [row["data_file"] for row in wh.query(
+        "SELECT data_file FROM ducklake_list_files('lake', 'prices', schema => 'market')")]
+    return [wh.query("SELECT count(DISTINCT year(date)) AS n FROM read_parquet(?)", [f])[0]["n"] for f in files]
+
+
+def test_prices_are_filed_by_year_so_a_days_cross_section_reads_one_years_files(wh):
+    """Histories are written a few symbols at a time across every date; filed by year, a day's query
+    reads that year's files only, as the load leaves them and after the upkeep merged them."""
+    sessions = [dt.date(2023, 12, 27) + dt.timedelta(days=d) for d in range(10)]
+    for chunk in (["AAA", "BBB"], ["CCC", "DDD"], ["EEE", "FFF"]):  # three history writes, each across two years
+        wh.write_rows("market.prices", pa.concat_tables([_bars(chunk, day, 10.0) for day in sessions]))
+
+    assert _years_of_each_prices_file(wh) == [1] * 6
+    wh.upkeep(dt.timedelta(days=30))
+    assert _years_of_each_prices_file(wh) == [1, 1]  # merged: one file a year
+    assert wh.query("SELECT count(*) AS n FROM market.prices WHERE date = DATE '2024-01-02'") == [{"n": 6}]
+
 def _sql(wh: WarehouseResource, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("STOCK_ASSETS_CATALOG", "STOCK_ASSETS_DATA")}
     env["STOCK_ASSETS_DB"] = wh.database

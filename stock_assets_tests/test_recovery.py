@@ -78,6 +78,7 @@ def kill_sync_mid_shard(platform, tmp_path: Path) -> list[dg.DagsterRun]:
     return [r for r in stuck if shards_of_run(r.tags)]
 
 
+@pytest.mark.scenario  # a kill and its recovery: ~2 minutes, run by CI after the default run
 @pytest.mark.timeout(600)  # a killed sync, then a backfill of the session and all 39 shards
 def test_killed_run_is_reaped_and_backfill_failed_completes_every_partition(platform, tmp_path):
     stuck = kill_sync_mid_shard(platform, tmp_path)
