@@ -36,13 +36,15 @@ debian-packages:
 	  fi; }
 
 # Three workers on two cores: the tests wait on subprocesses, latency and the daemon about a quarter
-# of the time (measured: 149% CPU of 200% at -n 3).
+# of the time (measured: 149% CPU of 200% at -n 3). Each test file runs on one worker (loadfile): a
+# module's fixture that is a whole sync (test_metrics, test_report) then runs once, not once on every
+# worker that gets one of its tests (measured: twice, 130 s each).
 test: install debian-packages
-	$(BIN)/python -m pytest -n 3 --dist loadgroup
+	$(BIN)/python -m pytest -n 3 --dist loadfile
 
 # The long scenarios (a month of sessions, kills and their recovery): outside the default run.
 test-scenarios: install debian-packages
-	$(BIN)/python -m pytest -n 3 --dist loadgroup -m scenario
+	$(BIN)/python -m pytest -n 3 -m scenario
 
 ui: install
 	$(BIN)/stock-assets ui

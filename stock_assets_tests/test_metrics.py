@@ -35,8 +35,7 @@ from stock_assets.warehouse import WarehouseResource
 from stock_assets_tests.conftest import PROJECT, make_platform
 
 # Real syncs on a shared 2-core machine: well past the default 300 s when others run too.
-# One worker runs the module: its fixture (a whole sync) then runs once, not once per worker.
-pytestmark = [pytest.mark.timeout(1200), pytest.mark.xdist_group("metrics")]
+pytestmark = pytest.mark.timeout(1200)
 SYNC_TIMEOUT_S = 900  # a loaded 2-core machine; an idle one needs well under a minute
 
 

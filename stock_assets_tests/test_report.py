@@ -20,8 +20,7 @@ from stock_assets.runs.sync import run_sync
 from stock_assets_tests.conftest import PROJECT, make_platform
 
 # Real syncs on a shared 2-core machine: well past the default 300 s when others run too.
-# One worker runs the module: its fixture (a whole sync) then runs once, not once per worker.
-pytestmark = [pytest.mark.timeout(1200), pytest.mark.xdist_group("report")]
+pytestmark = pytest.mark.timeout(1200)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
