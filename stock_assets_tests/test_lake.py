@@ -74,7 +74,6 @@ def test_the_upkeep_job_merges_a_months_small_files_and_keeps_the_data_and_recen
     assert wh.query("SELECT count(*) AS n, sum(close) AS total FROM market.prices") == before_rows
 
 
-
 def _years_of_each_prices_file(wh: WarehouseResource) -> list[int]:
     """How many years' dates each Parquet file of market.prices that the lake reads now holds."""
     files = [row["data_file"] for row in wh.query(
@@ -93,6 +92,7 @@ def test_prices_are_filed_by_year_so_a_days_cross_section_reads_one_years_files(
     wh.upkeep(dt.timedelta(days=30))
     assert _years_of_each_prices_file(wh) == [1, 1]  # merged: one file a year
     assert wh.query("SELECT count(*) AS n FROM market.prices WHERE date = DATE '2024-01-02'") == [{"n": 6}]
+
 
 def _sql(wh: WarehouseResource, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("STOCK_ASSETS_CATALOG", "STOCK_ASSETS_DATA")}

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 
-from stock_assets import trading
+from stock_assets import clock, trading
 from stock_assets.defs.assets.prices import history_start
 from stock_assets.defs.partitions import SHARD_KEYS, shard_of, symbol_shards
-from stock_assets_tests.conftest import configured_trading_days
+from stock_assets_tests.conftest import PINNED_NOW, TEST_TRADING_DAYS_START, after_close, configured_trading_days
 from stock_assets.defs.assets.common import FMP_POOL
 from stock_assets.runs.instance_health import pool_limit
 from stock_assets.runs.plan import failed_and_missing, shards_of_run
@@ -158,14 +162,6 @@ def test_with_no_key_the_sync_command_runs_on_the_built_in_simulator(tmp_path):
     """The README's `make sync` on a fresh machine: no FMP_API_KEY, so the command starts a simulator
     and every run calls it (the command read its configuration before the simulator existed, and the
     runs went to financialmodelingprep.com)."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from stock_assets_tests.conftest import PINNED_NOW, TEST_TRADING_DAYS_START, after_close
-    from stock_assets import clock
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FMP_", "STOCK_ASSETS_", "DAGSTER_"))}
     env.update({"DAGSTER_HOME": str(tmp_path / "dagster_home"), "STOCK_ASSETS_DB": str(tmp_path / "stocks.sqlite"),
                 "FMP_LIMITER_STATE": str(tmp_path / "limit.sqlite"), "STOCK_ASSETS_SIM_SYMBOLS": "12",

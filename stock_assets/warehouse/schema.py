@@ -38,7 +38,6 @@ class Table:
     key: tuple[str, ...]
     partitioned_by: str | None = None  # DuckLake writes a file per value of this expression
 
-
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
