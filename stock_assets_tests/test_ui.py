@@ -28,6 +28,7 @@ import time
 
 import dagster as dg
 import pytest
+from playwright.sync_api import expect
 
 from stock_assets.defs.assets.common import FMP_POOL
 from stock_assets.runs.instance_health import pool_limit
@@ -64,6 +65,9 @@ def test_a_user_journey_through_the_dagster_ui(platform, tmp_path):
         with dagster_dev(tmp_path) as ui, launch_chromium() as browser:
             context = browser.new_context(viewport={"width": 1600, "height": 1000})
             context.set_default_timeout(TIMEOUT_MS)
+            # Playwright's `expect` keeps its own 5 s default, which the context's does not change:
+            # a loaded CI machine took longer than that to show an asset page's status.
+            expect.set_options(timeout=TIMEOUT_MS)
             page = context.new_page()
             # The first visit may open a "Join the Dagster community" dialog over the page.
             page.add_locator_handler(page.get_by_role("button", name="Skip", exact=True),
@@ -83,8 +87,6 @@ def test_a_user_journey_through_the_dagster_ui(platform, tmp_path):
 
 
 def _catalog_and_a_daily_sync(page, url: str, platform) -> None:
-    from playwright.sync_api import expect
-
     # 1. The catalog lists the six assets (and the code location loaded: no error banner).
     page.goto(f"{url}/assets")
     for name in ASSETS:
@@ -159,8 +161,6 @@ def _shard_with_a_broken_symbol(platform) -> tuple[str, str]:
 
 
 def _a_failed_partition(page, url: str, platform) -> None:
-    from playwright.sync_api import expect
-
     shard, broken = _shard_with_a_broken_symbol(platform)
     # 5. Every shard of company_profiles, from the UI.
     before = {b.backfill_id for b in platform.instance().get_backfills()}
