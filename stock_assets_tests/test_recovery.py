@@ -165,6 +165,27 @@ def test_reap_leaves_live_and_foreign_runs_alone(platform):
         sleeper.wait()
 
 
+def test_a_run_that_ends_while_the_reaper_looks_keeps_its_outcome(platform, monkeypatch):
+    """A run in progress when the reaper lists runs, ended (and its process gone) by the time the
+    reaper checks its pid, is left as it ended: a successful run's process exits right after it
+    records its success, and the daemon's housekeeping sensor once turned such a run FAILED."""
+    from stock_assets.runs import instance_health
+
+    instance = platform.instance()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    ended = _started_run(instance, {PID_TAG: str(dead.pid), HOST_TAG: _host()})
+    alive = instance_health.alive
+
+    def ends_first(pid: int) -> bool:  # the run ends between the reaper's look and its pid check
+        instance.report_run_canceled(instance.get_run_by_id(ended.run_id))
+        return alive(pid)
+
+    monkeypatch.setattr(instance_health, "alive", ends_first)
+    assert reap_dead_runs(instance) == []
+    assert instance.get_run_by_id(ended.run_id).status == DagsterRunStatus.CANCELED
+
+
 def _state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 

@@ -87,6 +87,11 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
         pid = _process_of(instance, run)
         if pid is None or pid == os.getpid() or alive(pid):
             continue
+        # Its process may have recorded the run's end and exited since the runs were listed: once
+        # the process is gone the status can change no more, so it is read again.
+        run = instance.get_run_by_id(run.run_id)
+        if run is None or run.status not in IN_PROGRESS:
+            continue
         instance.report_run_failed(
             run, message=f"The process running this run (pid {pid}) is gone: it was killed or "
                          f"crashed. Its partitions are marked failed; `stock-assets backfill-failed` "
