@@ -26,7 +26,8 @@ from stock_assets.tags import SYNC_TAG
 from stock_assets_tests.test_ui_recovery import wait_for
 from stock_assets_tests.ui_support import dagster_dev
 
-pytestmark = pytest.mark.slow
+# A sync, a terminate and two kills under `dagster dev`: about two minutes alone, run by CI after the default run.
+pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
 TERMINATE = """
 mutation($runId: String!) {

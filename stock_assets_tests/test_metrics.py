@@ -35,7 +35,8 @@ from stock_assets.warehouse import WarehouseResource
 from stock_assets_tests.conftest import PROJECT, make_platform
 
 # Real syncs on a shared 2-core machine: well past the default 300 s when others run too.
-pytestmark = pytest.mark.timeout(1200)
+# One worker runs the module (make test: --dist loadgroup): its fixture, a whole sync, then runs once.
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.xdist_group("metrics")]
 SYNC_TIMEOUT_S = 900  # a loaded 2-core machine; an idle one needs well under a minute
 
 

@@ -16,6 +16,9 @@ import pytest
 from stock_assets.warehouse import TABLES, WarehouseResource
 from stock_assets.warehouse.migrate import LEGACY_DUCKDB
 
+# One worker runs the module (make test: --dist loadgroup): DuckDB 2.0.1 is installed for it once.
+pytestmark = pytest.mark.xdist_group("migrate")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

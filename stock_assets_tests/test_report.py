@@ -20,7 +20,8 @@ from stock_assets.runs.sync import run_sync
 from stock_assets_tests.conftest import PROJECT, make_platform
 
 # Real syncs on a shared 2-core machine: well past the default 300 s when others run too.
-pytestmark = pytest.mark.timeout(1200)
+# One worker runs the module (make test: --dist loadgroup): its fixture, a whole sync, then runs once.
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.xdist_group("report")]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from stock_assets import clock, trading
 from stock_assets.defs.assets.prices import history_start
@@ -87,6 +88,7 @@ def test_sync_matches_ground_truth_and_a_second_sync_changes_nothing(platform):
     assert len(again.runs) == 3
 
 
+@pytest.mark.scenario  # a sync with a symbol failing on every retry, then its backfill: ~2 minutes, run by CI after the default run
 def test_failed_shard_is_failed_and_backfill_fetches_only_what_is_missing(platform):
     truth = platform.sim.truth
     universe = sorted(r["symbol"] for r in truth.universe() if r["isActivelyTrading"] and not r["isFund"])

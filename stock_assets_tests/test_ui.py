@@ -55,6 +55,7 @@ def platform(tmp_path, monkeypatch):
 
 @pytest.mark.timeout(1200)
 @pytest.mark.slow
+@pytest.mark.scenario  # a sync and 40 backfill runs under `dagster dev`: 5-8 minutes alone, run by CI after the default run
 def test_a_user_journey_through_the_dagster_ui(platform, tmp_path):
     if chromium_path() is None:
         pytest.fail("Chromium is missing: `apt-get install chromium` (.ci/run does it)")
