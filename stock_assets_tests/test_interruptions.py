@@ -158,11 +158,9 @@ def _fmp_job() -> None:
 
 def _run_in_progress(instance: dg.DagsterInstance, pid: int) -> dg.DagsterRun:
     """A run of the `fmp` pool, STARTED by process `pid`, as an in-process executor leaves it."""
-    from dagster._core.events import DagsterEvent, DagsterEventType
-
     run = instance.create_run_for_job(_fmp_job, tags={PID_TAG: str(pid), HOST_TAG: _host()})
-    instance.handle_run_event(run.run_id, DagsterEvent(event_type_value=DagsterEventType.RUN_START.value,
-                                                       job_name=_fmp_job.name))
+    started = dg.DagsterEvent(event_type_value=dg.DagsterEventType.RUN_START.value, job_name=_fmp_job.name)
+    instance.handle_run_event(run.run_id, started)
     return instance.get_run_by_id(run.run_id)
 
 

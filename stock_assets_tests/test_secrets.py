@@ -14,7 +14,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dagster._serdes import serialize_value
 from stock_assets.defs.partitions import SHARD_KEYS, shard_of
 from stock_assets_tests.conftest import PROJECT, make_platform
 
@@ -81,9 +80,9 @@ def _run_and_scan(platform, tmp_path: Path, monkeypatch) -> None:
     # -- the event log: every event of every run, failure messages and metadata included
     failures, metadata_seen = [], 0
     for run in runs:
-        assert not leaks(serialize_value(run)), run.run_id
+        assert not leaks(dg.serialize_value(run)), run.run_id
         for entry in instance.all_logs(run.run_id):
-            assert not leaks(serialize_value(entry)), (run.run_id, entry.dagster_event_type)
+            assert not leaks(dg.serialize_value(entry)), (run.run_id, entry.dagster_event_type)
             event = entry.dagster_event
             if event is None:
                 continue
