@@ -35,13 +35,13 @@ from stock_assets.runs.instance_health import pool_limit
 from stock_assets.runs.plan import shards_of_run
 from stock_assets.tags import SYNC_TAG
 from stock_assets_tests.conftest import make_platform
-from stock_assets_tests.ui_support import ARTIFACTS, chromium_path, dagster_dev, launch_chromium
+from stock_assets_tests.ui_support import (ARTIFACTS, chromium_path, dagster_dev, launch_chromium, runs_progress,
+                                           wait_while_moving)
 
 ASSETS = ["symbols", "splits", "daily_prices", "price_history", "dividends", "dividend_history",
           "company_profiles"]
 TIMEOUT_MS = 60_000  # a 2-core machine running other tests beside this one
 RUN_TIMEOUT_MS = 180_000  # dequeue by the daemon, a new process that loads the code, the step
-RUNS_TIMEOUT_S = 480  # a sync's or a backfill's runs, each a new process, on a loaded 2-core machine
 
 
 @pytest.fixture()
@@ -236,39 +236,34 @@ def _open_partition(page, url: str, partition: str, expect) -> None:
 
 def _new_run(platform, before: set[str]) -> str:
     """The id of the one run launched since `before` was listed."""
-    deadline = time.monotonic() + RUNS_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def launched():
         new = [r.run_id for r in platform.instance().get_runs() if r.run_id not in before]
-        if new:
-            assert len(new) == 1, new
-            return new[0]
-        time.sleep(0.5)
-    raise AssertionError(f"the click launched no run within {RUNS_TIMEOUT_S} s")
+        assert len(new) <= 1, new
+        return (new[0] if new else None), None
+    return wait_while_moving("the click launched no run", launched)
 
 
 def _wait_for_runs(platform, runs, quiet_s: float = 10) -> list:
     """The runs `runs()` lists, once there are some, all finished, and no new one for `quiet_s`."""
-    deadline = time.monotonic() + RUNS_TIMEOUT_S
     seen, since = None, time.monotonic()
-    while time.monotonic() < deadline:
+
+    def settled():
+        nonlocal seen, since
         found = runs()
         if {r.run_id for r in found} != seen:
             seen, since = {r.run_id for r in found}, time.monotonic()
-        if found and all(r.is_finished for r in found) and time.monotonic() - since >= quiet_s:
-            return found
-        time.sleep(2)
-    raise AssertionError(f"runs did not finish within {RUNS_TIMEOUT_S} s")
+        done = found and all(r.is_finished for r in found) and time.monotonic() - since >= quiet_s
+        return (found if done else None), runs_progress(found)
+    return wait_while_moving("the runs did not finish", settled)
 
 
 def _wait_for_backfill(platform, before: set[str]):
-    deadline = time.monotonic() + RUNS_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def finished():
         new = [b for b in platform.instance().get_backfills() if b.backfill_id not in before]
-        if new and new[0].status.value not in ("REQUESTED", "CANCELING") and all(
-                r.is_finished for r in _runs_of(platform, new[0])):
-            return new[0]
-        time.sleep(2)
-    raise AssertionError("the backfill launched from the UI did not finish")
+        runs = _runs_of(platform, new[0]) if new else []
+        done = new and new[0].status.value not in ("REQUESTED", "CANCELING") and all(r.is_finished for r in runs)
+        return (new[0] if done else None), runs_progress(runs)
+    return wait_while_moving("the backfill launched from the UI did not finish", finished)
 
 
 def _runs_of(platform, backfill) -> list:

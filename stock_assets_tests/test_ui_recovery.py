@@ -24,7 +24,7 @@ from dagster import AssetPartitionStatus, DagsterRunStatus
 from stock_assets.defs.partitions import symbol_shards
 from stock_assets.runs.plan import shards_of_run
 from stock_assets_tests.test_interruptions import start_sync, wait_until_mid_shard
-from stock_assets_tests.ui_support import dagster_dev
+from stock_assets_tests.ui_support import dagster_dev, runs_progress, wait_while_moving
 
 SHARD_ASSETS = ["company_profiles", "price_history", "dividend_history"]
 
@@ -59,7 +59,7 @@ def wait_for(what: str, check, timeout: float, log=lambda: ""):
     raise AssertionError(f"{what} within {timeout:.0f} s\n{log()}")
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)  # the last bound; the waits inside fail first, with what they saw
 @pytest.mark.scenario
 @pytest.mark.slow
 def test_after_a_killed_sync_the_daemon_reaps_and_the_ui_backfill_completes(platform, tmp_path):
@@ -82,20 +82,23 @@ def test_after_a_killed_sync_the_daemon_reaps_and_the_ui_backfill_completes(plat
         def reaped():
             statuses = {platform.instance().get_run_by_id(r.run_id).status for r in stuck}
             return statuses == {DagsterRunStatus.FAILURE}
-        wait_for("the housekeeping sensor did not reap the killed runs", reaped, 180, ui.log_tail)
+        wait_for("the housekeeping sensor did not reap the killed runs", reaped, 300, ui.log_tail)
 
         instance = platform.instance()
-        failed = sorted({shard for r in stuck for shard in shards_of_run(r.tags)})
-        statuses = {asset: instance.get_status_by_partition(dg.AssetKey(asset), failed, symbol_shards)
+        killed = sorted({shard for r in stuck for shard in shards_of_run(r.tags)})
+        statuses = {asset: instance.get_status_by_partition(dg.AssetKey(asset), killed, symbol_shards)
                     for asset in SHARD_ASSETS}
         # The step the kill cut short shows FAILED. Not every shard of a killed range: a step
         # reports each shard as it ends (an empty shard inside the range, at once), so some of the
         # range may be MATERIALIZED; none is left in progress.
-        seen = {statuses[a][shard] for a in SHARD_ASSETS for shard in failed}
+        seen = {statuses[a][shard] for a in SHARD_ASSETS for shard in killed}
         assert AssetPartitionStatus.FAILED in seen and seen <= {AssetPartitionStatus.FAILED,
                                                                 AssetPartitionStatus.MATERIALIZED}, statuses
+        failed = [shard for shard in killed
+                  if any(statuses[a][shard] == AssetPartitionStatus.FAILED for a in SHARD_ASSETS)]
 
-        # 2. The UI's backfill of the failed partitions: launched through the webserver, run by the daemon.
+        # 2. The UI's backfill of the failed partitions (what Materialize… → Failed selects):
+        # launched through the webserver, run by the daemon.
         answer = ui.graphql(LAUNCH_BACKFILL, {"params": {
             "assetSelection": [{"path": [name]} for name in SHARD_ASSETS], "partitionNames": failed}})
         launched = answer["data"]["launchPartitionBackfill"]
@@ -105,14 +108,17 @@ def test_after_a_killed_sync_the_daemon_reaps_and_the_ui_backfill_completes(plat
         def completed():
             state = ui.graphql(BACKFILL_STATUS, {"id": backfill_id})["data"]["partitionBackfillOrError"]
             assert state["status"] not in ("FAILED", "CANCELED", "COMPLETED_FAILED"), state
-            return state["status"] in ("COMPLETED", "COMPLETED_SUCCESS")
-        wait_for("the backfill did not complete", completed, 300, ui.log_tail)
+            runs = platform.instance().get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+            return state["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), runs_progress(runs)
+        # A run a partition, each a new process, three at once: on a loaded machine that takes what it
+        # takes. The wait fails only if the backfill stops moving.
+        wait_while_moving("the backfill did not complete", completed, log=ui.log_tail)
 
     instance = platform.instance()
     for asset in SHARD_ASSETS:
-        status = instance.get_status_by_partition(dg.AssetKey(asset), failed, symbol_shards)
+        status = instance.get_status_by_partition(dg.AssetKey(asset), killed, symbol_shards)
         assert set(status.values()) == {AssetPartitionStatus.MATERIALIZED}, (asset, status)
     symbols = {s for (s,) in platform.sql("SELECT symbol FROM market.symbols WHERE shard IN "
-                                         f"({', '.join(repr(p) for p in failed)})")}
+                                         f"({', '.join(repr(p) for p in killed)})")}
     profiled = {s for (s,) in platform.sql("SELECT symbol FROM market.company_profiles")}
     assert symbols <= profiled

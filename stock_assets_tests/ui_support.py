@@ -70,6 +70,30 @@ mutation($params: ExecutionParams!) {
 }"""
 
 
+STALL_S = 240  # a run under the daemon takes 4-10 s alone here; minutes without one ending is a stall
+
+
+def wait_while_moving(what: str, observe, stall_s: float = STALL_S, log=lambda: ""):
+    """Wait for runs without a deadline on the whole: `observe()` gives `(result, progress)`; the
+    wait returns the first truthy result, and fails only when `progress` (the runs seen and
+    finished) stays the same for `stall_s`. A loaded machine makes runs slow, not stuck."""
+    last, moved = None, time.monotonic()
+    while True:
+        result, progress = observe()
+        if result:
+            return result
+        if progress != last:
+            last, moved = progress, time.monotonic()
+        elif time.monotonic() - moved > stall_s:
+            raise AssertionError(f"{what}: no progress for {stall_s:.0f} s (at {progress})\n{log()}")
+        time.sleep(1.0)
+
+
+def runs_progress(runs) -> tuple[int, int]:
+    """What a wait on runs watches move: how many there are, how many have finished."""
+    return len(runs), sum(r.is_finished for r in runs)
+
+
 def chromium_path() -> str | None:
     for candidate in (os.environ.get("CHROMIUM_PATH"), *CHROMIUM_CANDIDATES, shutil.which("chromium")):
         if candidate and os.path.exists(candidate):
