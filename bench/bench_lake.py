@@ -50,9 +50,15 @@ kind, where, day = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 if kind == "file":
     import duckdb
     conn = duckdb.connect(where["database"], read_only=True)
+    read = lambda sql: conn.execute(sql).fetchall()
 else:
     from stock_assets.warehouse import WarehouseResource
-    conn = WarehouseResource(**where).connect(read_only=True)
+    lake = WarehouseResource(**where)
+    conn = lake.connect(read_only=True)
+    # As `stock-assets sql` reads: checked against a commit landing meanwhile (a commit before the
+    # check, `--ours`, reads unchecked).
+    consistently = getattr(lake, "read_consistently", lambda conn, read: read())
+    read = lambda sql: consistently(conn, lambda: conn.execute(sql).fetchall())
 symbol = conn.execute("SELECT symbol FROM market.prices GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1").fetchone()[0]
 queries = {
     "README 1: last five syncs": """SELECT batch_id, started_at, round(duration_s) AS s, api_calls, calls_saved,
@@ -72,7 +78,7 @@ for name, sql in queries.items():
     best, rows = float("inf"), 0
     for _ in range(5):
         started = time.perf_counter()
-        rows = len(conn.execute(sql).fetchall())
+        rows = len(read(sql))
         best = min(best, time.perf_counter() - started)
     out[name] = {"s": best, "rows": rows}
 print(json.dumps(out))

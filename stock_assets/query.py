@@ -20,6 +20,7 @@ import sys
 from typing import Any, TextIO
 
 import duckdb
+import pyarrow as pa
 
 from stock_assets import clock
 from stock_assets.errors import CommandError, ConfigError
@@ -34,7 +35,7 @@ def open_reader(warehouse: WarehouseResource, as_of: str | None = None) -> tuple
                            f"(or set STOCK_ASSETS_DB).")
     conn = warehouse.connect(read_only=True)
     try:
-        snapshot = resolve_snapshot(conn, as_of)
+        snapshot = warehouse.read_consistently(conn, lambda: resolve_snapshot(conn, as_of))
         if as_of is not None:
             conn.execute(f"USE memory; DETACH {ALIAS}")
             conn.execute(warehouse.attach_sql(read_only=True, snapshot=snapshot))
@@ -85,18 +86,16 @@ def run(warehouse: WarehouseResource, sql: str, *, as_of: str | None = None, out
     conn, _ = open_reader(warehouse, as_of)
     try:
         try:
-            relation = conn.sql(sql)
+            table = warehouse.read_consistently(conn, lambda: _answer(conn, sql))
         except duckdb.Error as error:
             raise CommandError(_explain(error)) from error
-        if relation is None:
+        if table is None:
             return 0  # a statement with no result (SET, USE ...)
+        relation = conn.from_arrow(table)
         if output == "table":
             relation.show(max_rows=10_000, max_width=10_000)
             return 0
-        try:
-            columns, rows = relation.columns, relation.fetchall()
-        except duckdb.Error as error:
-            raise CommandError(_explain(error)) from error
+        columns, rows = relation.columns, relation.fetchall()
         if output == "json":
             json.dump([dict(zip(columns, row)) for row in rows], out, default=_jsonable, indent=2)
             out.write("\n")
@@ -107,6 +106,12 @@ def run(warehouse: WarehouseResource, sql: str, *, as_of: str | None = None, out
         return 0
     finally:
         conn.close()
+
+
+def _answer(conn: duckdb.DuckDBPyConnection, sql: str) -> pa.Table | None:
+    """The query's whole answer, fetched (so that it can be read again when a commit tore it)."""
+    relation = conn.sql(sql)
+    return None if relation is None else relation.to_arrow_table()
 
 
 def _explain(error: duckdb.Error) -> str:

@@ -438,6 +438,49 @@ def test_four_processes_make_the_lake_and_write_disjoint_and_overlapping_chunks_
     assert len(wh.query("SELECT * FROM lake.snapshots() WHERE changes['tables_inserted_into'] IS NOT NULL")) >= 24
 
 
+REPLACER = """
+import json, sys, datetime as dt
+from stock_assets.warehouse import WarehouseResource, prices_table
+location, symbols, commits = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+wh = WarehouseResource(**location, lock_timeout_s=120)
+print("ready", flush=True)
+for n in range(commits):  # one symbol's 50 bars replaced a commit: rows deleted from a file already holding deletes
+    bars = [{"symbol": f"S{n % symbols:04d}", "date": dt.date(2024, 1, 1) + dt.timedelta(days=d), "open": 1.0,
+             "high": 1.0, "low": 1.0, "close": float(n + 1), "volume": d} for d in range(50)]
+    wh.write_rows("market.prices", prices_table(bars, "replacer"))
+print("done", flush=True)
+"""
+
+
+def test_a_reader_never_sees_a_table_torn_between_two_commits(wh, lake_location):
+    """Readers beside a writer that replaces rows: every count is the table's. On the local catalog,
+    without `Lake.read_consistently`, 93 of 2,829 such reads were torn (a file's deletes missing, or a
+    commit's new file) in 40 s on a 2-core machine."""
+    import threading
+
+    symbols = 3_000
+    wh.write_rows("market.prices", prices_table(
+        [{"symbol": f"S{s:04d}", "date": dt.date(2024, 1, 1) + dt.timedelta(days=d), "open": 1.0, "high": 1.0,
+          "low": 1.0, "close": 0.0, "volume": d} for s in range(symbols) for d in range(50)], "seed"))
+    writer = _spawn(REPLACER, json.dumps(lake_location), str(symbols), "60")
+    assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
+    answers: list[int] = []
+
+    def read_beside() -> None:
+        while writer.poll() is None:
+            answers.append(wh.query("SELECT count(*) AS n FROM market.prices")[0]["n"])
+
+    readers = [threading.Thread(target=read_beside) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    out, err = writer.communicate(timeout=300)
+    for reader in readers:
+        reader.join()
+    assert writer.returncode == 0 and out.split()[-1] == "done", err
+    torn = [n for n in answers if n != symbols * 50]
+    assert len(answers) > 100 and torn == [], (len(answers), torn[:5])
+
+
 def test_the_universe_refresh_writes_the_screener_layer_and_marks_identity_changes(wh):
     from stock_assets.fmp.records import ScreenerRow
     from stock_assets.defs.partitions import shard_of
