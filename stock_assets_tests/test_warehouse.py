@@ -439,46 +439,53 @@ def test_four_processes_make_the_lake_and_write_disjoint_and_overlapping_chunks_
 
 
 REPLACER = """
-import json, sys, datetime as dt
+import json, os, sys, datetime as dt
 from stock_assets.warehouse import WarehouseResource, prices_table
-location, symbols, commits = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+location, symbols, stop = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 wh = WarehouseResource(**location, lock_timeout_s=120)
 print("ready", flush=True)
-for n in range(commits):  # one symbol's 50 bars replaced a commit: rows deleted from a file already holding deletes
+n = 0
+while not os.path.exists(stop):  # a symbol's 50 bars replaced a commit: deletes in a file already holding some
     bars = [{"symbol": f"S{n % symbols:04d}", "date": dt.date(2024, 1, 1) + dt.timedelta(days=d), "open": 1.0,
              "high": 1.0, "low": 1.0, "close": float(n + 1), "volume": d} for d in range(50)]
     wh.write_rows("market.prices", prices_table(bars, "replacer"))
-print("done", flush=True)
+    n += 1
+print(n, flush=True)
 """
 
 
-def test_a_reader_never_sees_a_table_torn_between_two_commits(wh, lake_location):
+def test_a_reader_never_sees_a_table_torn_between_two_commits(wh, lake_location, tmp_path):
     """Readers beside a writer that replaces rows: every count is the table's. On the local catalog,
     without `Lake.read_consistently`, 93 of 2,829 such reads were torn (a file's deletes missing, or a
     commit's new file) in 40 s on a 2-core machine."""
     import threading
 
-    symbols = 3_000
+    symbols, reads_each = 3_000, 100
     wh.write_rows("market.prices", prices_table(
         [{"symbol": f"S{s:04d}", "date": dt.date(2024, 1, 1) + dt.timedelta(days=d), "open": 1.0, "high": 1.0,
           "low": 1.0, "close": 0.0, "volume": d} for s in range(symbols) for d in range(50)], "seed"))
-    writer = _spawn(REPLACER, json.dumps(lake_location), str(symbols), "60")
-    assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
+    stop, first = tmp_path / "stop", wh.snapshot()
+    writer = _spawn(REPLACER, json.dumps(lake_location), str(symbols), str(stop))
     answers: list[int] = []
+    try:
+        assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
 
-    def read_beside() -> None:
-        while writer.poll() is None:
-            answers.append(wh.query("SELECT count(*) AS n FROM market.prices")[0]["n"])
+        def read_beside() -> None:  # as many reads, and as long as the writer's first 30 commits take
+            while len(answers) < 2 * reads_each or wh.snapshot() < first + 30:
+                answers.append(wh.query("SELECT count(*) AS n FROM market.prices")[0]["n"])
 
-    readers = [threading.Thread(target=read_beside) for _ in range(2)]
-    for reader in readers:
-        reader.start()
-    out, err = writer.communicate(timeout=300)
-    for reader in readers:
-        reader.join()
-    assert writer.returncode == 0 and out.split()[-1] == "done", err
+        readers = [threading.Thread(target=read_beside) for _ in range(2)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+    finally:
+        stop.touch()
+        out, err = writer.communicate(timeout=300)
+    assert writer.returncode == 0, err
+    commits = int(out.split()[-1])
     torn = [n for n in answers if n != symbols * 50]
-    assert len(answers) > 100 and torn == [], (len(answers), torn[:5])
+    assert commits >= 30 and len(answers) >= 2 * reads_each and torn == [], (commits, len(answers), torn[:5])
 
 
 def test_the_universe_refresh_writes_the_screener_layer_and_marks_identity_changes(wh):
