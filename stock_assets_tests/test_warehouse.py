@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -458,8 +459,6 @@ def test_a_reader_never_sees_a_table_torn_between_two_commits(wh, lake_location,
     """Readers beside a writer that replaces rows: every count is the table's. On the local catalog,
     without `Lake.read_consistently`, 93 of 2,829 such reads were torn (a file's deletes missing, or a
     commit's new file) in 40 s on a 2-core machine."""
-    import threading
-
     symbols, reads_each = 3_000, 100
     wh.write_rows("market.prices", prices_table(
         [{"symbol": f"S{s:04d}", "date": dt.date(2024, 1, 1) + dt.timedelta(days=d), "open": 1.0, "high": 1.0,

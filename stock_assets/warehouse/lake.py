@@ -331,11 +331,13 @@ class Lake(dg.ConfigurableResource):
         """
         if self.catalog:
             return read()
+        before = _last_commit(conn)
         for _ in range(_OPTIMISTIC_READS):
-            before = _last_commit(conn)
             result = read()
-            if _last_commit(conn) == before:
+            after = _last_commit(conn)
+            if after == before:
                 return result
+            before = after  # the next try starts from the commit this one saw land
         with _write_turn(self.path):
             return read()
 
